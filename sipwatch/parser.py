@@ -1,0 +1,407 @@
+"""Log framing and parsing: ``LogChunk`` text in, ``SipMessage``/``ServiceEvent`` out.
+
+Framing works on whole chunks, not lines: record starts (a drachtio timestamp, the pre-2017
+``%08x|date|`` stamp, or a pino ``{"`` line) are found with one regex scan in C, so the cost per
+SIP message is a few string operations rather than a Python loop over its lines.  Prefixes that
+deployments put in front of every line are handled per channel, decided once from the first
+lines of the channel:
+
+* ``docker logs -t`` / ``kubectl logs --timestamps`` RFC3339Nano and pm2 ``--time`` stamps are
+  removed from the whole chunk with one ``re.sub``;
+* ``docker compose logs`` (``service-1  | ``), pm2 (``0|app  | ``) and ``kubectl --prefix``
+  (``[pod/x/c] ``) lines are demultiplexed by their service name, because compose interleaves
+  lines of different containers and a drachtio record must only collect its own lines.
+
+A record is only complete when the next one starts, so each channel holds back its last record
+until more text, an idle signal (empty chunk) or ``flush()`` arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sipwatch.model import LogChunk, ParsedEvent, ServiceEvent, ServiceOrigin, SipMessage, Stream
+from sipwatch.registrar import classify_drachtio_line, parse_pino_line
+from sipwatch.sip import HEADER_GROUPS, build_sip_message, headers_pattern
+
+# A record starts at a drachtio timestamp, a legacy "%08x|2017-Jun-27 07:48:59.059161|" stamp,
+# or a pino JSON object.
+_RECORD_START = (
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} "
+    r"|[0-9a-fA-F]{8}\|\d{4}-[A-Za-z]{3}-\d\d \d\d:\d\d:\d\d\.\d{1,9}\|"
+    r'|\{"'
+)
+RECORD_START_RE = re.compile("^(?:" + _RECORD_START + ")", re.MULTILINE)
+_RECORD_START_AT = re.compile(_RECORD_START)  # for match(line, pos): "^" would not anchor at pos
+_NOT_START = "(?!" + _RECORD_START + ")"
+# the rest of a record: every following line that does not start a new record
+_REST = "(?:\n" + _NOT_START + "[^\n]*)*"
+
+# One regex walks a whole chunk, one match per record, capturing everything a SIP dump
+# needs: the drachtio stamp, the sofia header line, the start line and the header values.
+# Framing and header extraction both run inside the regex engine; Python touches each
+# record once.  Group numbers are fixed below (G_*).
+RECORD_RE = re.compile(
+    "^(?:"
+    # drachtio stamp, or the pre-2017 "%08x|2017-Jun-27 07:48:59.059161| " one
+    + r"(?:(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) "
+    + r"|[0-9a-fA-F]{8}\|(\d{4}-[A-Za-z]{3}-\d\d \d\d:\d\d:\d\d\.\d{1,9})\| ?)"
+    + "(?:"
+    # a SIP dump: "recv 612 bytes from udp/[203.0.113.5]:5060 at 12:00:00.123400:"
+    + r"(recv|send) (\d{1,9}) bytes (?:from|to) ([A-Za-z]{2,5})/\[([^\]\n]{0,64})\]:(\d{1,5})[^\n]*"
+    + "(?:\n"
+    + _NOT_START
+    + "([^\r\n]*)\r?"  # start line
+    + headers_pattern(_NOT_START + r"(?!\r?\n|\r?\Z)")
+    + ")?"
+    + _REST
+    # any other drachtio record (controller lines, sofia debug, truncation markers)
+    + "|([^\n]*)"
+    + _REST
+    + ")"
+    # a pino JSON line (and any non-JSON lines after it, e.g. a stack trace)
+    + r'|(\{"[^\n]*)'
+    + _REST
+    + ")",
+    re.MULTILINE,
+)
+G_TS, G_LEGACY_TS, G_WHAT, G_SIZE, G_PROTO, G_IP, G_PORT, G_START = range(8)
+G_HEADERS = 8
+G_LINE = G_HEADERS + HEADER_GROUPS
+G_PINO = G_LINE + 1
+_DRACHTIO_TS_RE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ")
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+# Whole-chunk prefixes: docker/kubectl RFC3339Nano ("...Z ") and pm2 --time ("...: ").
+_TS_PREFIX = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?:? "
+_TS_PREFIX_RE = re.compile(_TS_PREFIX)
+_TS_PREFIX_STRIP_RE = re.compile("^" + _TS_PREFIX, re.MULTILINE)
+_ANSI = r"(?:\x1b\[[0-9;]*m)*"
+# Per-line prefixes that name a service: compose, pm2 ("0|sbc-sip-sidecar | "), kubectl --prefix.
+_SERVICE_PREFIX_RE = re.compile(
+    _ANSI
+    + r"(?:\[(?:pod/)?(?P<k8s>[^\]\s]+)\] "
+    + r"|(?:\d+\|)?(?P<svc>[A-Za-z0-9][\w.-]*) *"
+    + _ANSI
+    + r"\| ?)"
+    + _ANSI
+    + " ?(?:"
+    + _TS_PREFIX
+    + ")?"
+)
+_LONE_CR_RE = re.compile(r"\r(?!\n)")
+
+MAX_PENDING = 1 << 20  # a record larger than this is cut: bounded memory under garbage input
+_DETECT_LINES = 200  # lines looked at to decide a channel's prefix style
+
+
+class PrefixMode:
+    UNKNOWN = 0
+    NONE = 1
+    TIMESTAMP = 2  # strip a leading RFC3339/pm2 timestamp from every line
+    SERVICE = 3  # demultiplex "service | " lines
+
+
+@dataclass(slots=True)
+class ParseStats:
+    """Counters the metrics sink and the replay report read; plain ints, cheap to bump."""
+
+    lines: int = 0
+    records: dict[str, int] = field(default_factory=dict)  # sip, service, other, api, pino
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def record(self, kind: str, n: int = 1) -> None:
+        self.records[kind] = self.records.get(kind, 0) + n
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+@dataclass(slots=True)
+class _Channel:
+    source: str
+    stream: Stream
+    mode: int = PrefixMode.UNKNOWN
+    detect_budget: int = _DETECT_LINES
+    pending: str = ""
+
+
+class LogParser:
+    """Turns chunks of log text into parsed events, keeping per-channel framing state.
+
+    ``tz_offset`` is subtracted from drachtio timestamps (they are in the container's local
+    time, normally UTC, so the offset is normally 0).  Counters are kept per source in
+    ``stats_by_source`` (plain ints: the metrics sink reads them at scrape time).
+    """
+
+    def __init__(self, *, tz_offset: float = 0.0) -> None:
+        self._tz = tz_offset
+        self._channels: dict[tuple[str, Stream], _Channel] = {}
+        self._minute_cache: dict[str, float] = {}
+        self.stats_by_source: dict[str, ParseStats] = {}
+
+    def stats_for(self, source: str) -> ParseStats:
+        st = self.stats_by_source.get(source)
+        if st is None:
+            st = self.stats_by_source[source] = ParseStats()
+        return st
+
+    @property
+    def stats(self) -> ParseStats:
+        """All sources added up."""
+        total = ParseStats()
+        for st in self.stats_by_source.values():
+            total.lines += st.lines
+            for k, v in st.records.items():
+                total.record(k, v)
+            for k, v in st.errors.items():
+                total.errors[k] = total.errors.get(k, 0) + v
+        return total
+
+    # ------------------------------------------------------------------ public API
+    def feed(self, chunk: LogChunk) -> list[ParsedEvent]:
+        """Parse a chunk; an empty chunk is the idle signal and flushes held records."""
+        out: list[ParsedEvent] = []
+        if not chunk.text:
+            self._flush_source(chunk.source, chunk.stream, out)
+            return out
+        text = chunk.text
+        self.stats_for(chunk.source).lines += text.count("\n")
+        if "\r" in text and text.count("\r") != text.count("\r\n"):
+            text = _LONE_CR_RE.sub("\n", text)
+        ch = self._channel(chunk.source, chunk.stream)
+        if ch.mode == PrefixMode.UNKNOWN:
+            self._detect(ch, text)
+        if ch.mode == PrefixMode.SERVICE:
+            self._feed_demux(ch, text, out)
+        else:
+            if ch.mode == PrefixMode.TIMESTAMP:
+                text = _TS_PREFIX_STRIP_RE.sub("", text)
+            self._frame(ch, text, out, final=False)
+        return out
+
+    def flush(self) -> list[ParsedEvent]:
+        """End of input: emit every held record."""
+        out: list[ParsedEvent] = []
+        for ch in list(self._channels.values()):
+            self._frame(ch, "", out, final=True)
+        return out
+
+    # ------------------------------------------------------------------ framing
+    def _channel(self, source: str, stream: Stream) -> _Channel:
+        key = (source, stream)
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = _Channel(source, stream)
+        return ch
+
+    def _flush_source(self, source: str, stream: Stream, out: list[ParsedEvent]) -> None:
+        for ch in list(self._channels.values()):
+            # demultiplexed children are named "<source>/<service>"
+            if ch.stream == stream and (ch.source == source or ch.source.startswith(source + "/")):
+                self._frame(ch, "", out, final=True)
+
+    def _detect(self, ch: _Channel, text: str) -> None:
+        """Decide the channel's prefix style from its first meaningful lines."""
+        pos = 0
+        n = len(text)
+        while pos < n and ch.detect_budget > 0:
+            end = text.find("\n", pos)
+            if end < 0:
+                end = n
+            line = text[pos:end]
+            pos = end + 1
+            if not line.strip():
+                continue
+            ch.detect_budget -= 1
+            if RECORD_START_RE.match(line):
+                ch.mode = PrefixMode.NONE
+                return
+            if _TS_PREFIX_RE.match(line):
+                ch.mode = PrefixMode.TIMESTAMP
+                return
+            m = _SERVICE_PREFIX_RE.match(line)
+            if m and _RECORD_START_AT.match(line, m.end()):
+                ch.mode = PrefixMode.SERVICE
+                return
+        if ch.detect_budget <= 0:
+            ch.mode = PrefixMode.NONE
+
+    def _feed_demux(self, ch: _Channel, text: str, out: list[ParsedEvent]) -> None:
+        parts: dict[str, list[str]] = {}
+        match = _SERVICE_PREFIX_RE.match
+        for line in text.splitlines(keepends=True):
+            m = match(line)
+            if m is not None:
+                name = m.group("k8s") or m.group("svc") or ""
+                rest = line[m.end() :]
+            else:
+                name = ""
+                rest = line
+            bucket = parts.get(name)
+            if bucket is None:
+                parts[name] = [rest]
+            else:
+                bucket.append(rest)
+        for name, lines in parts.items():
+            child = self._channel(f"{ch.source}/{name}" if name else ch.source, ch.stream)
+            child.mode = PrefixMode.NONE
+            self._frame(child, "".join(lines), out, final=False)
+
+    def _frame(self, ch: _Channel, text: str, out: list[ParsedEvent], *, final: bool) -> None:
+        """Scan ``pending + text`` record by record; hold back the last record unless final."""
+        buf = ch.pending + text if ch.pending else text
+        ch.pending = ""
+        if not buf:
+            return
+        stats = self.stats_for(ch.source)
+        source = ch.source
+        pos = 0
+        last_msg: SipMessage | None = None
+        held: re.Match[str] | None = None
+        for m in RECORD_RE.finditer(buf):
+            if held is not None:
+                last_msg = self._record(source, held, out, stats, last_msg)
+            if m.start() > pos + 1 and buf[pos : m.start()].strip():
+                stats.record("other")  # lines before the first record: log cut mid-record
+            held = m
+            pos = m.end()
+        if held is None:
+            if not final and len(buf) < MAX_PENDING and RECORD_START_RE.match(buf):
+                ch.pending = buf
+            elif buf.strip():
+                stats.record("other")
+            return
+        if buf[pos:].strip():
+            stats.record("other")
+        if final or len(buf) - held.start() > MAX_PENDING:
+            self._record(source, held, out, stats, last_msg)
+        else:
+            ch.pending = buf[held.start() :]
+
+    def _record(
+        self,
+        source: str,
+        m: re.Match[str],
+        out: list[ParsedEvent],
+        stats: ParseStats,
+        last_msg: SipMessage | None,
+    ) -> SipMessage | None:
+        """Turn one matched record into an event; returns the SIP message it made, if any."""
+        g = m.groups("")
+        what = g[G_WHAT]
+        if what:
+            start = g[G_START]
+            ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS])
+            if not start:
+                stats.error("sip_header_only")
+                return None
+            msg = build_sip_message(
+                ts,
+                source,
+                what,
+                int(g[G_SIZE]),
+                g[G_PROTO].lower(),
+                g[G_IP],
+                int(g[G_PORT]),
+                start,
+                g[G_HEADERS:G_LINE],
+            )
+            if msg is None:
+                stats.error("sip_start_line")
+                return None
+            out.append(msg)
+            stats.record("sip")
+            return msg
+        pino = g[G_PINO]
+        if pino:
+            self._pino(source, pino, out, stats)
+            return None
+        line = g[G_LINE]
+        if line.lstrip(" ").startswith("*** message truncated"):
+            if last_msg is not None:
+                last_msg.truncated = True
+            stats.record("truncation")
+            return last_msg
+        if line.startswith("Client::") or line.startswith("Sending response"):
+            stats.record("api")  # drachtio <-> app traffic, not network SIP
+            return None
+        hit = classify_drachtio_line(line)
+        if hit is None:
+            stats.record("other")
+            return None
+        kind, attrs = hit
+        ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS])
+        out.append(
+            ServiceEvent(
+                ts=ts,
+                source=source,
+                origin=ServiceOrigin.DRACHTIO,
+                kind=kind,
+                level=30,
+                message=line.rstrip()[:512],
+                attrs=attrs,
+            )
+        )
+        stats.record("service")
+        return None
+
+    def _pino(self, source: str, line: str, out: list[ParsedEvent], stats: ParseStats) -> None:
+        ev = parse_pino_line(line, source)
+        if ev is None:
+            stats.error("pino_json")
+            return
+        out.append(ev)
+        stats.record("pino")
+
+    # ------------------------------------------------------------------ time
+    def _ts(self, stamp: str, stats: ParseStats) -> float:
+        """Epoch seconds of a drachtio stamp, caching the per-minute base (strptime is slow)."""
+        key = stamp[:16]
+        base = self._minute_cache.get(key)
+        if base is None:
+            try:
+                base = (
+                    datetime(
+                        int(stamp[0:4]),
+                        int(stamp[5:7]),
+                        int(stamp[8:10]),
+                        int(stamp[11:13]),
+                        int(stamp[14:16]),
+                        tzinfo=UTC,
+                    ).timestamp()
+                    - self._tz
+                )
+            except ValueError:
+                stats.error("timestamp")
+                base = 0.0
+            if len(self._minute_cache) > 4096:
+                self._minute_cache.clear()
+            self._minute_cache[key] = base
+        return base + float(stamp[17:26])
+
+    def _legacy_ts(self, stamp: str) -> float:
+        """``2017-Jun-27 07:48:59.059161`` (pre-2017 drachtio) as epoch seconds."""
+        try:
+            base = datetime(
+                int(stamp[0:4]),
+                _MONTHS.get(stamp[5:8].lower(), 1),
+                int(stamp[9:11]),
+                int(stamp[12:14]),
+                int(stamp[15:17]),
+                tzinfo=UTC,
+            ).timestamp()
+            return base + float(stamp[18:]) - self._tz
+        except ValueError:
+            return 0.0
+
+
+def is_drachtio_timestamp(line: str) -> bool:
+    """True when a line starts with drachtio's ``YYYY-MM-DD HH:MM:SS.ffffff `` stamp."""
+    return _DRACHTIO_TS_RE.match(line) is not None

@@ -1,0 +1,290 @@
+"""SIP message parsing for drachtio ``recv``/``send`` dumps.
+
+This is the hot path of sipwatch.  A message is parsed with a handful of C-level string
+operations and one regex scan over the header block; only the headers sipwatch needs are
+looked at, and each value is cut to ``MAX_FIELD`` characters so a 10 kB username cannot
+blow up memory downstream.  Nothing here raises on malformed input: a message that cannot be
+understood yields ``None`` and the caller counts a parse error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sipwatch.model import Direction, SipMessage
+
+MAX_FIELD = 256  # longest user/host/UA we keep; longer values are cut, never rejected
+
+# recv 612 bytes from udp/[203.0.113.5]:5060 at 12:00:00.123400:
+# The " at HH:MM:SS.us" part is optional: pasted or cut-off logs lose it.
+HEADER_LINE_RE = re.compile(
+    r"(recv|send) (\d+) bytes (?:from|to) (udp|tcp|tls|ws|wss|sctp)/\[([^\]]*)\]:(\d+)"
+    r"(?:/\d+)?(?:;comp=sigcomp)?(?: at [\d:.]*)?:?[ \t\r]*$",
+    re.IGNORECASE,
+)
+
+# One regex ``match`` walks the whole header block and captures the headers sipwatch uses
+# (long and compact forms).  It is written without re.IGNORECASE, which makes CPython's regex
+# engine several times slower: names are spelled as [Vv][Ii][Aa] instead.  Inside a repeated
+# group the *last* occurrence of a header wins, so the top Via is captured separately when it
+# is the first header (as RFC 3261 proxies and nearly every UA write it); otherwise the branch
+# of the last Via is used, which is equally stable between a request and its responses.
+_HEADER_NAMES = (
+    "via|v",
+    "call-id|i",
+    "cseq",
+    "from|f",
+    "to|t",
+    "contact|m",
+    "expires",
+    "user-agent",
+    "authorization|proxy-authorization",
+    "x-reason",
+    "www-authenticate|proxy-authenticate",
+)
+
+
+def _ci(name: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
+
+
+def _alternative(names: str) -> str:
+    spelled = "|".join(_ci(n) for n in names.split("|"))
+    return f"(?:{spelled})[ \t]*:[ \t]*([^\r\n]*)\r?"
+
+
+def headers_pattern(line_guard: str = "") -> str:
+    """The header-block regex; ``line_guard`` is a lookahead every header line must pass
+    (the log scanner uses it to stop at the next record and at the empty line)."""
+    return (
+        "(?:\n" + line_guard + _alternative("via|v") + ")?"
+        "(?:\n"
+        + line_guard
+        + "(?:"
+        + "|".join(_alternative(n) for n in _HEADER_NAMES)
+        + "|[^\n]*))*"
+    )
+
+
+HEADERS_RE = re.compile(headers_pattern())
+HEADER_GROUPS = 12  # top Via + the eleven names above
+
+# user@host of a SIP URI inside a header value: optional display name and "<", the scheme,
+# an optional "user[:password]@", then the host (bracketed IPv6 or up to ":;>?" or space).
+_URI_RE = re.compile(
+    r"(?:sips?|tel):(?:([^@>;?\s:]*)(?::[^@>\s]*)?@)?(\[[^\]]*\]|[^:;>?\s]*)", re.IGNORECASE
+)
+_BRANCH_RE = re.compile(r"branch=([^;,\s]*)", re.IGNORECASE)
+
+_RECV = Direction.RECV
+_SEND = Direction.SEND
+
+
+def parse_uri_user_host(value: str) -> tuple[str, str]:
+    """Return (user, host) of the URI in a From/To/Contact value; ("", "") if there is none.
+
+    Handles ``"Name" <sip:user@host:port;params>``, bare ``sip:user@host;tag=x``, ``sips:``,
+    ``tel:``, ``user:password@`` (the password is dropped) and bracketed IPv6 hosts.  The user
+    part keeps its %-escapes: it is compared, counted and escaped later, never decoded.
+    """
+    m = _URI_RE.search(value)
+    if m is None:
+        return "", ""
+    user, host = m.groups()
+    if host[:1] == "[":
+        host = host[1:-1]
+    return (user or "")[:MAX_FIELD], host[:MAX_FIELD].lower()
+
+
+def _param(value: str, name: str) -> str:
+    """Value of ``name=`` (quoted or not) inside a header value such as a Digest challenge."""
+    low = value.lower()
+    pos = 0
+    while True:
+        i = low.find(name, pos)
+        if i < 0:
+            return ""
+        # must be at a parameter boundary, e.g. not "nonce" inside "cnonce"
+        if i == 0 or low[i - 1] in " ,;\t":
+            j = i + len(name)
+            while j < len(value) and value[j] in " \t":
+                j += 1
+            if j < len(value) and value[j] == "=":
+                j += 1
+                while j < len(value) and value[j] in " \t":
+                    j += 1
+                if j < len(value) and value[j] == '"':
+                    end = value.find('"', j + 1)
+                    return value[j + 1 : end if end >= 0 else len(value)][:MAX_FIELD]
+                end = j
+                while end < len(value) and value[end] not in ",; \t\r":
+                    end += 1
+                return value[j:end][:MAX_FIELD]
+        pos = i + len(name)
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    if text.isdigit() and len(text) < 12:
+        return int(text)
+    return None
+
+
+def parse_sip_message(
+    ts: float,
+    source: str,
+    what: str,
+    size: int,
+    transport: str,
+    peer_ip: str,
+    peer_port: int,
+    body: str,
+) -> SipMessage | None:
+    """Parse the SIP text that follows a drachtio header line.
+
+    ``body`` is everything after the header line's newline: CRLF-terminated SIP lines, the
+    empty line, an optional body, and drachtio's trailing space.  Returns ``None`` when the
+    start line is neither a request nor a status line (garbage, or a dump cut off before it).
+    The log scanner in ``sipwatch.parser`` does the header match itself, over whole chunks,
+    and calls ``build_sip_message`` directly.
+    """
+    nl = body.find("\n")
+    start = body[:nl] if nl >= 0 else body
+    end = body.find("\r\n\r\n")
+    if end < 0:
+        end = body.find("\n\n")
+    m = HEADERS_RE.match(body, nl if nl >= 0 else len(body), end if end >= 0 else len(body))
+    assert m is not None  # the pattern matches the empty string
+    return build_sip_message(
+        ts, source, what, size, transport, peer_ip, peer_port, start, m.groups("")
+    )
+
+
+def build_sip_message(
+    ts: float,
+    source: str,
+    what: str,
+    size: int,
+    transport: str,
+    peer_ip: str,
+    peer_port: int,
+    start: str,
+    headers: tuple[str, ...],
+) -> SipMessage | None:
+    """Make a SipMessage from its start line and the values captured by ``HEADERS_RE``."""
+    start = start.rstrip("\r ")
+    if start.startswith("SIP/2.0 "):
+        is_request = False
+        code = start[8:11]
+        if not code.isdigit():
+            return None
+        status = int(code)
+        reason = start[12:]
+        method = ""
+        request_uri = ""
+    else:
+        sp = start.find(" ")
+        if sp <= 0 or not start.endswith("SIP/2.0"):
+            return None
+        is_request = True
+        status = 0
+        reason = ""
+        method = start[:sp].upper()
+        request_uri = start[sp + 1 : -8].strip()[:MAX_FIELD]
+    (
+        top_via,
+        via,
+        call_id,
+        cseq,
+        from_v,
+        to_v,
+        contact,
+        expires,
+        user_agent,
+        authz,
+        x_reason,
+        www_auth,
+    ) = headers
+    via = top_via or via
+    call_id = call_id.strip()
+
+    cseq_num = 0
+    if cseq:
+        parts = cseq.split()
+        if parts:
+            cseq_num = _int(parts[0]) or 0
+            if len(parts) > 1 and (not is_request or not method):
+                method = parts[1].upper()
+    branch = ""
+    if via:
+        b = via.find("branch=")
+        if b < 0:
+            bm = _BRANCH_RE.search(via)
+            branch = bm.group(1) if bm is not None else ""
+        else:
+            b += 7
+            e = len(via)
+            for sep in (";", ",", " "):
+                x = via.find(sep, b)
+                if 0 <= x < e:
+                    e = x
+            branch = via[b:e]
+    to_user, to_host = parse_uri_user_host(to_v) if to_v else ("", "")
+    # From, Contact expiry and credentials matter for requests only
+    from_user = from_host = auth_username = auth_realm = ""
+    exp: int | None = None
+    if is_request:
+        if from_v:
+            from_user, from_host = parse_uri_user_host(from_v)
+        if expires:
+            exp = _int(expires)
+        if exp is None and contact:
+            ce = _param(contact, "expires")
+            if ce:
+                exp = _int(ce)
+        if authz:
+            auth_username = _param(authz, "username")
+            auth_realm = _param(authz, "realm")
+    elif expires:
+        exp = _int(expires)
+
+    return SipMessage(
+        ts,
+        source,
+        _RECV if what == "recv" else _SEND,
+        transport,
+        peer_ip,
+        peer_port,
+        size,
+        is_request,
+        method,
+        status,
+        reason[:MAX_FIELD],
+        request_uri,
+        call_id[:MAX_FIELD],
+        cseq_num,
+        branch[:MAX_FIELD],
+        from_user,
+        from_host,
+        to_user,
+        to_host,
+        contact[:MAX_FIELD],
+        exp,
+        user_agent.strip()[:MAX_FIELD],
+        auth_username,
+        auth_realm,
+        bool(authz),
+        x_reason.strip()[:MAX_FIELD],
+        www_auth[:MAX_FIELD],
+    )
+
+
+def request_uri_host(uri: str) -> str:
+    """Host part of a Request-URI such as ``sip:acme.example.com;transport=udp``."""
+    return parse_uri_user_host(uri)[1]
+
+
+def is_ipv4(host: str) -> bool:
+    """True for a dotted-quad host (the jambonz rejectIpv4 test), cheap and allocation-light."""
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts)
