@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from sipwatch.model import LogChunk, ParsedEvent, ServiceEvent, ServiceOrigin, SipMessage, Stream
 from sipwatch.registrar import classify_drachtio_line, parse_pino_line
-from sipwatch.sip import HEADER_GROUPS, build_sip_message, headers_pattern
+from sipwatch.sip import build_sip_message, header_getter, headers_pattern
 
 # A record starts at a drachtio timestamp, a legacy "%08x|2017-Jun-27 07:48:59.059161|" stamp,
 # or a pino JSON object.
@@ -58,19 +58,19 @@ RECORD_RE = re.compile(
     + ")?"
     + _REST
     # any other drachtio record (controller lines, sofia debug, truncation markers)
-    + "|([^\n]*)"
+    + "|(?P<line>[^\n]*)"
     + _REST
     + ")"
     # a pino JSON line (and any non-JSON lines after it, e.g. a stack trace)
-    + r'|(\{"[^\n]*)'
+    + r'|(?P<pino>\{"[^\n]*)'
     + _REST
     + ")",
     re.MULTILINE,
 )
 G_TS, G_LEGACY_TS, G_WHAT, G_SIZE, G_PROTO, G_IP, G_PORT, G_START = range(8)
-G_HEADERS = 8
-G_LINE = G_HEADERS + HEADER_GROUPS
-G_PINO = G_LINE + 1
+G_LINE = RECORD_RE.groupindex["line"] - 1
+G_PINO = RECORD_RE.groupindex["pino"] - 1
+_record_headers = header_getter(RECORD_RE)
 _DRACHTIO_TS_RE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ")
 _MONTHS = {
     m: i
@@ -311,7 +311,7 @@ class LogParser:
                 g[G_IP],
                 int(g[G_PORT]),
                 start,
-                g[G_HEADERS:G_LINE],
+                _record_headers(m),
             )
             if msg is None:
                 stats.error("sip_start_line")

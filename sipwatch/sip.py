@@ -10,6 +10,8 @@ understood yields ``None`` and the caller counts a parse error.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from operator import itemgetter
 
 from sipwatch.model import Direction, SipMessage
 
@@ -23,51 +25,79 @@ HEADER_LINE_RE = re.compile(
     re.IGNORECASE,
 )
 
+
 # One regex ``match`` walks the whole header block and captures the headers sipwatch uses
-# (long and compact forms).  It is written without re.IGNORECASE, which makes CPython's regex
-# engine several times slower: names are spelled as [Vv][Ii][Aa] instead.  Inside a repeated
-# group the *last* occurrence of a header wins, so the top Via is captured separately when it
-# is the first header (as RFC 3261 proxies and nearly every UA write it); otherwise the branch
-# of the last Via is used, which is equally stable between a request and its responses.
-_HEADER_NAMES = (
-    "via|v",
-    "call-id|i",
-    "cseq",
-    "from|f",
-    "to|t",
-    "contact|m",
-    "expires",
-    "user-agent",
-    "authorization|proxy-authorization",
-    "x-reason",
-    "www-authenticate|proxy-authenticate",
+# (long and compact forms).  Written for CPython's regex engine: no re.IGNORECASE (several
+# times slower) but [Vv][Ii][Aa] spellings, and alternatives nested by first letter so a line
+# is tested against one letter class per branch instead of every header name.  Inside a
+# repeated group the *last* occurrence of a header wins, so the top Via is captured
+# separately when it is the first header (as RFC 3261 proxies and nearly every UA write it);
+# otherwise the branch of the last Via is used, equally stable between a request and its
+# responses.
+def _value(name: str) -> str:
+    return rf"[ \t]*:[ \t]*(?P<{name}>[^\r\n]*)\r?"
+
+
+_HEADER_ALTERNATIVES = (
+    rf"[Vv](?:[Ii][Aa])?{_value('via')}"
+    rf"|[Cc](?:[Aa][Ll][Ll]-[Ii][Dd]{_value('call_id')}|[Ss][Ee][Qq]{_value('cseq')}"
+    rf"|[Oo][Nn][Tt][Aa][Cc][Tt]{_value('contact')})"
+    rf"|[Ff](?:[Rr][Oo][Mm])?{_value('from_')}"
+    rf"|[Tt](?:[Oo])?{_value('to')}"
+    rf"|[Ii]{_value('call_id_c')}"
+    rf"|[Mm]{_value('contact_c')}"
+    rf"|[Ee][Xx][Pp][Ii][Rr][Ee][Ss]{_value('expires')}"
+    rf"|[Uu][Ss][Ee][Rr]-[Aa][Gg][Ee][Nn][Tt]{_value('user_agent')}"
+    rf"|[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]{_value('authz')}"
+    rf"|[Pp][Rr][Oo][Xx][Yy]-[Aa][Uu][Tt][Hh](?:[Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]{_value('proxy_authz')}"
+    rf"|[Ee][Nn][Tt][Ii][Cc][Aa][Tt][Ee]{_value('proxy_authn')})"
+    rf"|[Xx]-[Rr][Ee][Aa][Ss][Oo][Nn]{_value('x_reason')}"
+    rf"|[Ww][Ww][Ww]-[Aa][Uu][Tt][Hh][Ee][Nn][Tt][Ii][Cc][Aa][Tt][Ee]{_value('www_authn')}"
 )
-
-
-def _ci(name: str) -> str:
-    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
-
-
-def _alternative(names: str) -> str:
-    spelled = "|".join(_ci(n) for n in names.split("|"))
-    return f"(?:{spelled})[ \t]*:[ \t]*([^\r\n]*)\r?"
+# The order build_sip_message receives the captured values in.
+HEADER_FIELDS = (
+    "top_via",
+    "via",
+    "call_id",
+    "call_id_c",
+    "cseq",
+    "from_",
+    "to",
+    "contact",
+    "contact_c",
+    "expires",
+    "user_agent",
+    "authz",
+    "proxy_authz",
+    "x_reason",
+    "www_authn",
+    "proxy_authn",
+)
 
 
 def headers_pattern(line_guard: str = "") -> str:
     """The header-block regex; ``line_guard`` is a lookahead every header line must pass
     (the log scanner uses it to stop at the next record and at the empty line)."""
     return (
-        "(?:\n" + line_guard + _alternative("via|v") + ")?"
-        "(?:\n"
-        + line_guard
-        + "(?:"
-        + "|".join(_alternative(n) for n in _HEADER_NAMES)
-        + "|[^\n]*))*"
+        "(?:\\n" + line_guard + r"[Vv](?:[Ii][Aa])?[ \t]*:[ \t]*(?P<top_via>[^\r\n]*)\r?)?"
+        "(?:\\n" + line_guard + "(?:" + _HEADER_ALTERNATIVES + "|[^\\n]*))*"
     )
 
 
+def header_getter(pattern: re.Pattern[str]) -> Callable[[re.Match[str]], tuple[str, ...]]:
+    """A fast accessor for the header values of a match of a pattern that embeds
+    ``headers_pattern``, in ``HEADER_FIELDS`` order ("" for an absent header)."""
+    pick = itemgetter(*(pattern.groupindex[name] - 1 for name in HEADER_FIELDS))
+
+    def values(m: re.Match[str]) -> tuple[str, ...]:
+        result: tuple[str, ...] = pick(m.groups(""))
+        return result
+
+    return values
+
+
 HEADERS_RE = re.compile(headers_pattern())
-HEADER_GROUPS = 12  # top Via + the eleven names above
+_header_values = header_getter(HEADERS_RE)
 
 # user@host of a SIP URI inside a header value: optional display name and "<", the scheme,
 # an optional "user[:password]@", then the host (bracketed IPv6 or up to ":;>?" or space).
@@ -156,7 +186,7 @@ def parse_sip_message(
     m = HEADERS_RE.match(body, nl if nl >= 0 else len(body), end if end >= 0 else len(body))
     assert m is not None  # the pattern matches the empty string
     return build_sip_message(
-        ts, source, what, size, transport, peer_ip, peer_port, start, m.groups("")
+        ts, source, what, size, transport, peer_ip, peer_port, start, _header_values(m)
     )
 
 
@@ -171,7 +201,7 @@ def build_sip_message(
     start: str,
     headers: tuple[str, ...],
 ) -> SipMessage | None:
-    """Make a SipMessage from its start line and the values captured by ``HEADERS_RE``."""
+    """Make a SipMessage from its start line and the header values (``HEADER_FIELDS`` order)."""
     start = start.rstrip("\r ")
     if start.startswith("SIP/2.0 "):
         is_request = False
@@ -195,18 +225,25 @@ def build_sip_message(
         top_via,
         via,
         call_id,
+        call_id_c,
         cseq,
         from_v,
         to_v,
         contact,
+        contact_c,
         expires,
         user_agent,
         authz,
+        proxy_authz,
         x_reason,
         www_auth,
+        proxy_authn,
     ) = headers
     via = top_via or via
-    call_id = call_id.strip()
+    call_id = (call_id or call_id_c).strip()
+    contact = contact or contact_c
+    authz = authz or proxy_authz
+    www_auth = www_auth or proxy_authn
 
     cseq_num = 0
     if cseq:
