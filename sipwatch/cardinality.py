@@ -1,0 +1,236 @@
+"""Bounded top-N label tracking for per-user and per-IP metric series.
+
+Usernames and source IPs come from the internet: a scanner can try 100,000 usernames in a few
+minutes.  Prometheus guidance is to never use such values as labels, yet "which user / which IP
+keeps failing" is the first question an operator asks.  The compromise (query-exporter's
+``MetricsLastSeen``, Promtail's idle expiry, heavy-hitter sketches) is:
+
+* only the ``top_n`` worst offenders get their own series; every other observation is folded
+  into a single ``other`` bucket, so the exposed series count never exceeds ``top_n`` (+1);
+* who the offenders are is decided by a Space-Saving heavy-hitter table of fixed size
+  (``capacity`` candidates), so memory is bounded whatever the number of distinct keys;
+* series whose key has not been seen for ``ttl`` seconds are dropped, so a fixed problem
+  disappears from the exposition instead of lingering forever.
+
+Space-Saving (Metwally, Agrawal, El Abbadi 2005): when the candidate table is full, a new key
+replaces the candidate with the smallest count and inherits that count as its ``error``.  Any
+key whose true frequency exceeds ``total / capacity`` is guaranteed to be in the table.
+Promotion to an exposed series compares the *guaranteed* count (``count - error``), so a spray
+of one-shot keys never displaces an exposed offender and never churns series.
+
+Exposed entries are pinned: they are never the Space-Saving victim; they leave only when a
+candidate clearly beats the weakest of them (hysteresis avoids flapping) or when they expire.
+The tracker only decides; the caller owns the metric series and is told through callbacks
+(``on_evict``) so it can ``.remove()`` them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+OTHER = "other"
+"""Label value that receives every observation of a key that is not exposed."""
+
+K = TypeVar("K", bound=Hashable)
+
+EVICT_DEMOTED = "demoted"
+EVICT_EXPIRED = "expired"
+
+# A candidate must beat the weakest exposed key by this fraction (and by at least one) before
+# it takes its place, so two keys failing at the same rate do not swap on every observation.
+_HYSTERESIS = 0.25
+
+
+@dataclass(slots=True)
+class _Entry:
+    count: int
+    error: int  # Space-Saving overestimate inherited from the key this entry replaced
+    last_seen: float
+    exposed: bool = False
+
+    @property
+    def guaranteed(self) -> int:
+        return self.count - self.error
+
+
+class TopNTracker(Generic[K]):
+    """Decide which keys get their own metric series; fold the rest into ``other``.
+
+    Memory: at most ``top_n + capacity`` entries, each holding the caller's key (which the
+    caller must keep bounded in size, e.g. truncated strings).
+    """
+
+    def __init__(
+        self,
+        *,
+        top_n: int,
+        capacity: int | None = None,
+        ttl: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[K, str], None] | None = None,
+    ) -> None:
+        if top_n < 0:
+            raise ValueError("top_n must be >= 0")
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        self.top_n = top_n
+        # Enough candidates that a real offender failing steadily beats background noise.
+        self.capacity = max(1, capacity if capacity is not None else max(8 * top_n, 128))
+        self.ttl = ttl
+        self._clock = clock
+        self._on_evict = on_evict
+        # All entries (exposed + candidates) in last-seen order: oldest first, for expiry.
+        self._entries: OrderedDict[K, _Entry] = OrderedDict()
+        self._exposed: set[K] = set()
+        # Candidates grouped by count (each group in insertion order) to find the
+        # Space-Saving victim without scanning every entry.
+        self._buckets: dict[int, dict[K, None]] = {}
+        # Cached weakest exposed entry; None means "recompute".
+        self._floor: tuple[int, K] | None = None
+        self._expire_every = min(ttl / 8.0, 60.0)
+        self._next_expire = clock() + self._expire_every
+        self.folded = 0  # observations that went to ``other``
+        self.evicted = {EVICT_DEMOTED: 0, EVICT_EXPIRED: 0}  # exposed keys that lost their series
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    @property
+    def exposed(self) -> frozenset[K]:
+        return frozenset(self._exposed)
+
+    @property
+    def exposed_count(self) -> int:
+        return len(self._exposed)
+
+    def is_exposed(self, key: K) -> bool:
+        return key in self._exposed
+
+    def count(self, key: K) -> int | None:
+        """Guaranteed (lower-bound) observation count of a tracked key, else None."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.guaranteed
+
+    # ----------------------------------------------------------------- updates
+    def observe(self, key: K, amount: int = 1) -> bool:
+        """Record ``amount`` observations of ``key``.
+
+        Returns True when the caller should use the key's own label value, False when it
+        should fold the observation into ``other``.
+        """
+        now = self._clock()
+        if now >= self._next_expire:
+            self.expire()
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            entry.last_seen = now
+            if entry.exposed:
+                entry.count += amount
+                if self._floor is not None and self._floor[1] == key:
+                    self._floor = None  # the weakest one grew; recompute lazily
+                return True
+            self._bucket_remove(key, entry.count)
+            entry.count += amount
+            self._bucket_add(key, entry.count)
+        else:
+            entry = self._admit(key, amount, now)
+        if self._try_promote(key, entry):
+            return True
+        self.folded += amount
+        return False
+
+    def expire(self) -> int:
+        """Drop entries not seen for ``ttl`` seconds; returns how many exposed keys went."""
+        now = self._clock()
+        self._next_expire = now + self._expire_every
+        cutoff = now - self.ttl
+        removed = 0
+        while self._entries:
+            key, entry = next(iter(self._entries.items()))
+            if entry.last_seen > cutoff:
+                break
+            del self._entries[key]
+            if entry.exposed:
+                self._exposed.discard(key)
+                self._floor = None
+                self.evicted[EVICT_EXPIRED] += 1
+                removed += 1
+                self._notify(key, EVICT_EXPIRED)
+            else:
+                self._bucket_remove(key, entry.count)
+        return removed
+
+    # ---------------------------------------------------------------- internals
+    def _admit(self, key: K, amount: int, now: float) -> _Entry:
+        """Insert a new candidate, replacing the smallest one when the table is full."""
+        error = 0
+        if len(self._entries) - len(self._exposed) >= self.capacity and self._buckets:
+            low = min(self._buckets)
+            bucket = self._buckets[low]
+            victim = next(iter(bucket))
+            self._bucket_remove(victim, low)
+            del self._entries[victim]
+            error = low
+        entry = _Entry(count=error + amount, error=error, last_seen=now)
+        self._entries[key] = entry
+        self._bucket_add(key, entry.count)
+        return entry
+
+    def _try_promote(self, key: K, entry: _Entry) -> bool:
+        if self.top_n == 0:
+            return False
+        if len(self._exposed) < self.top_n:
+            self._expose(key, entry)
+            return True
+        floor_count, floor_key = self._weakest()
+        if entry.guaranteed <= max(floor_count, floor_count * (1.0 + _HYSTERESIS)):
+            return False
+        floor_entry = self._entries[floor_key]
+        floor_entry.exposed = False
+        self._exposed.discard(floor_key)
+        self._bucket_add(floor_key, floor_entry.count)
+        self._expose(key, entry)
+        self.evicted[EVICT_DEMOTED] += 1
+        self._notify(floor_key, EVICT_DEMOTED)
+        return True
+
+    def _expose(self, key: K, entry: _Entry) -> None:
+        self._bucket_remove(key, entry.count)
+        entry.exposed = True
+        self._exposed.add(key)
+        self._floor = None
+
+    def _weakest(self) -> tuple[int, K]:
+        if self._floor is None:
+            best: tuple[int, K] | None = None
+            for k in self._exposed:
+                g = self._entries[k].guaranteed
+                if best is None or g < best[0]:
+                    best = (g, k)
+            assert best is not None  # only called with a full exposed set
+            self._floor = best
+        return self._floor
+
+    def _bucket_add(self, key: K, count: int) -> None:
+        self._buckets.setdefault(count, {})[key] = None
+
+    def _bucket_remove(self, key: K, count: int) -> None:
+        bucket = self._buckets.get(count)
+        if bucket is None:
+            return
+        bucket.pop(key, None)
+        if not bucket:
+            del self._buckets[count]
+
+    def _notify(self, key: K, reason: str) -> None:
+        if self._on_evict is not None:
+            self._on_evict(key, reason)

@@ -1,0 +1,176 @@
+"""The current failing users and IPs, for ``/api/failures`` and for humans.
+
+Metrics answer "how many"; on-call needs "who, from where, since when, with what answer".
+That detail cannot be a metric label (unbounded), so it lives here: one record per
+(side, To user, To host, peer IP, final status), in a table of fixed size.
+
+The table is filled by attacker-controlled traffic, so it must stay useful under a username
+spray: when full, it makes room by discarding, in order, a resolved record, a record not
+updated for ``stale_after`` seconds of log time, then the oldest record seen only once (a
+scanner's one-shot guesses).  Only when none of those exist is the new record refused and
+``dropped`` incremented.  Long text fields are truncated so a record's size is bounded too.
+
+Timestamps are log time (epoch seconds from the records), not wall time, so a replay of an
+old log gives the same table as the live run did.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sipwatch.model import TIMEOUT, AttemptOutcome, RegisterAttempt, RegisterTransaction
+
+_USER_MAX = 128
+_DOMAIN_MAX = 255
+_IP_MAX = 45
+_TEXT_MAX = 256
+_CHALLENGES = (401, 407)
+
+_Key = tuple[str, str, str, str, int | str]
+_Aor = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class FailureRecord:
+    """One failing (side, user, domain, source IP, status) combination."""
+
+    side: str
+    user: str
+    domain: str
+    source_ip: str
+    status: int | str  # SIP status, or "timeout"
+    x_reason: str
+    count: int
+    first_seen: float
+    last_seen: float
+    challenged: bool  # the failing request carried credentials (answered after a 401/407)
+    user_agent: str
+    resolved_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_failure(tx: RegisterTransaction) -> bool:
+    """Final answers that mean "this device is not registered": 4xx-6xx except challenges.
+
+    The brief asks for >= 403; 400 and 402 are included too because jambonz answers 400 to a
+    REGISTER without Contact or expires, which is just as much a broken device.
+    """
+    if tx.timed_out:
+        return True
+    return tx.status >= 400 and tx.status not in _CHALLENGES
+
+
+class FailureTracker:
+    """Bounded table of REGISTER failures, grouped and counted."""
+
+    def __init__(self, max_entries: int = 10_000, *, stale_after: float = 3600.0) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self.stale_after = stale_after
+        # Least recently updated first.
+        self._records: OrderedDict[_Key, FailureRecord] = OrderedDict()
+        self._singletons: OrderedDict[_Key, None] = OrderedDict()  # count == 1, oldest first
+        self._resolved: OrderedDict[_Key, None] = OrderedDict()
+        self._by_aor: dict[_Aor, set[_Key]] = {}
+        self._latest = 0.0  # newest log time seen, the clock for staleness
+        self.dropped = 0  # records not stored because the table was full
+        self.evicted = 0  # records discarded to make room for new ones
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def observe_transaction(self, tx: RegisterTransaction) -> None:
+        """Count a completed REGISTER transaction if it ended in a failure."""
+        if not is_failure(tx):
+            return
+        ts = tx.finished or tx.started
+        self._latest = max(self._latest, ts)
+        status: int | str = TIMEOUT if tx.timed_out else tx.status
+        side = tx.side.value
+        user = tx.to_user[:_USER_MAX]
+        domain = tx.to_host[:_DOMAIN_MAX]
+        key: _Key = (side, user, domain, tx.peer_ip[:_IP_MAX], status)
+        record = self._records.get(key)
+        if record is not None:
+            record.count += 1
+            record.last_seen = max(record.last_seen, ts)
+            record.first_seen = min(record.first_seen, ts)
+            record.x_reason = tx.x_reason[:_TEXT_MAX]
+            record.challenged = record.challenged or tx.has_auth
+            if tx.user_agent:
+                record.user_agent = tx.user_agent[:_TEXT_MAX]
+            if record.resolved_at is not None:
+                record.resolved_at = None  # failing again
+                self._resolved.pop(key, None)
+            self._singletons.pop(key, None)
+            self._records.move_to_end(key)
+            return
+        if len(self._records) >= self.max_entries and not self._make_room():
+            self.dropped += 1
+            return
+        self._records[key] = FailureRecord(
+            side=side,
+            user=user,
+            domain=domain,
+            source_ip=key[3],
+            status=status,
+            x_reason=tx.x_reason[:_TEXT_MAX],
+            count=1,
+            first_seen=ts,
+            last_seen=ts,
+            challenged=tx.has_auth,
+            user_agent=tx.user_agent[:_TEXT_MAX],
+        )
+        self._singletons[key] = None
+        self._by_aor.setdefault((side, user, domain), set()).add(key)
+
+    def observe_attempt(self, att: RegisterAttempt) -> None:
+        """A successful attempt resolves every record of that (side, user, domain)."""
+        if att.outcome is not AttemptOutcome.SUCCESS:
+            return
+        aor = (att.side.value, att.to_user[:_USER_MAX], att.to_host[:_DOMAIN_MAX])
+        ts = att.finished or att.started
+        self._latest = max(self._latest, ts)
+        for key in self._by_aor.get(aor, ()):
+            record = self._records[key]
+            if record.resolved_at is None:
+                record.resolved_at = ts
+                self._resolved[key] = None
+
+    def records(self, *, include_resolved: bool = True) -> list[FailureRecord]:
+        """Records, most frequent first (ties: most recent first)."""
+        selected = [r for r in self._records.values() if include_resolved or r.resolved_at is None]
+        selected.sort(key=lambda r: (-r.count, -r.last_seen))
+        return selected
+
+    def _make_room(self) -> bool:
+        if self._resolved:
+            key, _ = self._resolved.popitem(last=False)
+            self._discard(key)
+            return True
+        oldest_key, oldest = next(iter(self._records.items()))
+        if oldest.last_seen < self._latest - self.stale_after:
+            self._discard(oldest_key)
+            return True
+        if self._singletons:
+            key, _ = self._singletons.popitem(last=False)
+            self._discard(key)
+            return True
+        return False
+
+    def _discard(self, key: _Key) -> None:
+        self._records.pop(key)
+        self._singletons.pop(key, None)
+        self._resolved.pop(key, None)
+        aor = (key[0], key[1], key[2])
+        keys = self._by_aor.get(aor)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_aor[aor]
+        self.evicted += 1

@@ -1,0 +1,446 @@
+"""Dashboards and alert rules checked against sipwatch's real exposition, with real promtool.
+
+promtool comes from Debian's ``prometheus`` package via ``.ci/promtool.sh``.  Besides lint
+and the rule unit tests, every dashboard query is evaluated by promtool over series built from
+an actual sipwatch exposition, so a renamed metric or label breaks this test, not a dashboard
+in production.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from sipwatch.metrics import SipwatchMetrics, render_text
+from sipwatch.model import AttemptOutcome, Direction, ServiceEvent, ServiceOrigin, Side
+from tests.test_metrics import attempt, message, transaction
+
+REPO = Path(__file__).resolve().parent.parent
+DASHBOARD_DIR = REPO / "dashboards"
+DASHBOARDS = sorted(DASHBOARD_DIR.glob("*.json"))
+RULES = REPO / "prometheus" / "sipwatch-alerts.yml"
+RULE_TESTS = REPO / "prometheus" / "sipwatch-alerts.test.yml"
+PROMTOOL_SH = REPO / ".ci" / "promtool.sh"
+
+TARGET_LABELS = {"job", "instance"}  # added by Prometheus at scrape time
+DS_UID = "${DS_PROMETHEUS}"
+# Grafana unit ids (packages/grafana-data/src/valueFormats/categories.ts) we allow.
+GRAFANA_UNITS = {"percentunit", "s", "reqps", "cps", "ops", "short", "none", "bytes", "string"}
+DRILLDOWN_USER = "alice@acme.example.com"
+
+METRIC_RE = re.compile(r"\b((?:sipwatch|process)_[a-z0-9_]+)\b")
+SELECTOR_RE = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
+MATCHER_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"')
+GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+LABEL_VALUES_RE = re.compile(r"label_values\(\s*(.+)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$")
+VARIABLE_RE = re.compile(r"\$\{?([a-zA-Z_][a-zA-Z0-9_]*)")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    proc = subprocess.run(
+        [str(PROMTOOL_SH)], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip().splitlines()[-1]
+    assert Path(path).is_file(), path
+    return path
+
+
+def run(promtool: str, *args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
+    proc = subprocess.run(
+        [promtool, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    return output
+
+
+def populated(created_series: bool = False) -> SipwatchMetrics:
+    """A SipwatchMetrics that went through every observe_* path with realistic events."""
+    metrics = SipwatchMetrics(created_series=created_series)
+    for src in ("drachtio", "registrar"):
+        metrics.set_source_up(src, True)
+        metrics.observe_lines(src, 1200)
+        metrics.observe_record(src, "service", 40)
+        metrics.observe_parse_error(src, "bad_json")
+    metrics.observe_record("drachtio", "sip", 300)
+    metrics.set_source_up("registrar", False)
+    metrics.observe_message(message())
+    metrics.observe_message(message(direction=Direction.SEND, is_request=False, status=401))
+    metrics.observe_message(message(method="OPTIONS", truncated=True))
+    metrics.observe_service_event(
+        ServiceEvent(
+            ts=1767268801.0,
+            source="registrar",
+            origin=ServiceOrigin.REGISTRAR,
+            kind="auth_error",
+            level=50,
+            message="Error",
+        )
+    )
+    metrics.observe_queue("parse", 12, 10_000)
+    metrics.observe_queue_drop("parse")
+    metrics.set_inflight(3, 5)
+
+    metrics.observe_transaction(transaction(status=401, x_reason="", has_auth=False))
+    metrics.observe_transaction(transaction(requests=2))
+    metrics.observe_transaction(transaction(status=200, x_reason=""))
+    metrics.observe_transaction(transaction(status=503, x_reason="", to_user="bob"))
+    metrics.observe_transaction(transaction(status=0, timed_out=True, x_reason=""))
+    metrics.observe_transaction(transaction(side=Side.OUTBOUND, status=200, x_reason=""))
+
+    metrics.observe_attempt(attempt(outcome=AttemptOutcome.SUCCESS, status=200, x_reason=""))
+    metrics.observe_attempt(attempt(to_user="alice"))  # 403 after challenge
+    metrics.observe_attempt(
+        attempt(to_user="carol", challenged=False, x_reason="Unknown or invalid realm")
+    )
+    metrics.observe_attempt(
+        attempt(to_user="dave", outcome=AttemptOutcome.TIMEOUT, status=0, x_reason="")
+    )
+    for i in range(30):  # a scanner enumerating users
+        metrics.observe_attempt(
+            attempt(
+                to_user=f"{1000 + i}",
+                peer_ip="198.51.100.66",
+                user_agent="friendly-scanner",
+                outcome=AttemptOutcome.ABANDONED,
+                status=401,
+                x_reason="",
+            )
+        )
+    metrics.observe_root_cause("wrong_password", "warning")
+    metrics.observe_diagnosis_error("db_unavailable")
+    metrics.observe_alert("slack", "sent")
+    metrics.observe_remediation("flush_registration_cache", "dry_run")
+    return metrics
+
+
+@cache
+def exposition() -> str:
+    return render_text(populated().registry)
+
+
+@cache
+def sample_labels() -> dict[str, frozenset[str]]:
+    """Sample name -> label names, from the populated exposition."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for family in text_string_to_metric_families(exposition()):
+        for s in family.samples:
+            out[s.name] |= set(s.labels)
+    return {name: frozenset(labels) for name, labels in out.items()}
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(where, expr) for every target of every dashboard panel."""
+    out = []
+    for path in DASHBOARDS:
+        for panel in load_dashboard(path)["panels"]:
+            for t in panel.get("targets", []):
+                out.append((f"{path.name}:{panel['title']}:{t['refId']}", t["expr"]))
+    return out
+
+
+def variable_queries() -> list[tuple[str, str]]:
+    out = []
+    for path in DASHBOARDS:
+        for var in load_dashboard(path)["templating"]["list"]:
+            if var["type"] == "query":
+                out.append((f"{path.name}:${var['name']}", var["query"]))
+    return out
+
+
+def rule_exprs() -> list[tuple[str, str]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [
+        (rule.get("alert") or rule["record"], rule["expr"])
+        for group in doc["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Expand Grafana macros and variables the way a Grafana query would."""
+    expr = expr.replace("$__rate_interval", "5m").replace("$__range", "10m")
+    expr = expr.replace("$__interval", "1m")
+    expr = expr.replace("$user", DRILLDOWN_USER)
+    return re.sub(r"\$(job|instance|side)\b", ".*", expr)
+
+
+# ----------------------------------------------------------------------------- promtool
+def test_promtool_script_is_idempotent(promtool: str) -> None:
+    again = subprocess.run(
+        [str(PROMTOOL_SH)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert again.stdout.strip() == promtool
+    assert promtool.startswith(str(REPO / ".tools") + "/")
+    assert "promtool" in run(promtool, "--version")
+
+
+@pytest.mark.parametrize("created_series", [False, True])
+def test_promtool_check_metrics_is_clean(promtool: str, created_series: bool) -> None:
+    text = render_text(populated(created_series).registry)
+    assert run(promtool, "check", "metrics", stdin=text).strip() == ""
+
+
+def test_promtool_check_rules(promtool: str) -> None:
+    out = run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS: 7 rules found" in out
+
+
+def test_promtool_test_rules(promtool: str) -> None:
+    out = run(promtool, "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
+    assert "SUCCESS" in out
+
+
+def test_every_alert_has_a_unit_test() -> None:
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    tested = {
+        case["alertname"]
+        for t in tests
+        for case in t.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert tested == {name for name, _ in rule_exprs()}
+
+
+def test_rule_test_series_have_sipwatch_label_sets() -> None:
+    """The synthetic series in the rule tests look exactly like sipwatch's own."""
+    labels = sample_labels()
+    for t in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        for series in t["input_series"]:
+            match = SELECTOR_RE.match(series["series"])
+            assert match, series
+            name, matchers = match.groups()
+            used = set(MATCHER_RE.findall(matchers)) - TARGET_LABELS
+            assert name in labels, name
+            assert used == labels[name], (name, used, labels[name])
+
+
+def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
+    rules = [
+        {"record": f"sipwatch_dashboard:expr{i}", "expr": grafana_to_promql(expr)}
+        for i, (_, expr) in enumerate(dashboard_exprs())
+    ]
+    path = tmp_path / "dashboard-exprs.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in run(promtool, "check", "rules", str(path))
+
+
+def test_dashboard_queries_return_data_on_a_real_exposition(promtool: str, tmp_path: Path) -> None:
+    """Feed sipwatch's exposition to promtool as series; every panel query must return data."""
+    input_series = []
+    for family in text_string_to_metric_families(exposition()):
+        for s in family.samples:
+            labels = {**s.labels, "job": "sipwatch", "instance": "sbc1:9108"}
+            selector = s.name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+            growing = family.type in ("counter", "histogram") and not s.name.endswith("_created")
+            v = max(s.value, 1.0)
+            values = f"0+{v:g}x20" if growing else f"{s.value:g}x20"
+            input_series.append({"series": selector, "values": values})
+    exprs = dashboard_exprs()
+    rules = [
+        {"alert": f"DashboardExpr{i}", "expr": f"count({grafana_to_promql(expr)}) > 0"}
+        for i, (_, expr) in enumerate(exprs)
+    ]
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]})
+    )
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "alert_rule_test": [
+                    {
+                        "eval_time": "15m",
+                        "alertname": f"DashboardExpr{i}",
+                        "exp_alerts": [{"exp_labels": {}}],
+                    }
+                    for i in range(len(exprs))
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    proc = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        empty = sorted(
+            {
+                int(n)
+                for n in re.findall(r"alertname: DashboardExpr(\d+)", proc.stdout + proc.stderr)
+            }
+        )
+        pytest.fail("panels without data: " + "; ".join(exprs[i][0] for i in empty))
+
+
+# ----------------------------------------------------------------------------- names/labels
+@pytest.mark.parametrize(
+    ("where", "expr"),
+    dashboard_exprs() + variable_queries() + rule_exprs(),
+    ids=lambda x: x[:60],
+)
+def test_metric_and_label_names_exist_in_exposition(where: str, expr: str) -> None:
+    labels = sample_labels()
+    names = set(METRIC_RE.findall(expr))
+    assert names, f"{where}: no sipwatch metric in {expr!r}"
+    missing = names - set(labels)
+    assert not missing, f"{where}: not in the exposition: {sorted(missing)}"
+    for name, matchers in SELECTOR_RE.findall(expr):
+        if name == "label_values":
+            continue
+        assert name in labels, f"{where}: {name} is not a sipwatch metric"
+        unknown = set(MATCHER_RE.findall(matchers)) - labels[name] - TARGET_LABELS
+        assert not unknown, f"{where}: {name} has no label {sorted(unknown)}"
+    available = set().union(*(labels[n] for n in names)) | TARGET_LABELS
+    for group in GROUPING_RE.findall(expr):
+        used = {part.strip() for part in group.split(",") if part.strip()}
+        assert used <= available, f"{where}: grouping by unknown labels {used - available}"
+    lv = LABEL_VALUES_RE.search(expr.strip())
+    if lv:
+        name = METRIC_RE.findall(lv.group(1))[0]
+        assert lv.group(2) in labels[name] | TARGET_LABELS, where
+
+
+# ----------------------------------------------------------------------------- structure
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_structure(path: Path) -> None:
+    d = load_dashboard(path)
+    assert d["schemaVersion"] == 39
+    assert d["uid"] and d["title"] and d["id"] is None
+    assert d["__inputs"] == [
+        {
+            "name": "DS_PROMETHEUS",
+            "label": "Prometheus",
+            "description": "Prometheus that scrapes sipwatch's /metrics",
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus",
+        }
+    ]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    for name in ("job", "instance"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": DS_UID}
+    # Only the one input is ever referenced, so import asks for exactly one data source.
+    assert set(re.findall(r"\$\{DS_[A-Z_]+\}", path.read_text())) == {DS_UID}
+
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in d["panels"]:
+        pos = panel["gridPos"]
+        assert all(isinstance(pos[k], int) for k in ("h", "w", "x", "y")), panel["title"]
+        assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+        if panel["type"] in ("row", "text"):
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": DS_UID}, panel["title"]
+        assert panel["fieldConfig"]["defaults"]["unit"] in GRAFANA_UNITS, panel["title"]
+        assert panel.get("description"), panel["title"]
+        targets = panel["targets"]
+        assert targets, panel["title"]
+        assert len({t["refId"] for t in targets}) == len(targets)
+        for t in targets:
+            assert t["expr"].strip()
+            assert t["datasource"] == {"type": "prometheus", "uid": DS_UID}
+            used = set(VARIABLE_RE.findall(t["expr"])) - {"__rate_interval", "__range"}
+            assert used <= set(variables), f"{panel['title']}: undefined {used - set(variables)}"
+            if "sipwatch_" in t["expr"]:
+                assert 'job=~"$job"' in t["expr"] and 'instance=~"$instance"' in t["expr"]
+
+
+def test_overview_covers_the_issue() -> None:
+    d = load_dashboard(DASHBOARD_DIR / "sipwatch-overview.json")
+    titles = {p["title"] for p in d["panels"]}
+    for wanted in (
+        "REGISTER success rate",
+        "Failures by status",
+        "Failures by X-Reason",
+        "Top failing users",
+        "Top failing IPs",
+        "REGISTER latency quantiles",
+        "Scanner User-Agents",
+        "Usernames tried per IP",
+        "Source state",
+        "Challenge ratio",
+    ):
+        assert wanted in titles
+    units = {
+        p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in d["panels"] if "targets" in p
+    }
+    assert units["REGISTER success rate"] == "percentunit"
+    assert units["REGISTER latency quantiles"] == "s"
+    assert units["Attempts"] == "reqps"
+    users = next(p for p in d["panels"] if p["title"] == "Top failing users")
+    links = [
+        link["url"]
+        for o in users["fieldConfig"]["overrides"]
+        for prop in o["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
+    user_uid = load_dashboard(DASHBOARD_DIR / "sipwatch-user.json")["uid"]
+    assert links and all(f"/d/{user_uid}/" in url and "var-user=" in url for url in links)
+
+
+def test_user_drilldown_has_a_single_user_variable() -> None:
+    d = load_dashboard(DASHBOARD_DIR / "sipwatch-user.json")
+    user = next(v for v in d["templating"]["list"] if v["name"] == "user")
+    assert user["multi"] is False and user["includeAll"] is False
+    assert 'user!="other"' in user["query"]
+    exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+    assert sum('user="$user"' in e for e in exprs) >= 4
+
+
+def test_dashboard_uids_are_unique() -> None:
+    uids = [load_dashboard(p)["uid"] for p in DASHBOARDS]
+    assert len(uids) == len(set(uids)) == 2
+
+
+def test_provisioning_examples() -> None:
+    dash = yaml.safe_load((DASHBOARD_DIR / "provisioning" / "dashboards.yaml").read_text())
+    assert dash["apiVersion"] == 1
+    (provider,) = dash["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
+    ds = yaml.safe_load((DASHBOARD_DIR / "provisioning" / "datasource.yaml").read_text())
+    assert ds["apiVersion"] == 1
+    (source,) = ds["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["isDefault"] is True

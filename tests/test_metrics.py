@@ -1,0 +1,582 @@
+"""SipwatchMetrics: names, bounded labels, top-N per-user/IP series, expiry, memory."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from sipwatch import __version__
+from sipwatch import metrics as m
+from sipwatch.cardinality import OTHER
+from sipwatch.metrics import SipwatchMetrics, render_text
+from sipwatch.model import (
+    AttemptOutcome,
+    Direction,
+    RegisterAttempt,
+    RegisterTransaction,
+    ServiceEvent,
+    ServiceOrigin,
+    Side,
+    SipMessage,
+)
+
+SRC = "drachtio"
+
+
+class FakeClock:
+    def __init__(self, now: float = 5000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def message(**kw: Any) -> SipMessage:
+    fields: dict[str, Any] = dict(
+        ts=1767268800.123,
+        source=SRC,
+        direction=Direction.RECV,
+        transport="udp",
+        peer_ip="203.0.113.5",
+        peer_port=5060,
+        size=612,
+        is_request=True,
+        method="REGISTER",
+        status=0,
+        reason="",
+        request_uri="sip:acme.example.com",
+        call_id="c1@dev",
+        cseq=1,
+        via_branch="z9hG4bK-1",
+        from_user="alice",
+        from_host="acme.example.com",
+        to_user="alice",
+        to_host="acme.example.com",
+        contact="<sip:alice@203.0.113.5:5060>",
+        expires=3600,
+        user_agent="Yealink SIP-T46S",
+        auth_username="",
+        auth_realm="",
+        has_auth=False,
+        x_reason="",
+        www_authenticate="",
+    )
+    fields.update(kw)
+    return SipMessage(**fields)
+
+
+def transaction(**kw: Any) -> RegisterTransaction:
+    fields: dict[str, Any] = dict(
+        side=Side.INBOUND,
+        call_id="c1@dev",
+        cseq=2,
+        branch="z9hG4bK-2",
+        started=1767268800.0,
+        source=SRC,
+        peer_ip="203.0.113.5",
+        peer_port=5060,
+        transport="udp",
+        to_user="alice",
+        to_host="acme.example.com",
+        from_user="alice",
+        request_uri="sip:acme.example.com",
+        user_agent="Yealink SIP-T46S",
+        auth_username="alice",
+        has_auth=True,
+        expires=3600,
+        requests=1,
+        responses=1,
+        status=403,
+        reason="Forbidden",
+        x_reason="Invalid credentials",
+        finished=1767268800.04,
+    )
+    fields.update(kw)
+    return RegisterTransaction(**fields)
+
+
+def attempt(**kw: Any) -> RegisterAttempt:
+    fields: dict[str, Any] = dict(
+        side=Side.INBOUND,
+        call_id="c1@dev",
+        started=1767268800.0,
+        source=SRC,
+        peer_ip="203.0.113.5",
+        peer_port=5060,
+        transport="udp",
+        to_user="alice",
+        to_host="acme.example.com",
+        from_user="alice",
+        request_uri="sip:acme.example.com",
+        user_agent="Yealink SIP-T46S",
+        auth_username="alice",
+        transactions=2,
+        challenged=True,
+        outcome=AttemptOutcome.FAILURE,
+        status=403,
+        reason="Forbidden",
+        x_reason="Invalid credentials",
+        finished=1767268800.2,
+        expires=3600,
+    )
+    fields.update(kw)
+    return RegisterAttempt(**fields)
+
+
+def value(metrics: SipwatchMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def series(metrics: SipwatchMetrics, prefix: str) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name.startswith(prefix):
+                out.append((s.name, dict(s.labels)))
+    return out
+
+
+# ----------------------------------------------------------------------- vocabularies
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [
+        (200, "200"),
+        (401, "401"),
+        (403, "403"),
+        (503, "503"),
+        (404, "404"),  # jambonz passes a registration webhook's HTTP status through
+        (499, "4xx"),
+        (299, "2xx"),
+        (699, "6xx"),
+        (0, "none"),
+        (99, "invalid"),
+        (1000, "invalid"),
+        ("timeout", "timeout"),
+        ("garbage", "invalid"),
+    ],
+)
+def test_status_label_is_bounded(status: int | str, label: str) -> None:
+    assert m.status_label(status) == label
+
+
+def test_status_label_set_is_small_whatever_the_input() -> None:
+    labels = {m.status_label(code) for code in range(-5, 5000)}
+    assert len(labels) <= len(m.KNOWN_STATUS_CODES) + 6 + 2
+
+
+@pytest.mark.parametrize(
+    ("header", "label"),
+    [
+        ("Unknown or invalid realm", "unknown_realm"),
+        ("Invalid credentials", "invalid_credentials"),
+        ("invalid CREDENTIALS ", "invalid_credentials"),
+        ("Account has been deactivated", "account_deactivated"),
+        ("Invalid address of record", "invalid_aor"),
+        ("detected potential spammer from 198.51.100.7:5060", "potential_spammer"),
+        ("Contact header is required for REGISTER requests", "contact_required"),
+        ("", "none"),
+        ("   ", "none"),
+        ("'; DROP TABLE accounts; --", OTHER),
+    ],
+)
+def test_x_reason_label(header: str, label: str) -> None:
+    assert m.x_reason_label(header) == label
+
+
+@pytest.mark.parametrize(
+    ("ua", "tool"),
+    [
+        ("friendly-scanner", "sipvicious"),
+        ("SIPVicious 0.3.3", "sipvicious"),
+        ("sipcli/v1.8", "sipcli"),
+        ("VaxSIPUserAgent/3.1", "vaxsip"),
+        ("Yealink SIP-T46S 66.86.0.15", None),
+        ("", None),
+    ],
+)
+def test_scanner_tool(ua: str, tool: str | None) -> None:
+    assert m.scanner_tool(ua) == tool
+
+
+def test_clean_label_neutralises_hostile_text() -> None:
+    hostile = 'ev\u202eil"\\\n\x00\udcff' + "x" * 500
+    cleaned = m.clean_label(hostile, 40)
+    assert len(cleaned) == 40
+    for bad in ("\u202e", "\n", "\x00", "\udcff", '"', "\\"):
+        assert bad not in cleaned
+    assert m.user_label("a" * 300, "example.com").__len__() == m.USER_LABEL_MAX
+    assert m.user_label("other", "") != OTHER
+
+
+# ----------------------------------------------------------------------- registry
+def test_uses_injected_registry_not_the_global_one() -> None:
+    reg = CollectorRegistry()
+    metrics = SipwatchMetrics(reg)
+    assert metrics.registry is reg
+    # A second instance on its own registry must not clash (global REGISTRY would raise).
+    other = SipwatchMetrics()
+    assert other.registry is not reg
+    assert REGISTRY.get_sample_value("sipwatch_build_info", {"version": __version__}) is None
+    assert value(metrics, m.BUILD_INFO, version=__version__) == 1.0
+
+
+def test_created_series_dropped_by_default_and_kept_on_request() -> None:
+    plain = SipwatchMetrics()
+    plain.observe_lines(SRC, 3)
+    assert "_created" not in render_text(plain.registry)
+    with_created = SipwatchMetrics(created_series=True)
+    with_created.observe_lines(SRC, 3)
+    assert "sipwatch_log_lines_created" in render_text(with_created.registry)
+
+
+def test_process_metrics_optional() -> None:
+    assert "process_resident_memory_bytes" in render_text(SipwatchMetrics().registry)
+    assert "process_" not in render_text(SipwatchMetrics(process_metrics=False).registry)
+
+
+def test_restricted_scrape_by_name_works_through_the_filter() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_lines(SRC, 2)
+    restricted = metrics.registry.restricted_registry([m.LOG_LINES])
+    names = {s.name for f in restricted.collect() for s in f.samples}
+    assert names == {m.LOG_LINES}
+
+
+# ----------------------------------------------------------------------- pipeline
+def test_pipeline_counters() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_lines(SRC, 10)
+    metrics.observe_lines(SRC, 0)
+    metrics.observe_record(SRC, "sip")
+    metrics.observe_record(SRC, "api")
+    metrics.observe_record(SRC, "bogus-kind")
+    metrics.observe_parse_error(SRC, "bad_start_line")
+    assert value(metrics, m.LOG_LINES, source=SRC) == 10
+    assert value(metrics, m.LOG_RECORDS, source=SRC, kind="sip") == 1
+    assert value(metrics, m.LOG_RECORDS, source=SRC, kind="api") == 1
+    assert value(metrics, m.LOG_RECORDS, source=SRC, kind=OTHER) == 1
+    assert value(metrics, m.PARSE_ERRORS, source=SRC, kind="bad_start_line") == 1
+
+
+def test_observe_message_feeds_sip_messages_total() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_message(message())
+    metrics.observe_message(message())  # a retransmission counts too
+    metrics.observe_message(
+        message(direction=Direction.SEND, is_request=False, status=401, truncated=True)
+    )
+    metrics.observe_message(message(method="XYZZY", ts=1767268900.0))
+    assert (
+        value(
+            metrics, m.SIP_MESSAGES, source=SRC, direction="recv", type="request", method="REGISTER"
+        )
+        == 2
+    )
+    assert (
+        value(
+            metrics,
+            m.SIP_MESSAGES,
+            source=SRC,
+            direction="send",
+            type="response",
+            method="REGISTER",
+        )
+        == 1
+    )
+    assert (
+        value(metrics, m.SIP_MESSAGES, source=SRC, direction="recv", type="request", method=OTHER)
+        == 1
+    )
+    assert value(metrics, m.SIP_TRUNCATED, source=SRC) == 1
+    assert value(metrics, m.SOURCE_LAST_EVENT, source=SRC) == 1767268900.0
+
+
+def test_service_events() -> None:
+    metrics = SipwatchMetrics()
+    ev = ServiceEvent(
+        ts=1767268801.0,
+        source="registrar",
+        origin=ServiceOrigin.REGISTRAR,
+        kind="auth_error",
+        level=50,
+        message="Error SyntaxError",
+    )
+    metrics.observe_service_event(ev)
+    assert (
+        value(
+            metrics,
+            m.SERVICE_EVENTS,
+            source="registrar",
+            origin="registrar",
+            kind="auth_error",
+            level="error",
+        )
+        == 1
+    )
+    assert value(metrics, m.SOURCE_LAST_EVENT, source="registrar") == 1767268801.0
+
+
+def test_source_up_reconnects_and_status() -> None:
+    metrics = SipwatchMetrics()
+    metrics.set_source_up(SRC, True)
+    metrics.set_source_up("registrar", False)
+    assert value(metrics, m.SOURCE_UP, source=SRC) == 1
+    assert value(metrics, m.SOURCE_UP, source="registrar") == 0
+    assert value(metrics, m.SOURCE_RECONNECTS, source=SRC) == 0
+    metrics.set_source_up(SRC, False)
+    metrics.set_source_up(SRC, True)
+    assert value(metrics, m.SOURCE_RECONNECTS, source=SRC) == 1
+    assert metrics.source_status() == {SRC: True, "registrar": False}
+
+
+def test_capped_labels_stop_growing() -> None:
+    metrics = SipwatchMetrics()
+    for i in range(500):
+        metrics.observe_lines(f"/var/log/generated-{i}.log", 1)
+    sources = {labels["source"] for name, labels in series(metrics, m.LOG_LINES)}
+    assert len(sources) == 65  # 64 accepted + "other"
+    assert value(metrics, m.LOG_LINES, source=OTHER) == 436
+
+
+def test_queues() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_queue("parse", 7, 1000)
+    metrics.observe_queue_drop("parse")
+    assert value(metrics, m.QUEUE_DEPTH, stage="parse") == 7
+    assert value(metrics, m.QUEUE_CAPACITY, stage="parse") == 1000
+    assert value(metrics, m.QUEUE_DROPS, stage="parse") == 1
+
+
+def test_later_stage_counters_fold_unknown_results() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_root_cause("wrong_password", "warning")
+    metrics.observe_root_cause("wrong_password", "apocalyptic")
+    metrics.observe_diagnosis_error("db_unavailable")
+    metrics.observe_alert("slack", "sent")
+    metrics.observe_alert("slack", "exploded")
+    metrics.observe_remediation("flush_registration_cache", "dry_run")
+    assert value(metrics, m.ROOT_CAUSES, cause="wrong_password", severity="warning") == 1
+    assert value(metrics, m.ROOT_CAUSES, cause="wrong_password", severity=OTHER) == 1
+    assert value(metrics, m.DIAGNOSIS_ERRORS, kind="db_unavailable") == 1
+    assert value(metrics, m.DIAGNOSIS_ERRORS, kind="redis_unavailable") == 0  # pre-initialised
+    assert value(metrics, m.ALERTS, target="slack", result="sent") == 1
+    assert value(metrics, m.ALERTS, target="slack", result=OTHER) == 1
+    assert value(metrics, m.REMEDIATIONS, action="flush_registration_cache", result="dry_run") == 1
+
+
+# ----------------------------------------------------------------------- REGISTER
+def test_transactions_latency_and_retransmissions() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_transaction(transaction(requests=3))
+    metrics.observe_transaction(transaction(status=401, x_reason="", finished=1767268800.002))
+    metrics.observe_transaction(
+        transaction(status=0, timed_out=True, x_reason="", finished=1767268832.0)
+    )
+    metrics.observe_transaction(transaction(status=200, x_reason="", saw_request=False))
+    labels = {"source": SRC, "side": "inbound"}
+    assert (
+        value(
+            metrics, m.REGISTER_TRANSACTIONS, **labels, status="403", x_reason="invalid_credentials"
+        )
+        == 1
+    )
+    assert value(metrics, m.REGISTER_TRANSACTIONS, **labels, status="timeout", x_reason="none") == 1
+    assert value(metrics, m.REGISTER_RETRANSMISSIONS, **labels) == 2
+    lat = m.REGISTER_LATENCY
+    assert value(metrics, lat + "_count", **labels, result="failure") == 1
+    assert value(metrics, lat + "_count", **labels, result="challenge") == 1
+    # timeouts and orphan responses have no latency
+    assert value(metrics, lat + "_count", **labels, result="success") is None
+    assert value(metrics, lat + "_bucket", **labels, result="challenge", le="0.0025") == 1
+    assert value(metrics, lat + "_bucket", **labels, result="failure", le="0.025") == 0
+
+
+def test_attempts_scanner_and_per_user_series() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_attempt(attempt())
+    metrics.observe_attempt(attempt(user_agent="friendly-scanner", challenged=False))
+    metrics.observe_attempt(
+        attempt(outcome=AttemptOutcome.TIMEOUT, status=0, x_reason="", to_user="bob")
+    )
+    base = {"source": SRC, "side": "inbound"}
+    assert (
+        value(
+            metrics,
+            m.REGISTER_ATTEMPTS,
+            **base,
+            outcome="failure",
+            status="403",
+            x_reason="invalid_credentials",
+            challenged="true",
+        )
+        == 1
+    )
+    assert (
+        value(
+            metrics,
+            m.REGISTER_ATTEMPTS,
+            **base,
+            outcome="timeout",
+            status="timeout",
+            x_reason="none",
+            challenged="true",
+        )
+        == 1
+    )
+    assert value(metrics, m.REGISTER_SCANNER_ATTEMPTS, **base, tool="sipvicious") == 1
+    assert value(metrics, m.REGISTER_ATTEMPT_DURATION + "_count", **base, outcome="failure") == 2
+    alice = {"side": "inbound", "user": "alice@acme.example.com"}
+    assert value(metrics, m.USER_FAILURES, **alice, status="403") == 2
+    assert value(metrics, m.USER_FAILING, **alice) == 1
+    assert (
+        value(
+            metrics, m.USER_FAILURES, side="inbound", user="bob@acme.example.com", status="timeout"
+        )
+        == 1
+    )
+    ip = {"side": "inbound", "ip": "203.0.113.5"}
+    assert value(metrics, m.IP_FAILURES, **ip, status="403") == 2
+    assert value(metrics, m.IP_DISTINCT_USERS, **ip) == 2
+
+    metrics.observe_attempt(attempt(outcome=AttemptOutcome.SUCCESS, status=200, x_reason=""))
+    assert value(metrics, m.USER_FAILING, **alice) == 0
+    assert value(metrics, m.USER_FAILURES, **alice, status="403") == 2
+
+
+def test_success_of_untracked_user_creates_no_series() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_attempt(attempt(outcome=AttemptOutcome.SUCCESS, status=200))
+    assert series(metrics, m.USER_FAILING) == []
+    assert series(metrics, m.USER_FAILURES) == []
+
+
+def test_top_n_demotion_removes_series_and_folds_into_other() -> None:
+    metrics = SipwatchMetrics(top_n=2)
+    metrics.observe_attempt(attempt(to_user="a"))
+    metrics.observe_attempt(attempt(to_user="b"))
+    metrics.observe_attempt(attempt(to_user="c"))  # folded
+    assert value(metrics, m.USER_FAILURES, side="inbound", user=OTHER, status="403") == 1
+    metrics.observe_attempt(attempt(to_user="c"))  # guaranteed 2 > 1: promoted
+    users = {labels["user"] for _, labels in series(metrics, m.USER_FAILURES)}
+    assert "c@acme.example.com" in users
+    assert len(users - {OTHER}) == 2
+    demoted = ({"a@acme.example.com", "b@acme.example.com"} - users).pop()
+    assert value(metrics, m.USER_FAILING, side="inbound", user=demoted) is None
+    assert value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="user", reason="demoted") == 1
+    assert value(metrics, m.LABEL_TRACKER_FOLDED, dimension="user") == 1
+    assert value(metrics, m.LABEL_TRACKER_EXPOSED, dimension="user") == 2
+    assert value(metrics, m.LABEL_TRACKER_LIMIT, dimension="user") == 2
+
+
+def test_stale_series_expire_after_ttl() -> None:
+    clock = FakeClock()
+    metrics = SipwatchMetrics(top_n=5, series_ttl=900.0, clock=clock)
+    metrics.observe_attempt(attempt(to_user="old", peer_ip="198.51.100.1"))
+    clock.now += 600
+    metrics.observe_attempt(attempt(to_user="new", peer_ip="198.51.100.2"))
+    clock.now += 400  # old: 1000 s idle, new: 400 s idle
+    metrics.expire()
+    users = {labels["user"] for _, labels in series(metrics, m.USER_FAILURES)}
+    ips = {labels["ip"] for _, labels in series(metrics, m.IP_FAILURES)}
+    assert users == {"new@acme.example.com"}
+    assert ips == {"198.51.100.2"}
+    assert {lb["ip"] for _, lb in series(metrics, m.IP_DISTINCT_USERS)} == {"198.51.100.2"}
+    assert value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="user", reason="expired") == 1
+    assert value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="ip", reason="expired") == 1
+
+
+def test_hostile_labels_render_to_a_parseable_exposition() -> None:
+    metrics = SipwatchMetrics()
+    metrics.observe_attempt(
+        attempt(to_user='x"} evil_metric 1\n#', to_host="\u202eexample.com\\", peer_ip="::1\n")
+    )
+    text = render_text(metrics.registry)
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert "evil_metric" not in families
+    users = {lb["user"] for _, lb in series(metrics, m.USER_FAILURES)}
+    assert users == {"x?} evil_metric 1?#@?example.com?"}
+
+
+# ----------------------------------------------------------------------- scanner bound
+def _exposed_per_key_series(metrics: SipwatchMetrics) -> int:
+    return sum(
+        len(series(metrics, name))
+        for name in (m.USER_FAILURES, m.USER_FAILING, m.IP_FAILURES, m.IP_DISTINCT_USERS)
+    )
+
+
+def _total_series(metrics: SipwatchMetrics) -> int:
+    return sum(len(f.samples) for f in metrics.registry.collect())
+
+
+def test_scanner_spraying_100k_usernames_stays_bounded() -> None:
+    top_n = 20
+    metrics = SipwatchMetrics(top_n=top_n, process_metrics=False)
+    # Real users failing repeatedly before the scan starts.
+    for i in range(5):
+        for _ in range(3):
+            metrics.observe_attempt(attempt(to_user=f"real{i}", peer_ip=f"203.0.113.{i}"))
+    att = attempt(
+        peer_ip="198.51.100.66",
+        user_agent="friendly-scanner",
+        challenged=False,
+        x_reason="Unknown or invalid realm",
+    )
+
+    def spray(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            att.to_user = f"{i:06d}"  # mutate one object: measure sipwatch, not the test
+            metrics.observe_attempt(att)
+
+    spray(0, 1000)
+    series_after_warmup = _total_series(metrics)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        spray(1000, 10_000)
+        gc.collect()
+        mem_10k, _ = tracemalloc.get_traced_memory()
+        spray(10_000, 100_000)
+        gc.collect()
+        mem_100k, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # Per-user series: <= top_n users x 1 status, + "other"; failing gauge <= top_n.
+    user_series = series(metrics, m.USER_FAILURES)
+    assert len(user_series) <= top_n + 1
+    assert len(series(metrics, m.USER_FAILING)) <= top_n
+    # Per-IP: the scanner IP plus the 5 real ones.
+    assert len(series(metrics, m.IP_FAILURES)) <= top_n + 1
+    assert _exposed_per_key_series(metrics) <= 4 * top_n + 2
+    # The total exposition did not grow with the spray.
+    assert _total_series(metrics) == series_after_warmup
+    # The real offenders kept their series; the spray went to "other".
+    users = {lb["user"] for _, lb in user_series}
+    assert {f"real{i}@acme.example.com" for i in range(5)} <= users
+    folded = value(metrics, m.USER_FAILURES, side="inbound", user=OTHER, status="403")
+    assert folded is not None and folded >= 99_000
+    assert value(metrics, m.IP_DISTINCT_USERS, side="inbound", ip="198.51.100.66") == (
+        m.DISTINCT_USERS_CAP
+    )
+    # Memory: 90,000 more usernames cost (next to) nothing.
+    assert mem_100k - mem_10k < 64 * 1024, (mem_10k, mem_100k)
+    assert len(metrics._users) <= top_n + metrics._users.capacity
+
+
+def test_scanner_from_100k_ips_stays_bounded() -> None:
+    top_n = 10
+    metrics = SipwatchMetrics(top_n=top_n, process_metrics=False)
+    att = attempt(outcome=AttemptOutcome.ABANDONED, status=401, x_reason="")
+    for i in range(100_000):
+        att.peer_ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        metrics.observe_attempt(att)
+    assert len(series(metrics, m.IP_FAILURES)) <= top_n + 1
+    assert len(series(metrics, m.IP_DISTINCT_USERS)) <= top_n
+    assert len(metrics._ips) <= top_n + metrics._ips.capacity
+    assert value(metrics, m.LABEL_TRACKER_FOLDED, dimension="ip") == 100_000 - top_n
