@@ -46,6 +46,49 @@ def _diagnose(sub: SubParsers) -> None:
     p.set_defaults(handler=handler)
 
 
+def _run(sub: "SubParsers") -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the daemon: follow logs, export metrics, diagnose, alert (and remediate)",
+        description=(
+            "Follow the drachtio-sbc and registrar logs (Docker Engine API by default, files "
+            "and stdin when configured), export Prometheus metrics on SIPWATCH_LISTEN, "
+            "diagnose failures against the jambonz database and alert.  With no config file, "
+            "follows the Docker daemon at DOCKER_HOST (or the local socket)."
+        ),
+        epilog="examples:\n  sipwatch run\n  sipwatch run --config /etc/sipwatch/sipwatch.toml\n"
+        "  SIPWATCH_DB_URL=mysql://sipwatch:pw@127.0.0.1/jambones sipwatch run\n\n"
+        "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the config and the rules",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="config file (default: $SIPWATCH_CONFIG, "
+        "then /etc/sipwatch/sipwatch.toml if present, else built-in defaults)",
+    )
+
+    def handler(args: argparse.Namespace) -> int:
+        import sys
+
+        from sipwatch.config import ConfigError, load_config
+        from sipwatch.daemon import run_daemon
+        from sipwatch.logsetup import configure
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"sipwatch run: invalid configuration:\n{exc}", file=sys.stderr)
+            return 2
+        configure(config.logging.level, config.logging.format)
+        try:
+            return asyncio.run(run_daemon(config, config_path=args.config))
+        except KeyboardInterrupt:
+            return 0
+
+    p.set_defaults(handler=handler)
+
+
 def registrars() -> Iterator[Callable[[SubParsers], None]]:
     try:  # TEMP until the diagnosis package lands
         import sipwatch.diagnosis.cli  # noqa: F401
@@ -54,3 +97,4 @@ def registrars() -> Iterator[Callable[[SubParsers], None]]:
     except ImportError:
         pass
     yield _check_config
+    yield _run

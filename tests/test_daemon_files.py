@@ -1,0 +1,127 @@
+"""`sipwatch run` as operators start it on a VM: file sources, real HTTP, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from sipwatch.synth import Device, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_for(pred, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = pred()
+            if last:
+                return last
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+def messages_total(body: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("sipwatch_sip_messages_total{")
+    )
+
+
+def test_run_follows_a_rotating_file_and_exits_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "drachtio.log"
+    log.write_text("")
+    port = free_port()
+    cfg = tmp_path / "sipwatch.toml"
+    cfg.write_text(
+        f"""
+[sources]
+idle_flush_seconds = 0.2
+[sources.docker]
+enabled = false
+[[sources.files]]
+path = "{log}"
+follow = true
+[metrics]
+listen = "127.0.0.1:{port}"
+[logging]
+format = "json"
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sipwatch.cli", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: get(base + "/healthz")[0] == 200)
+        sc = Scenario(1772366400.0)
+        sc.register_ok(Device("1001", "acme.example.com", "203.0.113.1"))
+        bad = Device("2002", "acme.example.com", "203.0.113.2")
+        for _ in range(3):
+            sc.register_rejected(bad, 403, "Forbidden", "Invalid credentials", challenged=True)
+        first = "".join(sc.drachtio)
+        with open(log, "a") as f:
+            f.write(first)
+        wait_for(lambda: messages_total(get(base + "/metrics")[1]) == 16)
+        # logrotate (create mode): rename, new file, more messages
+        log.rename(tmp_path / "drachtio.log.1")
+        sc2 = Scenario(1772366500.0)
+        sc2.register_rejected(
+            Device("3003", "acme.example.com", "203.0.113.3"),
+            403,
+            "Forbidden",
+            "Unknown or invalid realm",
+            challenged=False,
+        )
+        log.write_text("".join(sc2.drachtio))
+        wait_for(lambda: messages_total(get(base + "/metrics")[1]) == 18)
+        status, body = get(base + "/api/failures")
+        assert status == 200
+        users = {(f["user"], f["status"]): f["count"] for f in json.loads(body)["failures"]}
+        assert users[("2002", 403)] == 3 and users[("3003", 403)] == 1
+        assert ("1001", 403) not in users
+        status, body = get(base + "/readyz")
+        assert status == 200, body
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert time.monotonic() - started < 6
+        assert proc.returncode == 0
+        out = proc.stdout.read() if proc.stdout else ""
+        events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+        assert "sipwatch stopped" in events
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
