@@ -1,0 +1,45 @@
+"""Root causes for a replay's failure groups.
+
+Without a database only the rules that need nothing but the log run (X-Reason, challenged
+or not, IP used as domain, 503, scanner pattern); with ``SIPWATCH_DB_URL`` (or ``--db-url``)
+the same rules are confirmed or refined against the jambonz database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from typing import Any
+
+from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime
+from sipwatch.replay import ReplayResult
+from sipwatch.report import CauseMap, record_key
+from sipwatch.symptoms import symptom_from_record
+
+MAX_DIAGNOSED = 500  # failure groups diagnosed per replay, most frequent first
+
+
+def diagnose_replay(res: ReplayResult, *, db_url: str | None, redis_url: str | None) -> CauseMap:
+    settings = DiagnosisSettings.resolve(
+        cli={"db_url": db_url, "redis_url": redis_url}, env=os.environ
+    )
+    if settings.registrar_flavour == "auto" and res.context.flavour_hint:
+        settings = dataclasses.replace(settings, registrar_flavour="sidecar")
+    return asyncio.run(_diagnose_all(res, settings))
+
+
+async def _diagnose_all(res: ReplayResult, settings: DiagnosisSettings) -> CauseMap:
+    runtime = build_runtime(settings)
+    out: CauseMap = {}
+    try:
+        for record in res.failure_records()[:MAX_DIAGNOSED]:
+            if record.side != "inbound":
+                continue  # jambonz registering to a carrier: not a device misconfiguration
+            symptom = symptom_from_record(record, res.context)
+            diagnosis = await runtime.engine.diagnose(symptom)
+            causes: list[dict[str, Any]] = [c.to_dict() for c in diagnosis.causes]
+            out[record_key(record)] = causes
+    finally:
+        await runtime.close()
+    return out
