@@ -27,7 +27,7 @@ from sipwatch.model import (
     Stream,
 )
 from sipwatch.parser import LogParser
-from sipwatch.sources.file import iter_text_chunks
+from sipwatch.sources.file import LineDecoder, iter_text_chunks
 from sipwatch.transactions import TIMER_F, RegisterTracker
 
 REPLAY_MAX_FAILURE_RECORDS = 500_000
@@ -145,20 +145,17 @@ class Replayer:
 
 
 def _stdin_chunks() -> Iterator[str]:
-    """Whole-line chunks from stdin (binary, decoded leniently, CRLF kept)."""
+    """Whole-line chunks from stdin (binary, decoded leniently, CRLF kept, lines bounded)."""
     buf = sys.stdin.buffer
-    rest = b""
-    while True:
-        data = buf.read1(1 << 20) if hasattr(buf, "read1") else buf.read(1 << 20)
-        if not data:
-            break
-        data = rest + data
-        cut = data.rfind(b"\n") + 1
-        rest = data[cut:]
-        if cut:
-            yield data[:cut].decode("utf-8", "replace")
+    decoder = LineDecoder()
+    read = buf.read1 if hasattr(buf, "read1") else buf.read
+    while data := read(1 << 20):
+        text = decoder.feed(data)
+        if text:
+            yield text
+    rest = decoder.flush()
     if rest:
-        yield rest.decode("utf-8", "replace")
+        yield rest
 
 
 def replay_paths(
