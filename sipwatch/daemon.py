@@ -266,7 +266,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
         self._build_sinks()
-        app = make_app(self.metrics, self.pipeline.failures, self.metrics.source_status)
+        app = make_app(self.metrics, self.pipeline.failures, self.readiness)
         host, port = self.config.metrics.host, self.config.metrics.port
         runner = await start_http(app, host, port)
         addresses = runner.addresses
@@ -306,6 +306,25 @@ class Daemon:
         await runner.cleanup()
         log.info("sipwatch stopped")
         return 0
+
+    def readiness(self) -> dict[str, bool]:
+        """Sources for /readyz.  Docker services are alternatives per role: a deployment runs
+        either `registrar` (legacy) or `sbc-sip-sidecar`, so the role is up if one of them is."""
+        status = self.metrics.source_status()
+        docker = self.config.sources.docker
+        if not docker.enabled:
+            return status
+        out = {k: v for k, v in status.items() if k != "docker"}
+        for role, names in (
+            ("drachtio", docker.drachtio_services),
+            ("registrar", docker.registrar_services),
+        ):
+            seen = [status[n] for n in names if n in status]
+            for n in names:
+                out.pop(n, None)
+            if names:
+                out[f"docker:{role}"] = any(seen)
+        return out
 
     def _build_sinks(self) -> None:
         if self._diagnoser_factory is not None:
