@@ -13,5 +13,7 @@ cd /tmp
 "$OLDPWD/.venv-wheel/bin/sipwatch" --help >/dev/null
 "$OLDPWD/.venv-wheel/bin/sipwatch" replay --help >/dev/null
 "$OLDPWD/.venv-wheel/bin/sipwatch" check-config "$OLDPWD/examples/sipwatch.toml"
-"$OLDPWD/.venv-wheel/bin/sipwatch" replay "$OLDPWD/examples/drachtio-sbc.log" "$OLDPWD/examples/sbc-sip-sidecar.log" | head -20
+out=$("$OLDPWD/.venv-wheel/bin/sipwatch" replay "$OLDPWD/examples/drachtio-sbc.log" "$OLDPWD/examples/sbc-sip-sidecar.log")
+echo "$out" | head -20
+echo "$out" | grep -q "cause \[error\] realm_is_ip" || { echo "wheel replay shows no rule-based cause: rules not packaged?" >&2; exit 1; }
 echo "wheel OK"

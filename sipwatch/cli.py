@@ -79,6 +79,11 @@ examples:
     p.add_argument(
         "--redis-url", default=None, help="jambonz Redis URL (default: $SIPWATCH_REDIS_URL)"
     )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="sipwatch.toml for database/jambonz settings (default: $SIPWATCH_CONFIG or none)",
+    )
     p.add_argument("--limit", type=int, default=50, help="rows in the text table (default 50)")
 
 

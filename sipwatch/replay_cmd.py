@@ -12,6 +12,7 @@ from sipwatch.report import render_json
 from sipwatch.report import render_text as render_report
 
 EXIT_OK = 0
+EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 
@@ -31,13 +32,21 @@ def run_replay(args: argparse.Namespace) -> int:
         return EXIT_OK
     causes = None
     if not args.no_diagnose:
+        from sipwatch.config import ConfigError, load_config
+        from sipwatch.diagnosis.db import DbError
         from sipwatch.replay_diagnosis import diagnose_replay
 
-        causes = diagnose_replay(
-            res,
-            db_url=args.db_url or os.environ.get("SIPWATCH_DB_URL"),
-            redis_url=args.redis_url or os.environ.get("SIPWATCH_REDIS_URL"),
-        )
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"sipwatch replay: invalid configuration:\n{exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            causes = diagnose_replay(
+                res, config=config, db_url=args.db_url, redis_url=args.redis_url
+            )
+        except DbError as exc:  # the report is still useful: print it without causes
+            print(f"sipwatch replay: database: {exc}", file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(render_json(res, causes))
     else:

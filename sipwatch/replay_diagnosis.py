@@ -12,7 +12,8 @@ import dataclasses
 import os
 from typing import Any
 
-from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime
+from sipwatch.config import Config
+from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime, settings_from_config
 from sipwatch.replay import ReplayResult
 from sipwatch.report import CauseMap, record_key
 from sipwatch.symptoms import symptom_from_record
@@ -20,9 +21,11 @@ from sipwatch.symptoms import symptom_from_record
 MAX_DIAGNOSED = 500  # failure groups diagnosed per replay, most frequent first
 
 
-def diagnose_replay(res: ReplayResult, *, db_url: str | None, redis_url: str | None) -> CauseMap:
-    settings = DiagnosisSettings.resolve(
-        cli={"db_url": db_url, "redis_url": redis_url}, env=os.environ
+def diagnose_replay(
+    res: ReplayResult, *, config: Config, db_url: str | None, redis_url: str | None
+) -> CauseMap:
+    settings = settings_from_config(
+        config, cli={"db_url": db_url, "redis_url": redis_url}, env=os.environ
     )
     if settings.registrar_flavour == "auto" and res.context.flavour_hint:
         settings = dataclasses.replace(settings, registrar_flavour="sidecar")

@@ -8,6 +8,7 @@ JSON is safe by construction.
 from __future__ import annotations
 
 import json
+import textwrap
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,8 +163,11 @@ def render_text(res: ReplayResult, causes: CauseMap | None = None, *, limit: int
             if not found:
                 add("      cause: not determined from the log alone (set SIPWATCH_DB_URL for more)")
             for cause in found[:2]:
-                summary = printable(str(cause.get("summary", "")), 160)
-                add(f"      cause [{cause.get('severity', '?')}] {cause.get('id')}: {summary}")
+                summary = printable(str(cause.get("summary", "")), 600)
+                head = f"cause [{cause.get('severity', '?')}] {cause.get('id')}: "
+                wrapped = textwrap.wrap(head + summary, width=96)
+                add("      " + wrapped[0])
+                lines.extend("        " + w for w in wrapped[1:])
                 fix = cause.get("fix") or {}
                 cmd = fix.get("command") if isinstance(fix, dict) else None
                 steps = fix.get("steps") if isinstance(fix, dict) else None

@@ -6,7 +6,6 @@ so the heavy imports (asyncmy, redis, apprise) happen only when the daemon start
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,21 +21,11 @@ class Diagnoser:
     """The diagnosis engine plus the connections it owns (closed on shutdown / reload)."""
 
     def __init__(self, config: Config, metrics: SipwatchMetrics) -> None:
-        from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime
+        import os
 
-        c = config
-        settings = DiagnosisSettings(
-            db_url=c.database.url.reveal() if c.database.url else None,
-            redis_url=c.redis.url.reveal() if c.redis.url else None,
-            encryption_secret=(
-                c.jambonz.encryption_secret.reveal() if c.jambonz.encryption_secret else None
-            ),
-            registrar_flavour=c.jambonz.registrar_flavour,
-            webhook_probes=c.diagnosis.webhook_probes,
-            rules_dir=Path(c.diagnosis.rules_dir) if c.diagnosis.rules_dir else None,
-            cache_ttl=c.diagnosis.cache_ttl_seconds,
-            db_timeout=c.database.read_timeout,
-        )
+        from sipwatch.diagnosis.settings import build_runtime, settings_from_config
+
+        settings = settings_from_config(config, env=os.environ)
         self.runtime = build_runtime(settings, metrics=metrics)
         log.info(
             "diagnosis ready",

@@ -1,0 +1,201 @@
+"""``sipwatch diagnose``: one-shot root-cause diagnosis for the on-call engineer.
+
+Exit codes: 0 diagnosis printed; 2 bad arguments, configuration or rules; 3 the database
+could not be reached or timed out; 4 the database lacks jambonz tables.  With 3 and 4 the
+log-only part of the diagnosis is still printed.  Errors are one line on stderr, never a
+traceback and never a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# The engine, asyncmy, redis and aiohttp are imported when the command runs, not when
+# ``sipwatch --help`` builds its parsers.
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_DB_UNREACHABLE = 3
+EXIT_DB_SCHEMA = 4
+
+
+def _status(value: str) -> int:
+    try:
+        code = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("status must be a SIP status code") from None
+    if not 0 <= code <= 699:
+        raise argparse.ArgumentTypeError("status must be 0 (timeout) or 100-699")
+    return code
+
+
+def add_diagnose_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``diagnose`` on a ``parser.add_subparsers()`` object."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "diagnose",
+        help="explain why a device fails to register, from the jambonz database and Redis",
+        description=(
+            "Explain why USER@DOMAIN fails to register. Connection settings come from "
+            "--db-url/--redis-url, SIPWATCH_DB_URL/SIPWATCH_REDIS_URL, or the sipwatch config "
+            "file ([database], [redis], [jambonz], [diagnosis]). The jambonz secret for "
+            "password checks is read from SIPWATCH_JAMBONZ_ENCRYPTION_SECRET or the config "
+            "file, never from arguments."
+        ),
+    )
+    p.add_argument("--user", required=True, help="the To user (AOR user) of the device")
+    p.add_argument("--domain", required=True, help="the To host (SIP realm) of the device")
+    p.add_argument("--source-ip", help="the device's public IP address")
+    p.add_argument("--status", type=_status, help="final SIP status the device got (e.g. 403)")
+    p.add_argument("--x-reason", help="X-Reason header of that response, if any")
+    challenge = p.add_mutually_exclusive_group()
+    challenge.add_argument(
+        "--challenged",
+        dest="challenged",
+        action="store_true",
+        default=None,
+        help="a 401 challenge came before the final answer",
+    )
+    challenge.add_argument(
+        "--not-challenged",
+        dest="challenged",
+        action="store_false",
+        help="the final answer came without a 401 challenge",
+    )
+    p.add_argument("--auth-username", help="Authorization username, if it differs from --user")
+    p.add_argument("--user-agent", help="the device's User-Agent")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--db-url", help="mysql://user:password@host:port/jambones")
+    p.add_argument("--redis-url", help="redis://host:port/0")
+    p.add_argument(
+        "--config",
+        help="sipwatch config file (default: $SIPWATCH_CONFIG or the standard locations)",
+    )
+    p.add_argument(
+        "--rules-dir", type=Path, help="directory of rule files (default: the shipped rules)"
+    )
+    p.add_argument(
+        "--flavour",
+        choices=("auto", "sidecar", "legacy"),
+        help="which registrar runs (default: auto)",
+    )
+    probes = p.add_mutually_exclusive_group()
+    probes.add_argument(
+        "--webhook-probe",
+        dest="webhook_probes",
+        action="store_true",
+        default=None,
+        help="call the account's registration webhook once, with dummy credentials",
+    )
+    probes.add_argument(
+        "--no-webhook-probe",
+        dest="webhook_probes",
+        action="store_false",
+        help="do not call registration webhooks (default: [diagnosis] webhook_probes)",
+    )
+    p.add_argument("--db-timeout", type=float, help="seconds to wait for each database call")
+    return p
+
+
+def _err(msg: str, secrets: list[str]) -> None:
+    from sipwatch.diagnosis.render import scrub
+
+    print(f"sipwatch diagnose: {scrub(msg, secrets)}", file=sys.stderr)
+
+
+async def run_diagnose(args: argparse.Namespace) -> int:
+    from sipwatch.config import ConfigError, load_config
+    from sipwatch.diagnosis.db import DbError, DbSchemaError
+    from sipwatch.diagnosis.render import render_json, render_text
+    from sipwatch.diagnosis.rules import RuleError
+    from sipwatch.diagnosis.settings import SettingsError, build_runtime, settings_from_config
+    from sipwatch.diagnosis.symptom import Symptom
+
+    secrets: list[str] = []
+    try:
+        config = load_config(args.config)
+        settings = settings_from_config(
+            config,
+            cli={
+                "db_url": args.db_url,
+                "redis_url": args.redis_url,
+                "registrar_flavour": args.flavour,
+                "webhook_probes": args.webhook_probes,
+                "rules_dir": args.rules_dir,
+                "db_timeout": args.db_timeout,
+            },
+            env=os.environ,
+        )
+        secrets = settings.secrets()
+        runtime = build_runtime(settings)
+    except ConfigError as exc:
+        _err(str(exc), secrets)
+        return EXIT_USAGE
+    except (SettingsError, RuleError) as exc:
+        _err(str(exc), secrets)
+        return EXIT_USAGE
+
+    symptom = Symptom(
+        user=args.user,
+        domain=args.domain,
+        source_ip=args.source_ip,
+        status=args.status,
+        x_reason=args.x_reason,
+        challenged=args.challenged,
+        auth_username=args.auth_username,
+        user_agent=args.user_agent,
+    )
+    code = EXIT_OK
+    try:
+        if runtime.database is not None:
+            try:
+                await runtime.database.ping()
+            except DbError as exc:
+                code = EXIT_DB_SCHEMA if isinstance(exc, DbSchemaError) else EXIT_DB_UNREACHABLE
+                _err(f"cannot use the jambonz database: {exc}", secrets)
+        else:
+            _err(
+                "no database configured (SIPWATCH_DB_URL or --db-url): log-only diagnosis", secrets
+            )
+        diagnosis = await runtime.engine.diagnose(symptom)
+    finally:
+        await runtime.close()
+    if code == EXIT_OK:
+        if "missing_table" in diagnosis.errors:
+            code = EXIT_DB_SCHEMA
+            _err(
+                "the jambonz database lacks tables sipwatch needs (see 'Could not check')", secrets
+            )
+        elif {"db_unavailable", "timeout"} & set(diagnosis.errors):
+            code = EXIT_DB_UNREACHABLE
+            _err("the jambonz database stopped answering (see 'Could not check')", secrets)
+    out = (
+        render_json(diagnosis, secrets)
+        if args.format == "json"
+        else render_text(diagnosis, secrets)
+    )
+    sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m sipwatch.diagnosis.cli diagnose ...``."""
+    parser = argparse.ArgumentParser(prog="sipwatch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_diagnose_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run_diagnose(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: say so in one line, no traceback, no secrets
+        print(f"sipwatch diagnose: internal error ({type(exc).__name__})", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
