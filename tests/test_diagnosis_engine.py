@@ -199,7 +199,11 @@ async def test_numeric_users_on_ip_domain_from_one_ip_are_a_scanner(
 ) -> None:
     d = await make_engine().diagnose(
         Symptom(
-            "1001", "198.51.100.9", source_ip="185.0.0.9", status=403, challenged=False,
+            "1001",
+            "198.51.100.9",
+            source_ip="185.0.0.9",
+            status=403,
+            challenged=False,
             distinct_users_from_ip=3,
         )
     )

@@ -184,8 +184,10 @@ class FactCollector:
         reasons = list(strong)
         # A numeric user against an IP address is also what a real phone with its SBC's IP as
         # "domain" sends (realm_is_ip), so it only supports other scanner evidence.
-        if (reasons or s.distinct_users_from_ip >= 2) and _NUMERIC_USER.match(s.user) and (
-            v["ip_used_as_domain"] or v.get("account_found") is False
+        if (
+            (reasons or s.distinct_users_from_ip >= 2)
+            and _NUMERIC_USER.match(s.user)
+            and (v["ip_used_as_domain"] or v.get("account_found") is False)
         ):
             reasons.append("numeric username against an IP address or unknown realm")
         v["scanner_signal"] = bool(reasons)
