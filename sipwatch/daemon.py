@@ -65,7 +65,7 @@ class FailureSink(Protocol):
 
     async def on_diagnosis(self, record: FailureRecord, diagnosis: Any) -> None: ...
 
-    def on_recovered(self, user: str, domain: str, at: float) -> None: ...
+    def on_recovered(self, user: str, domain: str, source_ip: str, at: float) -> None: ...
 
 
 class Pipeline:
@@ -82,7 +82,7 @@ class Pipeline:
         self.context = FailureContext()
         self.diagnosis_queue: asyncio.Queue[DiagnosisRequest] = asyncio.Queue(DIAGNOSIS_QUEUE)
         self._pending_diagnosis: set[tuple[str, str, str, str, int | str]] = set()
-        self.recovered: list[tuple[str, str, float]] = []
+        self.recovered: list[tuple[str, str, str, float]] = []  # user, domain, source IP, at
         self.log_now = 0.0  # newest log timestamp seen
         self.log_now_at = time.monotonic()  # when it was seen
         self._stats_seen: dict[str, tuple[int, dict[str, int], dict[str, int]]] = {}
@@ -135,7 +135,7 @@ class Pipeline:
                 self.failures.observe_attempt(item)
                 self.context.observe_attempt(item)
                 if item.outcome is AttemptOutcome.SUCCESS and item.side is Side.INBOUND:
-                    self.recovered.append((item.to_user, item.to_host, item.finished))
+                    self.recovered.append((item.to_user, item.to_host, item.peer_ip, item.finished))
 
     def _request_diagnosis(self, tx: RegisterTransaction) -> None:
         if tx.status in (401, 407):
@@ -395,8 +395,8 @@ class Daemon:
         if not rec:
             return
         if self.sink is not None:
-            for user, domain, at in rec:
-                self.sink.on_recovered(user, domain, at)
+            for user, domain, ip, at in rec:
+                self.sink.on_recovered(user, domain, ip, at)
         rec.clear()
 
     async def _tick_loop(self) -> None:

@@ -143,7 +143,9 @@ RECORD_KINDS = frozenset({"sip", "service", "pino", "truncation", "other", "api"
 PINO_LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 SEVERITIES = frozenset({"info", "warning", "error", "critical"})
 DIAGNOSIS_ERROR_KINDS = ("db_unavailable", "timeout", "missing_table", "redis_unavailable")
-ALERT_RESULTS = frozenset({"sent", "failed", "throttled", "deduplicated"})
+ALERT_RESULTS = frozenset(
+    {"sent", "failed", "retried", "throttled", "deduplicated", "dropped", "grouped"}
+)
 REMEDIATION_RESULTS = frozenset({"applied", "dry_run", "refused", "failed"})
 
 FAILURE_OUTCOMES = frozenset(

@@ -6,6 +6,7 @@ so the heavy imports (asyncmy, redis, apprise) happen only when the daemon start
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -47,8 +48,64 @@ def make_diagnoser(config: Config, metrics: SipwatchMetrics) -> Diagnoser | None
     return Diagnoser(config, metrics)
 
 
-class LoggingSink:
-    """Logs every diagnosis (the JSON log is the audit of what sipwatch concluded)."""
+# rule severities (critical/error/warning/info) -> alert severities (critical/warning/info)
+_ALERT_SEVERITY = {"critical": "critical", "error": "warning", "warning": "warning", "info": "info"}
+_MAX_ALERTED = 10_000
+_SYSTEM_CAUSES = frozenset({"registrar_down", "registrar_db_error", "registrar_internal_error"})
+
+
+def alert_for(record: FailureRecord, diagnosis: Any) -> Any:
+    """The AlertInput for a diagnosed failure group (its most likely cause)."""
+    from sipwatch.alerts import AlertInput
+
+    top = diagnosis.top
+    if top is None:
+        return None
+    if diagnosis.attack:
+        kind = "security"
+    elif top.id in _SYSTEM_CAUSES:
+        kind = "system"
+    else:
+        kind = "registration"
+    evidence = {str(k): str(v) for k, v in list(top.evidence.items())[:12] if v is not None}
+    return AlertInput(
+        kind=kind,
+        severity=_ALERT_SEVERITY.get(top.severity, "warning"),
+        cause_id=top.id,
+        summary=top.summary,
+        user=record.user,
+        domain=record.domain,
+        source_ip=record.source_ip,
+        status=record.status,
+        x_reason=record.x_reason,
+        count=record.count,
+        first_seen=record.first_seen,
+        last_seen=record.last_seen,
+        evidence=evidence,
+        fix_steps=tuple(top.fix_steps),
+        fix_command=top.fix_command,
+        user_agent=record.user_agent,
+    )
+
+
+class DaemonSink:
+    """What the daemon does with a diagnosis: log it, alert on it, and (opt-in) remediate."""
+
+    def __init__(self, config: Config, metrics: SipwatchMetrics) -> None:
+        self.alerts: Any = None
+        if config.alerts.targets:
+            from sipwatch.alerts import AlertManager
+
+            self.alerts = AlertManager(config.alerts, metrics=metrics)
+        self._started = False
+        # (source IP, user) -> domains alerted on: a phone fixed by changing its domain
+        # (realm_is_ip, realm_unknown) registers under a new AOR from the same IP.
+        self._alerted: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+
+    async def _ensure_started(self) -> None:
+        if self.alerts is not None and not self._started:
+            self._started = True
+            await self.alerts.start()
 
     async def on_diagnosis(self, record: FailureRecord, diagnosis: Any) -> None:
         top = diagnosis.top
@@ -63,10 +120,30 @@ class LoggingSink:
             severity=top.severity if top else None,
             attack=diagnosis.attack,
         )
+        if self.alerts is not None:
+            await self._ensure_started()
+            alert = alert_for(record, diagnosis)
+            if alert is not None:
+                self.alerts.submit(alert)
+                if alert.kind != "security":
+                    key = (record.source_ip, record.user)
+                    self._alerted.setdefault(key, set()).add(record.domain)
+                    self._alerted.move_to_end(key)
+                    if len(self._alerted) > _MAX_ALERTED:
+                        self._alerted.popitem(last=False)
 
-    def on_recovered(self, user: str, domain: str, at: float) -> None:
-        return None
+    def on_recovered(self, user: str, domain: str, source_ip: str, at: float) -> None:
+        if self.alerts is None:
+            return
+        self.alerts.resolve(user, domain, at)
+        for old_domain in self._alerted.pop((source_ip, user), ()):
+            if old_domain != domain:
+                self.alerts.resolve(user, old_domain, at)
+
+    async def aclose(self) -> None:
+        if self.alerts is not None and self._started:
+            await self.alerts.stop(5.0)
 
 
-def make_sink(config: Config, metrics: SipwatchMetrics) -> LoggingSink:
-    return LoggingSink()
+def make_sink(config: Config, metrics: SipwatchMetrics) -> DaemonSink:
+    return DaemonSink(config, metrics)

@@ -1,0 +1,222 @@
+"""Fault tests: the alert endpoint returns 500, hangs, refuses connections, or cannot keep
+up.  sipwatch keeps counting, recovers, and loses nothing it was not forced to drop (and
+counts what it drops)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import structlog
+
+from sipwatch.alerts import AlertManager
+from tests.alert_receivers import HttpReceiver, RecordingMetrics
+from tests.test_alerts_delivery import config, registration, running, target
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpReceiver]:
+    async with HttpReceiver() as receiver:
+        yield receiver
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound and released, so connecting is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def _until(predicate: object, timeout: float = 10.0) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_500_then_recovery_is_delivered_after_retries(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    http.program(["500", "500"])
+    cfg = config(target("ops", http.url()), retry_max=3)
+    async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
+        m.submit(registration())
+        await http.wait_for(1)
+    assert [r.answered for r in http.received] == ["500", "500", "ok"]
+    # the same notice each time
+    assert len({r.payload["message"] for r in http.received}) == 1
+    assert metrics.count("ops", "retried") == 2
+    assert metrics.count("ops", "sent") == 1
+    assert metrics.count("ops", "failed") == 0
+
+
+async def test_endpoint_down_longer_than_retries_is_counted_then_recovers(
+    http: HttpReceiver,
+) -> None:
+    metrics = RecordingMetrics()
+    http.program(["500"] * 3)
+    cfg = config(target("ops", http.url()), retry_max=2)
+    async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
+        m.submit(registration())
+        await _until(lambda: metrics.count("ops", "failed") == 1)
+        m.submit(registration(user="bob"))
+        await http.wait_for(1)
+    assert metrics.count("ops", "retried") == 2
+    assert metrics.count("ops", "sent") == 1
+    assert http.delivered[0].payload["title"].endswith("bob@acme.example.com")
+
+
+async def test_hanging_endpoint_times_out_and_does_not_delay_other_targets() -> None:
+    async with HttpReceiver() as slow, HttpReceiver() as fast:
+        slow.program(["hang"])
+        metrics = RecordingMetrics()
+        cfg = config(
+            target("slow", slow.url()), target("fast", fast.url()), timeout_seconds=1.0, retry_max=2
+        )
+        async with asyncio.timeout(30), running(cfg, metrics=metrics) as m:
+            submitted = time.monotonic()
+            m.submit(registration())
+            await fast.wait_for(1, timeout=0.9)
+            assert fast.received[0].at - submitted < 0.9  # before the slow one even timed out
+            await slow.wait_for(1, delivered=False)
+            # While the slow target hangs the daemon keeps accepting and counting.
+            start = time.perf_counter()
+            for i in range(5):
+                m.submit(registration(cause_id=f"cause_{i}"))
+            assert time.perf_counter() - start < 0.05
+            await fast.wait_for(6, timeout=2)
+            # The slow target recovers: everything arrives, nothing lost.
+            await slow.wait_for(6, timeout=15)
+        assert slow.received[0].answered == "hang"
+        assert metrics.count("slow", "retried") == 1
+        assert metrics.count("slow", "sent") == 6
+        assert metrics.count("fast", "sent") == 6
+        assert metrics.count("fast", "retried") == 0
+        slow_titles = sorted(r.payload["title"] for r in slow.delivered)
+        fast_titles = sorted(r.payload["title"] for r in fast.delivered)
+        assert slow_titles == fast_titles
+
+
+async def test_refused_connection_fails_fast_and_other_target_delivers(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    dead = f"json://127.0.0.1:{_closed_port()}/hook"
+    cfg = config(target("dead", dead), target("ops", http.url()), retry_max=1)
+    async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
+        m.submit(registration())
+        await http.wait_for(1)
+        await _until(lambda: metrics.count("dead", "failed") == 1)
+    assert metrics.count("dead", "retried") == 1
+    assert metrics.count("ops", "sent") == 1
+
+
+async def test_queue_overflow_drops_the_oldest_and_counts_it(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    cfg = config(target("ops", http.url()), max_queue=5)
+    manager = AlertManager(cfg, metrics=metrics, backoff_base=0.05)
+    for i in range(20):  # distinct causes: nothing can be merged
+        manager.submit(registration(cause_id=f"cause_{i:02d}"))
+    assert manager.queue_depth("ops") == 5
+    assert metrics.count("ops", "dropped") == 15
+    async with asyncio.timeout(20):
+        await manager.start()
+        try:
+            await http.wait_for(5)
+            await asyncio.sleep(0.3)
+        finally:
+            await manager.stop(timeout=3)
+    causes = sorted(r.payload["title"].split(":")[0].split()[-1] for r in http.received)
+    assert causes == [f"cause_{i}" for i in range(15, 20)]
+    assert metrics.count("ops", "sent") == 5
+
+
+async def test_overflow_while_the_endpoint_hangs(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    http.program(["hang"])
+    cfg = config(target("ops", http.url()), max_queue=3, timeout_seconds=1.0, retry_max=1)
+    async with asyncio.timeout(30), running(cfg, metrics=metrics) as m:
+        m.submit(registration(cause_id="first"))
+        await http.wait_for(1, delivered=False)  # "first" is in flight, hanging
+        for i in range(10):
+            m.submit(registration(cause_id=f"c{i}"))
+        assert m.queue_depth("ops") == 3
+        await http.wait_for(4, timeout=15)
+        await asyncio.sleep(0.3)
+    delivered = [r.payload["title"].split(":")[0].split()[-1] for r in http.delivered]
+    assert delivered == ["first", "c7", "c8", "c9"]
+    assert metrics.count("ops", "dropped") == 7
+
+
+async def test_stop_drains_waiting_alerts(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    cfg = config(target("ops", http.url()), group_window_seconds=60)
+    manager = AlertManager(cfg, metrics=metrics)
+    await manager.start()
+    for i in range(3):
+        manager.submit(registration(cause_id=f"cause_{i}"))
+    await asyncio.sleep(0.2)
+    assert http.received == []  # still inside the group window
+    async with asyncio.timeout(10):
+        start = time.monotonic()
+        await manager.stop(timeout=5)
+        assert time.monotonic() - start < 3
+    assert len(http.delivered) == 3
+    assert metrics.count("ops", "sent") == 3
+    assert metrics.count("ops", "dropped") == 0
+
+
+async def test_stop_skips_backoff_waits(http: HttpReceiver) -> None:
+    http.program(["500"])
+    cfg = config(target("ops", http.url()), retry_max=3)
+    manager = AlertManager(cfg, backoff_base=30.0, backoff_max=30.0)
+    await manager.start()
+    manager.submit(registration())
+    async with asyncio.timeout(10):
+        await http.wait_for(1, delivered=False)
+        start = time.monotonic()
+        await manager.stop(timeout=5)
+        assert time.monotonic() - start < 3
+    assert len(http.delivered) == 1
+    assert manager.counts[("ops", "sent")] == 1
+
+
+async def test_stop_deadline_counts_what_is_left(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    http.default = "hang"
+    cfg = config(target("ops", http.url()), timeout_seconds=20.0)
+    manager = AlertManager(cfg, metrics=metrics)
+    await manager.start()
+    for i in range(3):
+        manager.submit(registration(cause_id=f"cause_{i}"))
+    async with asyncio.timeout(10):
+        await http.wait_for(1, delivered=False)
+        start = time.monotonic()
+        await manager.stop(timeout=0.5)
+        assert time.monotonic() - start < 2
+    assert metrics.count("ops", "dropped") == 3  # one in flight, two waiting
+    assert metrics.count("ops", "sent") == 0
+    manager.submit(registration(user="late"))  # after stop: counted, not raised
+    assert metrics.count("ops", "dropped") == 4
+
+
+async def test_stop_without_start_delivers_what_was_queued(http: HttpReceiver) -> None:
+    manager = AlertManager(config(target("ops", http.url()), group_window_seconds=60))
+    manager.submit(registration())
+    async with asyncio.timeout(10):
+        await manager.stop(timeout=5)
+    assert len(http.delivered) == 1
+
+
+async def test_unusable_target_is_skipped_and_others_work(http: HttpReceiver) -> None:
+    bad_url = "bogus://token-VALUE-123@nowhere"
+    cfg = config(target("broken", bad_url), target("ops", http.url()))
+    with structlog.testing.capture_logs() as events:
+        async with asyncio.timeout(20), running(cfg) as m:
+            assert m.target_names == ("ops",)
+            m.submit(registration())
+            await http.wait_for(1)
+    rejected = [e for e in events if e["event"] == "alert target URL rejected by apprise; disabled"]
+    assert [e["target"] for e in rejected] == ["broken"]
+    assert all("token-VALUE-123" not in repr(e) for e in events)

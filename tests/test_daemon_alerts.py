@@ -1,0 +1,74 @@
+"""`sipwatch run` end to end: fake Docker Engine in, alerts out to a real local HTTP receiver
+(Slack-style JSON through apprise) and a real SMTP server (aiosmtpd).  No database: the
+log-only rules name the cause."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sipwatch.synth import Device, Scenario
+from tests.alert_receivers import HttpReceiver, SmtpReceiver
+from tests.fake_docker import FakeDockerEngine
+from tests.test_daemon_docker import engine, run_daemon, write_sip  # noqa: F401 - fixture
+
+T0 = 1772366400.0
+
+
+async def test_alerts_reach_slack_and_email_grouped_escaped_and_resolved(
+    engine: FakeDockerEngine,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    sbc = engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
+    engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
+    async with HttpReceiver() as slack, SmtpReceiver() as smtp:
+        extra = f"""
+[alerts]
+group_window_seconds = 0.5
+throttle_seconds = 600
+[[alerts.targets]]
+name = "oncall-slack"
+url = "{slack.url("/slack")}"
+kind = "registration"
+[[alerts.targets]]
+name = "security-mail"
+url = "{smtp.url()}"
+kind = "security"
+"""
+        async with run_daemon(tmp_path, engine, extra) as d:
+            sc = Scenario(T0)
+            phone = Device("5001", "198.51.100.10", "203.0.113.45", user_agent="Grandstream HT801")
+            for _ in range(3):  # a phone configured with the SBC's IP as domain
+                sc.register_rejected(phone, 403, "Forbidden", None, challenged=False)
+            # a scanner spraying 40 usernames; one of them tries to ping the channel
+            users = [f"{100 + i}" for i in range(39)] + ["<!channel> *x* @here"]
+            for i, user in enumerate(users):
+                scan = Device(
+                    user, "198.51.100.10", "185.243.5.17", 5070 + i, user_agent="friendly-scanner"
+                )
+                sc.register_rejected(scan, 403, "Forbidden", None, challenged=False)
+            write_sip(engine, sbc, sc)
+
+            await slack.wait_for(1, timeout=30)
+            await smtp.wait_for(1, timeout=30)
+            slack_text = json.dumps([r.payload for r in slack.delivered])
+            assert "realm_is_ip" in slack_text and "5001" in slack_text
+            assert "scanner" not in slack_text  # routed to the security target only
+            mails = [
+                m.get_payload() if not m.is_multipart() else m.as_string() for m in smtp.messages
+            ]
+            mail_text = "\n".join(str(m) for m in mails)
+            assert "185.243.5.17" in mail_text
+            assert len(smtp.messages) == 1  # 40 scanner failures grouped into one message
+            assert "<!channel>" not in mail_text and "<!channel>" not in slack_text
+            assert "@here" not in mail_text
+
+            # the phone is fixed and registers: a resolved notice follows
+            phone.domain = "acme.sip.example.com"
+            phone.request_host = None
+            sc.register_ok(phone)
+            write_sip(engine, sbc, sc)
+            await slack.wait_for(2, timeout=30)
+            resolved = json.dumps(slack.delivered[-1].payload).lower()
+            assert "resolved" in resolved and "5001" in resolved
+            await d.wait_metric(3, "sipwatch_alerts_total", result="sent")
