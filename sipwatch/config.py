@@ -72,8 +72,12 @@ REMEDIATION_MODES: tuple[str, ...] = get_args(RemediationMode)
 #: The remediation actions sipwatch knows.  ``remediation.actions`` keys must be one of these;
 #: the remediation package uses the same names.
 REMEDIATION_ACTIONS: tuple[str, ...] = (
-    "encrypt_plaintext_password",  # clients.password stored in clear text -> encrypt it
-    "flush_registration_cache",  # drop user:<aor> in Redis so the device re-authenticates
+    "create_client",  # no clients row for the username -> create one (encrypted, generated pw)
+    "reencrypt_password",  # clients.password stored in clear text -> store it encrypted
+    "activate_client",  # clients.is_active = 0 -> 1
+    "activate_account",  # accounts.is_active = 0 -> 1 (the whole realm was refused)
+    "set_account_realm",  # no account owns the realm -> set accounts.sip_realm
+    "flush_cached_registration",  # DEL user:<aor> + ZREM active-user: force re-authentication
     "restart_registrar",  # drachtio answers 503 "no connected clients" -> restart the sidecar
 )
 LogKind = Literal["auto", "drachtio", "registrar"]

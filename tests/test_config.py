@@ -717,13 +717,13 @@ def test_remediation_mode_for_and_allow_lists(tmp_path: Path) -> None:
         allow_realms = ["*.trusted.net"]
         [remediation.actions]
         restart_registrar = "on"
-        encrypt_plaintext_password = "off"
+        reencrypt_password = "off"
         """,
     )
     rem = load_config(path, environ={}).remediation
     assert rem.mode_for("restart_registrar") == "dry-run"  # capped by the global mode
-    assert rem.mode_for("encrypt_plaintext_password") == "off"
-    assert rem.mode_for("flush_registration_cache") == "dry-run"
+    assert rem.mode_for("reencrypt_password") == "off"
+    assert rem.mode_for("flush_cached_registration") == "dry-run"
     assert rem.allows("1001", "pbx.example.com")
     assert not rem.allows("10011", "pbx.example.com")
     assert not rem.allows("1001", "other.example.com")

@@ -128,7 +128,7 @@ def populated(created_series: bool = False) -> SipwatchMetrics:
     metrics.observe_root_cause("wrong_password", "warning")
     metrics.observe_diagnosis_error("db_unavailable")
     metrics.observe_alert("slack", "sent")
-    metrics.observe_remediation("flush_registration_cache", "dry_run")
+    metrics.observe_remediation("flush_cached_registration", "dry_run")
     return metrics
 
 

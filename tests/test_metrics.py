@@ -359,14 +359,14 @@ def test_later_stage_counters_fold_unknown_results() -> None:
     metrics.observe_diagnosis_error("db_unavailable")
     metrics.observe_alert("slack", "sent")
     metrics.observe_alert("slack", "exploded")
-    metrics.observe_remediation("flush_registration_cache", "dry_run")
+    metrics.observe_remediation("flush_cached_registration", "dry_run")
     assert value(metrics, m.ROOT_CAUSES, cause="wrong_password", severity="warning") == 1
     assert value(metrics, m.ROOT_CAUSES, cause="wrong_password", severity=OTHER) == 1
     assert value(metrics, m.DIAGNOSIS_ERRORS, kind="db_unavailable") == 1
     assert value(metrics, m.DIAGNOSIS_ERRORS, kind="redis_unavailable") == 0  # pre-initialised
     assert value(metrics, m.ALERTS, target="slack", result="sent") == 1
     assert value(metrics, m.ALERTS, target="slack", result=OTHER) == 1
-    assert value(metrics, m.REMEDIATIONS, action="flush_registration_cache", result="dry_run") == 1
+    assert value(metrics, m.REMEDIATIONS, action="flush_cached_registration", result="dry_run") == 1
 
 
 # ----------------------------------------------------------------------- REGISTER
