@@ -41,7 +41,8 @@ def _diagnose(sub: SubParsers) -> None:
     p = add_diagnose_parser(sub)
 
     def handler(args: argparse.Namespace) -> int:
-        return asyncio.run(run_diagnose(args))
+        result: int = asyncio.run(run_diagnose(args))
+        return result
 
     p.set_defaults(handler=handler)
 
@@ -90,11 +91,6 @@ def _run(sub: "SubParsers") -> None:
 
 
 def registrars() -> Iterator[Callable[[SubParsers], None]]:
-    try:  # TEMP until the diagnosis package lands
-        import sipwatch.diagnosis.cli  # noqa: F401
-
-        yield _diagnose
-    except ImportError:
-        pass
+    yield _diagnose
     yield _check_config
     yield _run

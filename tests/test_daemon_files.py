@@ -113,6 +113,15 @@ format = "json"
         assert ("1001", 403) not in users
         status, body = get(base + "/readyz")
         assert status == 200, body
+        # SIGHUP: a broken file is refused (the daemon keeps running), a good one is loaded
+        good = cfg.read_text()
+        cfg.write_text(good + "\n[metrics]\nbogus = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        cfg.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert get(base + "/healthz")[0] == 200
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
@@ -121,6 +130,8 @@ format = "json"
         out = proc.stdout.read() if proc.stdout else ""
         events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
         assert "sipwatch stopped" in events
+        assert "reload failed; keeping the running configuration" in events
+        assert "configuration reloaded" in events
     finally:
         if proc.poll() is None:
             proc.kill()
