@@ -47,7 +47,7 @@ def _diagnose(sub: SubParsers) -> None:
     p.set_defaults(handler=handler)
 
 
-def _run(sub: "SubParsers") -> None:
+def _run(sub: SubParsers) -> None:
     p = sub.add_parser(
         "run",
         help="run the daemon: follow logs, export metrics, diagnose, alert (and remediate)",
@@ -90,7 +90,22 @@ def _run(sub: "SubParsers") -> None:
     p.set_defaults(handler=handler)
 
 
+def _fix(sub: SubParsers) -> None:
+    from sipwatch.remediation.fix_args import add_fix_parser
+
+    p = add_fix_parser(sub)
+
+    def handler(args: argparse.Namespace) -> int:
+        from sipwatch.remediation.fix_cmd import run_fix
+
+        result: int = asyncio.run(run_fix(args))
+        return result
+
+    p.set_defaults(handler=handler)
+
+
 def registrars() -> Iterator[Callable[[SubParsers], None]]:
     yield _diagnose
+    yield _fix
     yield _check_config
     yield _run

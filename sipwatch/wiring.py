@@ -6,6 +6,7 @@ so the heavy imports (asyncmy, redis, apprise) happen only when the daemon start
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Any
 
@@ -97,15 +98,32 @@ class DaemonSink:
             from sipwatch.alerts import AlertManager
 
             self.alerts = AlertManager(config.alerts, metrics=metrics)
+        self.auto: Any = None
+        if config.remediation.mode != "off":
+            import os
+
+            from sipwatch.remediation.auto import AutoRemediator
+
+            self.auto = AutoRemediator.from_config(
+                config,
+                metrics=metrics,
+                legacy_crypto=os.environ.get("SIPWATCH_JAMBONZ_LEGACY_CRYPTO", "").lower()
+                in ("1", "true", "yes", "on"),
+            )
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         # (source IP, user) -> domains alerted on: a phone fixed by changing its domain
         # (realm_is_ip, realm_unknown) registers under a new AOR from the same IP.
         self._alerted: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
 
     async def _ensure_started(self) -> None:
-        if self.alerts is not None and not self._started:
-            self._started = True
+        if self._started:
+            return
+        self._started = True
+        if self.alerts is not None:
             await self.alerts.start()
+        if self.auto is not None:
+            await self.auto.start()
 
     async def on_diagnosis(self, record: FailureRecord, diagnosis: Any) -> None:
         top = diagnosis.top
@@ -120,19 +138,35 @@ class DaemonSink:
             severity=top.severity if top else None,
             attack=diagnosis.attack,
         )
+        await self._ensure_started()
+        if self.auto is not None:
+            decision = await self.auto.consider(
+                diagnosis, user=record.user, domain=record.domain, source_ip=record.source_ip
+            )
+            log.info(
+                "remediation decision",
+                user=record.user,
+                domain=record.domain,
+                action=decision.action,
+                result=str(decision.result),
+                reason=decision.reason,
+            )
         if self.alerts is not None:
-            await self._ensure_started()
             alert = alert_for(record, diagnosis)
             if alert is not None:
                 self.alerts.submit(alert)
-                if alert.kind != "security":
-                    key = (record.source_ip, record.user)
-                    self._alerted.setdefault(key, set()).add(record.domain)
-                    self._alerted.move_to_end(key)
-                    if len(self._alerted) > _MAX_ALERTED:
-                        self._alerted.popitem(last=False)
+        if not diagnosis.attack:
+            key = (record.source_ip, record.user)
+            self._alerted.setdefault(key, set()).add(record.domain)
+            self._alerted.move_to_end(key)
+            if len(self._alerted) > _MAX_ALERTED:
+                self._alerted.popitem(last=False)
 
     def on_recovered(self, user: str, domain: str, source_ip: str, at: float) -> None:
+        if self.auto is not None and (source_ip, user) in self._alerted:
+            task = asyncio.ensure_future(self.auto.on_registered(user, domain))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self.alerts is None:
             return
         self.alerts.resolve(user, domain, at)
@@ -141,8 +175,12 @@ class DaemonSink:
                 self.alerts.resolve(user, old_domain, at)
 
     async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self.alerts is not None and self._started:
             await self.alerts.stop(5.0)
+        if self.auto is not None and self._started:
+            await self.auto.close()
 
 
 def make_sink(config: Config, metrics: SipwatchMetrics) -> DaemonSink:

@@ -1,0 +1,12 @@
+"""Remediation: fix what the diagnosis found, safely, on request or automatically.
+
+* ``actions``  - one class per action: plan (masked SQL, before/after), apply (transactional,
+  idempotent), verify;
+* ``guard``    - policy: modes, allow-lists, never for attacks, budgets, cool-down, kill switch;
+* ``audit``    - JSON log line plus the optional ``sipwatch_audit`` table;
+* ``leader``   - MySQL ``GET_LOCK`` leadership so one instance in a cluster acts;
+* ``auto``     - the daemon's :class:`AutoRemediator`;
+* ``fix_cmd``  - ``sipwatch fix``, the operator's command.
+
+See docs/remediation.md.
+"""

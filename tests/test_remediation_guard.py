@@ -1,0 +1,153 @@
+"""The remediation policy gate, with an injected clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from sipwatch.remediation import guard as g
+from sipwatch.remediation.guard import Guard
+from tests.remediation_support import rem_config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def check(
+    guard: Guard,
+    action: str = "activate_client",
+    user: str = "1001",
+    realm: str = "pbx.sip.example.com",
+    **kw: object,
+) -> g.Verdict:
+    return guard.check(
+        action,
+        names=[(user, realm)],
+        cooldown_key=f"{user}@{realm}",
+        attack=bool(kw.pop("attack", False)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_modes_per_action_capped_by_global_mode() -> None:
+    cfg = rem_config(
+        mode="dry-run",
+        actions=MappingProxyType({"restart_registrar": "on", "create_client": "off"}),
+    )
+    guard = Guard(cfg, clock=Clock())
+    assert check(guard, "restart_registrar").mode == "dry-run"
+    off = check(guard, "create_client")
+    assert not off.allowed and off.reason == g.MODE_OFF
+    assert check(guard, "activate_client").allowed
+    assert not check(Guard(rem_config(mode="off"))).allowed
+
+
+def test_attack_is_refused_even_when_allow_listed() -> None:
+    guard = Guard(rem_config(allow_users=("*",), allow_realms=("*",)), clock=Clock())
+    v = check(guard, attack=True)
+    assert not v.allowed and v.reason == g.ATTACK
+    # even for a user the operator named
+    v = check(guard, attack=True, explicit_users={"1001"})
+    assert not v.allowed and v.reason == g.ATTACK
+
+
+def test_kill_switch(tmp_path: Path) -> None:
+    switch = tmp_path / "remediation.disabled"
+    guard = Guard(rem_config(kill_switch_file=str(switch)), clock=Clock())
+    assert check(guard).allowed
+    switch.touch()
+    v = check(guard)
+    assert not v.allowed and v.reason == g.KILL_SWITCH
+    switch.unlink()
+    assert check(guard).allowed
+
+
+def test_allow_lists_and_explicit_users() -> None:
+    guard = Guard(
+        rem_config(allow_realms=(), allow_users=("100?@pbx.example.com", "alice")),
+        clock=Clock(),
+    )
+    assert check(guard, user="1001", realm="PBX.example.com").allowed
+    v = check(guard, user="10011", realm="pbx.example.com")
+    assert not v.allowed and v.reason == g.NOT_ALLOWED
+    assert not check(guard, user="1001", realm="evil.example.com").allowed
+    assert check(guard, user="alice", realm="anything.org").allowed
+    # an operator naming the exact user overrides the allow-list, nothing else does
+    assert check(guard, user="bob", realm="x.org", explicit_users={"bob"}).allowed
+    assert not check(guard, user="bob", realm="x.org", explicit_users={"bobby"}).allowed
+    # every involved name must pass: To user allowed but auth username not
+    v = guard.check(
+        "create_client",
+        names=[("alice", "x.org"), ("mallory", "x.org")],
+        cooldown_key="alice@x.org",
+        attack=False,
+    )
+    assert not v.allowed and v.reason == g.NOT_ALLOWED
+    # empty allow-lists allow nobody
+    assert not check(Guard(rem_config(allow_realms=(), allow_users=()))).allowed
+
+
+def test_cooldown_per_user() -> None:
+    clock = Clock()
+    guard = Guard(rem_config(user_cooldown_seconds=600.0), clock=clock)
+    assert check(guard, user="a").allowed
+    guard.record("activate_client", "a@pbx.sip.example.com", "on")
+    v = check(guard, user="a")
+    assert not v.allowed and v.reason == g.COOLDOWN
+    assert check(guard, user="b").allowed  # other users are not affected
+    assert check(guard, user="a", mode="dry-run").allowed  # dry-run has its own ledger
+    clock.now += 599
+    assert not check(guard, user="a").allowed
+    clock.now += 2
+    assert check(guard, user="a").allowed
+
+
+def test_rate_limits_per_action_and_global_with_hourly_expiry() -> None:
+    clock = Clock()
+    guard = Guard(
+        rem_config(max_changes_per_action_per_hour=3, max_changes_per_hour=5), clock=clock
+    )
+    for i in range(3):
+        assert check(guard, "activate_client", user=f"u{i}").allowed
+        guard.record("activate_client", f"u{i}@r", "on")
+        clock.now += 1
+    v = check(guard, "activate_client", user="u9")
+    assert not v.allowed and v.reason == g.ACTION_RATE
+    for i in range(2):
+        assert check(guard, "activate_account", user=f"v{i}").allowed
+        guard.record("activate_account", f"v{i}@r", "on")
+    v = check(guard, "flush_cached_registration", user="w")
+    assert not v.allowed and v.reason == g.GLOBAL_RATE
+    assert guard.usage("on") == {"activate_client": 3, "activate_account": 2}
+    clock.now += 3600 - 3  # exactly one hour after the first attempt: it left the window
+    assert guard.usage("on") == {"activate_client": 2, "activate_account": 2}
+    assert check(guard, "flush_cached_registration", user="w").allowed
+    guard.record("flush_cached_registration", "w@r", "on")
+    v = check(guard, "activate_client", user="u9")  # per action 2 < 3, but 5 overall
+    assert not v.allowed and v.reason == g.GLOBAL_RATE
+    clock.now += 3600
+    assert guard.usage("on") == {}
+    assert check(guard, "activate_client", user="u9").allowed
+
+
+def test_state_stays_bounded_under_a_flood() -> None:
+    clock = Clock()
+    guard = Guard(
+        rem_config(
+            user_cooldown_seconds=86_400.0,
+            max_changes_per_hour=10_000,
+            max_changes_per_action_per_hour=10_000,
+        ),
+        clock=clock,
+        max_cooldown_keys=100,
+    )
+    for i in range(5000):
+        guard.record("activate_client", f"user{i}@r", "dry-run")
+        clock.now += 0.01
+    assert len(guard._cooldown) == 100
+    assert guard.usage("dry-run") == {"activate_client": 5000}
