@@ -102,7 +102,7 @@ _header_values = header_getter(HEADERS_RE)
 # user@host of a SIP URI inside a header value: optional display name and "<", the scheme,
 # an optional "user[:password]@", then the host (bracketed IPv6 or up to ":;>?" or space).
 _URI_RE = re.compile(
-    r"(?:sips?|tel):(?:([^@>;?\s:]*)(?::[^@>\s]*)?@)?(\[[^\]]*\]|[^:;>?\s]*)", re.IGNORECASE
+    r"(?:sips?|tel):(?:([^@>\s:]*)(?::[^@>\s]*)?@)?(\[[^\]]*\]|[^:;>?\s]*)", re.IGNORECASE
 )
 _BRANCH_RE = re.compile(r"branch=([^;,\s]*)", re.IGNORECASE)
 

@@ -72,3 +72,37 @@ kind = "security"
             resolved = json.dumps(slack.delivered[-1].payload).lower()
             assert "resolved" in resolved and "5001" in resolved
             await d.wait_metric(3, "sipwatch_alerts_total", result="sent")
+
+
+async def test_alert_endpoint_failing_then_hanging_does_not_stop_counting(
+    engine: FakeDockerEngine,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    sbc = engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
+    engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
+    async with HttpReceiver() as slack:
+        slack.program(["500", "hang"])  # first delivery fails, the retry hangs, then it works
+        extra = f"""
+[alerts]
+group_window_seconds = 0.2
+timeout_seconds = 1
+retry_max = 4
+[[alerts.targets]]
+name = "oncall-slack"
+url = "{slack.url("/slack")}"
+"""
+        async with run_daemon(tmp_path, engine, extra) as d:
+            sc = Scenario(T0)
+            phone = Device("5001", "198.51.100.10", "203.0.113.45")
+            sc.register_rejected(phone, 403, "Forbidden", None, challenged=False)
+            expected = write_sip(engine, sbc, sc)
+            await slack.wait_for(2, timeout=20, delivered=False)  # the 500, then the hang
+            # while the endpoint misbehaves, parsing and counting go on
+            for i in range(20):
+                sc.register_ok(Device(str(2000 + i), "acme.sip.example.com", "203.0.113.9"))
+            expected += write_sip(engine, sbc, sc)
+            await d.wait_metric(expected, "sipwatch_sip_messages_total")
+            await slack.wait_for(1, timeout=30)  # delivered after the retries
+            assert "realm_is_ip" in json.dumps(slack.delivered[0].payload)
+            assert await d.metric("sipwatch_alerts_total", result="retried") >= 2
+            await d.wait_metric(1, "sipwatch_alerts_total", result="sent")

@@ -337,3 +337,15 @@ def test_idle_signal_flushes_held_record() -> None:
     assert len(held) == 3  # the last record waits for the next one
     flushed = p.feed(LogChunk("d", Stream.STDERR, ""))
     assert len(flushed) == 1 and isinstance(flushed[0], SipMessage) and flushed[0].status == 403
+
+
+def test_uri_user_may_contain_semicolons_and_password_is_dropped() -> None:
+    from sipwatch.sip import parse_uri_user_host
+
+    assert parse_uri_user_host("<sip:x&amp;y;z@evil.example>") == ("x&amp;y;z", "evil.example")
+    assert parse_uri_user_host('"A" <sip:bob:secret@h.com:5060;transport=udp>;tag=9') == (
+        "bob",
+        "h.com",
+    )
+    assert parse_uri_user_host("sip:alice@x.com;tag=1") == ("alice", "x.com")
+    assert parse_uri_user_host("<sip:[2001:db8::1]:5060>") == ("", "2001:db8::1")

@@ -46,6 +46,15 @@ def add_diagnose_parser(subparsers: Any) -> argparse.ArgumentParser:
             "password checks is read from SIPWATCH_JAMBONZ_ENCRYPTION_SECRET or the config "
             "file, never from arguments."
         ),
+        epilog=(
+            "examples:\n"
+            "  sipwatch diagnose --user 1001 --domain acme.sip.example.com --status 403\n"
+            "  SIPWATCH_DB_URL=mysql://sipwatch:pw@127.0.0.1/jambones \\\n"
+            "    sipwatch diagnose --user 1001 --domain acme.sip.example.com --format json\n"
+            "\nexit codes: 0 diagnosis printed, 2 usage/config/rules error, 3 database "
+            "unreachable, 4 database without the jambonz tables"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--user", required=True, help="the To user (AOR user) of the device")
     p.add_argument("--domain", required=True, help="the To host (SIP realm) of the device")

@@ -597,12 +597,15 @@ def load_rules(directory: Path) -> list[Rule]:
 def default_rules_dir() -> Path:
     """The rules shipped with sipwatch: ``rules/`` of the repository, installed as the package
     data ``sipwatch._rules`` (see pyproject.toml), so checkouts and wheels find the same files."""
-    from importlib.resources import as_file, files
+    import importlib.util
 
     try:
-        with as_file(files("sipwatch._rules")) as path:
-            if Path(path).is_dir():
-                return Path(path)
-    except (ModuleNotFoundError, TypeError):
-        pass
+        spec = importlib.util.find_spec("sipwatch._rules")
+    except ModuleNotFoundError:
+        spec = None
+    # a directory of YAML files without __init__.py: a namespace package, found by location
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location)
+        if path.is_dir() and any(path.glob("*.yaml")):
+            return path
     return Path(__file__).resolve().parents[2] / "rules"
