@@ -359,21 +359,33 @@ class Daemon:
 
     # ------------------------------------------------------------------ stages
     async def _pump(self, name: str, source: ChunkSource) -> None:
-        """Copy a source's chunks into the parse queue (waits when parsing falls behind)."""
+        """Copy a source's chunks into the parse queue (waits when parsing falls behind).
+
+        A source that fails (Docker socket missing, permission denied) is retried with
+        capped backoff: the daemon must outlive an engine that starts after it."""
         reports_itself = getattr(source, "reports_status", False)
-        if not reports_itself:  # Docker sources report per container; files are up once open
-            self.metrics.set_source_up(name, True)
+        backoff = 1.0
         try:
-            async for chunk in source.chunks():
-                await self.chunks.put(chunk)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("log source failed", source=name, error=str(exc))
-            self.metrics.set_source_up(name, False)
-        else:
-            if not reports_itself:
-                self.metrics.set_source_up(name, False)  # a one-shot source (stdin) ended
+            while True:
+                if not reports_itself:  # Docker sources report per container
+                    self.metrics.set_source_up(name, True)
+                try:
+                    async for chunk in source.chunks():
+                        backoff = 1.0
+                        await self.chunks.put(chunk)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error(
+                        "log source failed; retrying", source=name, error=str(exc), retry_in=backoff
+                    )
+                    self.metrics.set_source_up(name, False)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if not reports_itself:
+                    self.metrics.set_source_up(name, False)  # a one-shot source (stdin) ended
+                return
         finally:
             self._live_sources -= 1
 
