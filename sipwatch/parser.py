@@ -311,7 +311,7 @@ class LogParser:
                 g[G_IP],
                 int(g[G_PORT]),
                 start,
-                _record_headers(m),
+                _record_headers(g),
             )
             if msg is None:
                 stats.error("sip_start_line")

@@ -87,7 +87,7 @@ class Replayer:
         for ev in events:
             if type(ev) is SipMessage:
                 res.sip_messages += 1
-                res.messages_by_direction[ev.direction.value] += 1
+                res.messages_by_direction[ev.direction] += 1  # a StrEnum: no .value lookup
                 if metrics is not None:
                     metrics.observe_message(ev)
                 if ev.ts:

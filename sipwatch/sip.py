@@ -84,16 +84,13 @@ def headers_pattern(line_guard: str = "") -> str:
     )
 
 
-def header_getter(pattern: re.Pattern[str]) -> Callable[[re.Match[str]], tuple[str, ...]]:
-    """A fast accessor for the header values of a match of a pattern that embeds
-    ``headers_pattern``, in ``HEADER_FIELDS`` order ("" for an absent header)."""
-    pick = itemgetter(*(pattern.groupindex[name] - 1 for name in HEADER_FIELDS))
-
-    def values(m: re.Match[str]) -> tuple[str, ...]:
-        result: tuple[str, ...] = pick(m.groups(""))
-        return result
-
-    return values
+def header_getter(pattern: re.Pattern[str]) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    """A fast accessor: from ``match.groups("")`` of a pattern that embeds
+    ``headers_pattern``, the header values in ``HEADER_FIELDS`` order ("" if absent)."""
+    pick: Callable[[tuple[str, ...]], tuple[str, ...]] = itemgetter(
+        *(pattern.groupindex[name] - 1 for name in HEADER_FIELDS)
+    )
+    return pick
 
 
 HEADERS_RE = re.compile(headers_pattern())
@@ -104,7 +101,8 @@ _header_values = header_getter(HEADERS_RE)
 _URI_RE = re.compile(
     r"(?:sips?|tel):(?:([^@>\s:]*)(?::[^@>\s]*)?@)?(\[[^\]]*\]|[^:;>?\s]*)", re.IGNORECASE
 )
-_BRANCH_RE = re.compile(r"branch=([^;,\s]*)", re.IGNORECASE)
+_BRANCH_RE = re.compile(r"branch[ \t]*=[ \t]*([^;,\s]*)", re.IGNORECASE)
+_BRANCH_VALUE_RE = re.compile(r"[^;,\s]*")
 
 _RECV = Direction.RECV
 _SEND = Direction.SEND
@@ -186,7 +184,7 @@ def parse_sip_message(
     m = HEADERS_RE.match(body, nl if nl >= 0 else len(body), end if end >= 0 else len(body))
     assert m is not None  # the pattern matches the empty string
     return build_sip_message(
-        ts, source, what, size, transport, peer_ip, peer_port, start, _header_values(m)
+        ts, source, what, size, transport, peer_ip, peer_port, start, _header_values(m.groups(""))
     )
 
 
@@ -256,16 +254,11 @@ def build_sip_message(
     if via:
         b = via.find("branch=")
         if b < 0:
-            bm = _BRANCH_RE.search(via)
+            bm = _BRANCH_RE.search(via)  # "Branch=", "BRANCH =" ...
             branch = bm.group(1) if bm is not None else ""
         else:
-            b += 7
-            e = len(via)
-            for sep in (";", ",", " "):
-                x = via.find(sep, b)
-                if 0 <= x < e:
-                    e = x
-            branch = via[b:e]
+            bm = _BRANCH_VALUE_RE.match(via, b + 7)
+            branch = bm.group() if bm is not None else ""
     to_user, to_host = parse_uri_user_host(to_v) if to_v else ("", "")
     # From, Contact expiry and credentials matter for requests only
     from_user = from_host = auth_username = auth_realm = ""
