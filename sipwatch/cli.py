@@ -10,6 +10,7 @@ Exit codes (shell-friendly, stable):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -118,7 +119,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:  # pragma: no cover - every subparser sets one
         parser.error(f"unknown command {args.command}")
-    result: int = handler(args)
+    try:
+        result: int = handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # A bug, not a user error: one line, no traceback (locals could hold secrets) unless
+        # SIPWATCH_DEBUG asks for it.
+        if os.environ.get("SIPWATCH_DEBUG"):
+            raise
+        print(
+            f"sipwatch {args.command}: internal error ({type(exc).__name__}); "
+            "set SIPWATCH_DEBUG=1 for the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE if isinstance(exc, OSError) else EXIT_PROBLEM
     return result
 
 

@@ -116,26 +116,7 @@ class RegisterTracker:
             tx.requests += 1
             self.stats.retransmitted_requests += 1
             return
-        tx = RegisterTransaction(
-            side=side,
-            call_id=msg.call_id,
-            cseq=msg.cseq,
-            branch=msg.via_branch,
-            started=msg.ts,
-            source=msg.source,
-            peer_ip=msg.peer_ip,
-            peer_port=msg.peer_port,
-            transport=msg.transport,
-            to_user=msg.to_user,
-            to_host=msg.to_host,
-            from_user=msg.from_user,
-            request_uri=msg.request_uri,
-            user_agent=msg.user_agent,
-            auth_username=msg.auth_username,
-            has_auth=msg.has_auth,
-            expires=msg.expires,
-            requests=1,
-        )
+        tx = self._open(side, msg, saw_request=True)
         self._index(side, tx)
         self._pending += 1
         self._tx_timeline.append((msg.ts + self.timer_f, tx))
@@ -149,27 +130,7 @@ class RegisterTracker:
         if tx is None:
             # The request is not in the log: still one transaction, counted by this answer.
             self.stats.orphan_responses += 1
-            tx = RegisterTransaction(
-                side=side,
-                call_id=msg.call_id,
-                cseq=msg.cseq,
-                branch=msg.via_branch,
-                started=msg.ts,
-                source=msg.source,
-                peer_ip=msg.peer_ip,
-                peer_port=msg.peer_port,
-                transport=msg.transport,
-                to_user=msg.to_user,
-                to_host=msg.to_host,
-                from_user=msg.from_user,
-                request_uri="",
-                user_agent=msg.user_agent,
-                auth_username="",
-                has_auth=False,
-                expires=msg.expires,
-                requests=0,
-                saw_request=False,
-            )
+            tx = self._open(side, msg, saw_request=False)
             self._index(side, tx)
             self._tx_timeline.append((msg.ts + self.timer_f, tx))
             self._pending += 1
@@ -180,6 +141,32 @@ class RegisterTracker:
             self.stats.retransmitted_responses += 1
             return
         self._finish(tx, msg)
+
+    @staticmethod
+    def _open(side: Side, msg: SipMessage, *, saw_request: bool) -> RegisterTransaction:
+        """A new transaction from its request, or from a response whose request is not in
+        the log (then the request-only fields stay empty and it counts no request copy)."""
+        return RegisterTransaction(
+            side=side,
+            call_id=msg.call_id,
+            cseq=msg.cseq,
+            branch=msg.via_branch,
+            started=msg.ts,
+            source=msg.source,
+            peer_ip=msg.peer_ip,
+            peer_port=msg.peer_port,
+            transport=msg.transport,
+            to_user=msg.to_user,
+            to_host=msg.to_host,
+            from_user=msg.from_user,
+            request_uri=msg.request_uri if saw_request else "",
+            user_agent=msg.user_agent,
+            auth_username=msg.auth_username if saw_request else "",
+            has_auth=msg.has_auth and saw_request,
+            expires=msg.expires,
+            requests=1 if saw_request else 0,
+            saw_request=saw_request,
+        )
 
     def _finish(self, tx: RegisterTransaction, msg: SipMessage) -> None:
         tx.status = msg.status
@@ -222,21 +209,7 @@ class RegisterTracker:
         key = (side, msg.call_id)
         att = self._attempts.get(key)
         if att is None:
-            att = RegisterAttempt(
-                side=side,
-                call_id=msg.call_id,
-                started=msg.ts,
-                source=msg.source,
-                peer_ip=msg.peer_ip,
-                peer_port=msg.peer_port,
-                transport=msg.transport,
-                to_user=msg.to_user,
-                to_host=msg.to_host,
-                from_user=msg.from_user,
-                request_uri=msg.request_uri,
-                user_agent=msg.user_agent,
-                expires=msg.expires,
-            )
+            att = self._new_attempt(tx)
             self._attempts[key] = att
             if len(self._attempts) > self.max_pending:
                 self._trim_attempts()
@@ -247,6 +220,25 @@ class RegisterTracker:
         if msg.expires is not None:
             att.expires = msg.expires
 
+    @staticmethod
+    def _new_attempt(tx: RegisterTransaction) -> RegisterAttempt:
+        """An attempt begins with its first transaction (normally the unauthenticated one)."""
+        return RegisterAttempt(
+            side=tx.side,
+            call_id=tx.call_id,
+            started=tx.started,
+            source=tx.source,
+            peer_ip=tx.peer_ip,
+            peer_port=tx.peer_port,
+            transport=tx.transport,
+            to_user=tx.to_user,
+            to_host=tx.to_host,
+            from_user=tx.from_user,
+            request_uri=tx.request_uri,
+            user_agent=tx.user_agent,
+            expires=tx.expires,
+        )
+
     def _settle_attempt(self, tx: RegisterTransaction) -> None:
         key = (tx.side, tx.call_id)
         att = self._attempts.get(key)
@@ -254,21 +246,8 @@ class RegisterTracker:
             if tx.saw_request:
                 return
             # orphan final answer: an attempt of one transaction, for the outcome counters
-            att = RegisterAttempt(
-                side=tx.side,
-                call_id=tx.call_id,
-                started=tx.started,
-                source=tx.source,
-                peer_ip=tx.peer_ip,
-                peer_port=tx.peer_port,
-                transport=tx.transport,
-                to_user=tx.to_user,
-                to_host=tx.to_host,
-                from_user=tx.from_user,
-                request_uri="",
-                user_agent=tx.user_agent,
-                transactions=1,
-            )
+            att = self._new_attempt(tx)
+            att.transactions = 1
             self._attempts[key] = att
         status = tx.status
         att.status = status

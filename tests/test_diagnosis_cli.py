@@ -40,7 +40,7 @@ async def run_cli(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sipwatch.diagnosis.cli",
+        "sipwatch.cli",
         "diagnose",
         *args,
         stdout=subprocess.PIPE,

@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
-"""``python -m sipwatch.remediation.fix_cmd fix ...`` as a real subprocess against the real
+"""``sipwatch fix ...`` (``python -m sipwatch.cli fix``) as a real subprocess against the real
 MariaDB and Redis (and the fake Docker Engine for the registrar restart)."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tests.remediation_support import (  # noqa: F401 - fixtures
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULE = "sipwatch.remediation.fix_cmd"
+MODULE = "sipwatch.cli"  # the real `sipwatch` command line
 
 
 @dataclass

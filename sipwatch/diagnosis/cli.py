@@ -9,7 +9,6 @@ traceback and never a secret.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -189,22 +188,3 @@ async def run_diagnose(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m sipwatch.diagnosis.cli diagnose ...``."""
-    parser = argparse.ArgumentParser(prog="sipwatch")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_diagnose_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return asyncio.run(run_diagnose(args))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug: say so in one line, no traceback, no secrets
-        print(f"sipwatch diagnose: internal error ({type(exc).__name__})", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

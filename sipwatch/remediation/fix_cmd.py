@@ -63,7 +63,6 @@ from sipwatch.remediation.actions import (
 )
 from sipwatch.remediation.audit import AuditRecord, AuditTrail, scrub
 from sipwatch.remediation.auto import remediable_cause
-from sipwatch.remediation.fix_args import add_fix_parser
 from sipwatch.remediation.guard import Guard
 from sipwatch.remediation.registrar import RegistrarTarget
 from sipwatch.remediation.writer import DbWriter
@@ -460,19 +459,3 @@ async def _fix(
             await audit(au.VERIFIED, "registered", None, "the device registered (200 OK)")
         return EXIT_OK if ok else EXIT_NOT_REGISTERED
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m sipwatch.remediation.fix_cmd fix ...``."""
-    parser = argparse.ArgumentParser(prog="sipwatch")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_fix_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return asyncio.run(run_fix(args))
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
