@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -265,6 +266,7 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
+        await self._detect_registrar_flavour()
         self._build_sinks()
         app = make_app(self.metrics, self.pipeline.failures, self.readiness)
         host, port = self.config.metrics.host, self.config.metrics.port
@@ -325,6 +327,37 @@ class Daemon:
             if names:
                 out[f"docker:{role}"] = any(seen)
         return out
+
+    async def _detect_registrar_flavour(self) -> None:
+        """``registrar_flavour = "auto"`` on a Docker host: ask the Engine which image runs
+        (jambonz/sbc-registrar is the legacy registrar, jambonz/sbc-sip-sidecar the current
+        one); the causes differ.  Any trouble leaves "auto" (the rules then infer it)."""
+        docker = self.config.sources.docker
+        if not docker.enabled or self.config.jambonz.registrar_flavour != "auto":
+            return
+        from sipwatch.diagnosis.flavour import flavour_from_image
+        from sipwatch.sources.docker import DockerControl
+
+        try:
+            async with (
+                asyncio.timeout(5.0),
+                DockerControl(docker.url, project=docker.project, api_timeout=3.0) as dc,
+            ):
+                for service in docker.registrar_services:
+                    try:
+                        info = await dc.service_container(service)
+                    except Exception:  # noqa: S112 - the next service name may exist
+                        continue
+                    flavour = flavour_from_image(info.image)
+                    if flavour is not None:
+                        jambonz = dataclasses.replace(
+                            self.config.jambonz, registrar_flavour=flavour
+                        )
+                        self.config = dataclasses.replace(self.config, jambonz=jambonz)
+                        log.info("registrar detected", service=service, flavour=flavour)
+                        return
+        except Exception as exc:
+            log.warning("could not detect the registrar flavour", error=str(exc))
 
     def _build_sinks(self) -> None:
         if self._diagnoser_factory is not None:

@@ -5,6 +5,7 @@ for a while; the daemon must count every SIP message exactly once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import os
 import signal
@@ -197,3 +198,17 @@ async def test_exact_counts_across_restart_recreate_drop_and_api_outage(
         await asyncio.sleep(1.0)
         assert await d.metric("sipwatch_sip_messages_total") == expected
     assert d.proc.returncode == 0
+
+
+async def test_registrar_flavour_is_detected_from_the_container_image(
+    engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.8.26")
+    engine.add_container("registrar", image="jambonz/sbc-registrar:latest")  # legacy compose
+    async with run_daemon(tmp_path, engine) as d:
+        status, body = await d.get("/readyz")
+        assert status == 200, body
+    assert d.proc.stdout is not None
+    out = (await d.proc.stdout.read()).decode()
+    detected = [json.loads(line) for line in out.splitlines() if '"registrar detected"' in line]
+    assert detected and detected[0]["flavour"] == "legacy" and detected[0]["service"] == "registrar"
