@@ -5,8 +5,8 @@ for a while; the daemon must count every SIP message exactly once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import os
 import signal
 import socket
