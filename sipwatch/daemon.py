@@ -158,10 +158,7 @@ class Pipeline:
         self._pending_diagnosis.discard(key)
 
     def record(self, key: tuple[str, str, str, str, int | str]) -> FailureRecord | None:
-        for rec in self.failures.records():
-            if (rec.side, rec.user, rec.domain, rec.source_ip, rec.status) == key:
-                return rec
-        return None
+        return self.failures.get(key)
 
     def _publish_parse_stats(self, source: str) -> None:
         """Turn the parser's plain counters into metric increments (deltas since last time)."""

@@ -142,6 +142,10 @@ class FailureTracker:
                 record.resolved_at = ts
                 self._resolved[key] = None
 
+    def get(self, key: _Key) -> FailureRecord | None:
+        """The record of one (side, user, domain, source IP, status) group, if stored."""
+        return self._records.get(key)
+
     def records(self, *, include_resolved: bool = True) -> list[FailureRecord]:
         """Records, most frequent first (ties: most recent first)."""
         selected = [r for r in self._records.values() if include_resolved or r.resolved_at is None]
