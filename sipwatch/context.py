@@ -41,7 +41,7 @@ _DOWN_EVENTS = frozenset({"no_connected_clients", "no_providers", "drachtio_conn
 
 @dataclass(slots=True)
 class _IpFailures:
-    users: set[str] = field(default_factory=set)
+    users: set[int] = field(default_factory=set)  # hashes: only the count is ever used
     failures: int = 0
     last_seen: float = 0.0
 
@@ -99,7 +99,7 @@ class FailureContext:
         ip.failures += 1
         ip.last_seen = max(ip.last_seen, tx.finished)
         if len(ip.users) < self.max_users_per_ip:
-            ip.users.add(tx.to_user)
+            ip.users.add(hash(tx.to_user))
         key = (tx.peer_ip, tx.to_user, tx.to_host)
         self._request_info[key] = (tx.request_uri, tx.auth_username)
         self._request_info.move_to_end(key)
@@ -134,24 +134,30 @@ class FailureContext:
     def events_near(
         self, first: float, last: float, realm: str, status: int | str
     ) -> frozenset[str]:
-        """Event kinds that plausibly explain failures seen between ``first`` and ``last``."""
+        """Event kinds that plausibly explain the failures seen at ``first`` and ``last``.
+
+        Only the moments of the first and the latest failure are looked at (± ``window``):
+        a group can span hours, and an unrelated event in between (another user's 500) must
+        not be pinned on it."""
         kinds: set[str] = set()
-        lo = first - self.window
-        hi = last + self.window
         self._sort_events()
+        windows = [(last - self.window, last + self.window)]
+        if first < last - 2 * self.window:
+            windows.append((first - self.window, first + self.window))
         events = self._events
-        for i in range(bisect_left(events, (lo,)), len(events)):
-            ts, kind, ev_realm = events[i]
-            if ts > hi:
-                break
-            if kind in _REALM_EVENTS:
-                if ev_realm and ev_realm == realm:
+        for lo, hi in windows:
+            for i in range(bisect_left(events, (lo,)), len(events)):
+                ts, kind, ev_realm = events[i]
+                if ts > hi:
+                    break
+                if kind in _REALM_EVENTS:
+                    if ev_realm and ev_realm == realm:
+                        kinds.add(kind)
+                elif kind in _DOWN_EVENTS:
+                    if status in (503, "timeout"):
+                        kinds.add(kind)
+                elif kind == "account_deactivated" or (isinstance(status, int) and status != 403):
                     kinds.add(kind)
-            elif kind in _DOWN_EVENTS:
-                if status in (503, "timeout"):
-                    kinds.add(kind)
-            elif kind == "account_deactivated" or (isinstance(status, int) and status != 403):
-                kinds.add(kind)
         return frozenset(kinds)
 
     def _sort_events(self) -> None:

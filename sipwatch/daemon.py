@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from sipwatch.config import Config, load_config
+from sipwatch.config import Config, RegistrarFlavour, load_config
 from sipwatch.context import FailureContext
 from sipwatch.failures import FailureRecord, FailureTracker
 from sipwatch.metrics import SipwatchMetrics
@@ -250,6 +250,9 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.http_address: tuple[str, int] | None = None
         self.reloads = 0
+        self._reload_lock = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Task[None]] = set()
+        self._detected_flavour: RegistrarFlavour | None = None
         self._live_sources = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -260,11 +263,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-
         await self._detect_registrar_flavour()
         self._build_sinks()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # after the first build
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         app = make_app(self.metrics, self.pipeline.failures, self.readiness)
         host, port = self.config.metrics.host, self.config.metrics.port
         runner = await start_http(app, host, port)
@@ -351,6 +353,7 @@ class Daemon:
                             self.config.jambonz, registrar_flavour=flavour
                         )
                         self.config = dataclasses.replace(self.config, jambonz=jambonz)
+                        self._detected_flavour = flavour
                         log.info("registrar detected", service=service, flavour=flavour)
                         return
         except Exception as exc:
@@ -364,28 +367,43 @@ class Daemon:
 
     async def _close_sinks(self, budget: float) -> None:
         for obj in (self.sink, self.diagnoser):
-            close = getattr(obj, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(close(), budget)
+            await _close_quietly(obj, budget)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
 
     async def reload(self) -> None:
-        """SIGHUP: re-read the configuration file and rebuild diagnosis and alerting."""
-        try:
-            new = load_config(self.config_path)
-        except Exception as exc:  # a bad file must not kill a running daemon
-            log.error("reload failed; keeping the running configuration", error=str(exc))
-            return
-        old_sink, old_diag = self.sink, self.diagnoser
-        self.config = new
-        self._build_sinks()
-        for obj in (old_sink, old_diag):
-            close = getattr(obj, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(close(), 5.0)
-        self.reloads += 1
-        log.info("configuration reloaded", source=new.meta.source)
+        """SIGHUP: re-read the configuration file and the rules, rebuild diagnosis and
+        alerting.  The new stages are built first and swapped in only when all of them could
+        be built; otherwise the running ones stay (a bad file or rule never stops the daemon).
+        """
+        async with self._reload_lock:
+            try:
+                new = load_config(self.config_path)
+                if self._detected_flavour and new.jambonz.registrar_flavour == "auto":
+                    jambonz = dataclasses.replace(
+                        new.jambonz, registrar_flavour=self._detected_flavour
+                    )
+                    new = dataclasses.replace(new, jambonz=jambonz)
+                diagnoser = (
+                    self._diagnoser_factory(new, self.metrics) if self._diagnoser_factory else None
+                )
+                try:
+                    sink = self._sink_factory(new, self.metrics) if self._sink_factory else None
+                except Exception:
+                    await _close_quietly(diagnoser, 5.0)
+                    raise
+            except Exception as exc:  # a bad file must not kill a running daemon
+                log.error("reload failed; keeping the running configuration", error=str(exc))
+                return
+            old = (self.sink, self.diagnoser)
+            self.config, self.diagnoser, self.sink = new, diagnoser, sink
+            for obj in old:
+                await _close_quietly(obj, 5.0)
+            self.reloads += 1
+            log.info("configuration reloaded", source=new.meta.source)
 
     # ------------------------------------------------------------------ stages
     async def _pump(self, name: str, source: ChunkSource) -> None:
@@ -472,6 +490,17 @@ class Daemon:
         diagnosis = await self.diagnoser.diagnose(symptom)
         if self.sink is not None:
             await self.sink.on_diagnosis(record, diagnosis)
+
+
+async def _close_quietly(obj: Any, budget: float) -> None:
+    """Close a stage that has ``aclose``; a failure is logged, never raised (shutdown)."""
+    close = getattr(obj, "aclose", None)
+    if close is None:
+        return
+    try:
+        await asyncio.wait_for(close(), budget)
+    except Exception as exc:
+        log.warning("closing a stage failed", stage=type(obj).__name__, error=repr(exc))
 
 
 async def run_daemon(config: Config, *, config_path: str | None) -> int:

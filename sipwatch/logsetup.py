@@ -49,7 +49,9 @@ _TRIGGER = re.compile(
 )
 _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> scheme://user:****@host (mysql, redis, amqp, http...)
-    (re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"']*:)[^\s@/\"']+(?=@)"), r"\1****"),
+    # scheme://user:password@host: everything up to the *last* "@" of the authority is
+    # secret (a password may contain "@" or "/" when it was not percent-encoded)
+    (re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"']*:)[^\s\"']*(?=@)"), r"\1****"),
     # SIP/HTTP Authorization headers: everything after the header name on that line
     (
         re.compile(r"(\b(?:proxy-)?authorization\"?\s*[:=]\s*)[^\r\n]*", re.IGNORECASE),
@@ -216,5 +218,9 @@ def configure(
     root.setLevel(number)
     # one access line per Prometheus scrape is noise unless debugging
     logging.getLogger("aiohttp.access").setLevel(max(number, logging.WARNING))
+    # apprise and urllib3 print notification URLs, tokens in the path included, at DEBUG;
+    # no redaction rule can know every service's URL shape, so they never log below INFO
+    for noisy in ("apprise", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(number, logging.INFO))
     logging.captureWarnings(True)
     return "console" if console else "json"

@@ -139,7 +139,7 @@ SIP_METHODS = frozenset(
         "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH",
     }
 )  # fmt: skip
-RECORD_KINDS = frozenset({"sip", "service", "pino", "truncation", "other", "api"})
+RECORD_KINDS = frozenset({"sip", "service", "pino", "truncation", "embedded", "other", "api"})
 PINO_LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 SEVERITIES = frozenset({"info", "warning", "error", "critical"})
 DIAGNOSIS_ERROR_KINDS = ("db_unavailable", "timeout", "missing_table", "redis_unavailable")

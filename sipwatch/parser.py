@@ -97,6 +97,7 @@ _SERVICE_PREFIX_RE = re.compile(
 )
 _LONE_CR_RE = re.compile(r"\r(?!\n)")
 
+MAX_SERVICES = 32  # demultiplexed channels per source: a compose project has a dozen
 MAX_PENDING = 1 << 20  # a record larger than this is cut: bounded memory under garbage input
 _DETECT_LINES = 200  # lines looked at to decide a channel's prefix style
 
@@ -130,6 +131,7 @@ class _Channel:
     mode: int = PrefixMode.UNKNOWN
     detect_budget: int = _DETECT_LINES
     pending: str = ""
+    children: int = 0  # demultiplexed service channels created under this one
 
 
 class LogParser:
@@ -236,7 +238,11 @@ class LogParser:
     def _feed_demux(self, ch: _Channel, text: str, out: list[ParsedEvent]) -> None:
         parts: dict[str, list[str]] = {}
         match = _SERVICE_PREFIX_RE.match
-        for line in text.splitlines(keepends=True):
+        # only "\n" ends a line: str.splitlines() would also split on \x0b, \x1c, \u2028...
+        # which a device can put in a header to forge a "service | " prefix
+        lines = text.split("\n")
+        last = lines.pop()
+        for line in (*(x + "\n" for x in lines), last) if last else (x + "\n" for x in lines):
             m = match(line)
             if m is not None:
                 name = m.group("k8s") or m.group("svc") or ""
@@ -250,12 +256,27 @@ class LogParser:
             else:
                 bucket.append(rest)
         for name, lines in parts.items():
-            child = self._channel(f"{ch.source}/{name}" if name else ch.source, ch.stream)
+            # lines without a prefix get their own child: the parent keeps demultiplexing
+            key = f"{ch.source}/{name or '-'}"
+            if (key, ch.stream) not in self._channels:
+                if ch.children >= MAX_SERVICES:  # more "services" than a deployment has
+                    key = f"{ch.source}/~other"
+                else:
+                    ch.children += 1
+            child = self._channel(key, ch.stream)
             child.mode = PrefixMode.NONE
             self._frame(child, "".join(lines), out, final=False)
 
     def _frame(self, ch: _Channel, text: str, out: list[ParsedEvent], *, final: bool) -> None:
-        """Scan ``pending + text`` record by record; hold back the last record unless final."""
+        """Scan ``pending + text`` record by record; hold back the last record unless final.
+
+        A SIP dump is as long as drachtio's header line says (``recv N bytes``).  A line
+        inside that length that looks like a record start (a pino ``{"`` line or a drachtio
+        stamp in a REGISTER body or a folded header) is the device's text, not a log record:
+        when the dump demonstrably ends where announced, such "records" are skipped, so a
+        device cannot forge registrar events or SIP messages.  Dumps whose length cannot be
+        confirmed (cut off, or CRLF lost in copying) are framed by record starts as before.
+        """
         buf = ch.pending + text if ch.pending else text
         ch.pending = ""
         if not buf:
@@ -265,13 +286,29 @@ class LogParser:
         pos = 0
         last_msg: SipMessage | None = None
         held: re.Match[str] | None = None
+        swallow_until = 0
         for m in RECORD_RE.finditer(buf):
+            if m.start() < swallow_until:
+                stats.record("embedded")  # text inside a SIP dump that looks like a record
+                pos = max(pos, m.end())
+                continue
             if held is not None:
                 last_msg = self._record(source, held, out, stats, last_msg)
             if m.start() > pos + 1 and buf[pos : m.start()].strip():
                 stats.record("other")  # lines before the first record: log cut mid-record
             held = m
             pos = m.end()
+            if m.start(G_START + 1) < 0:
+                continue
+            end = m.start(G_START + 1) + int(m.group(G_SIZE + 1))
+            if end <= pos + 1:
+                continue  # the dump ran to its announced end: nothing inside to suspect
+            if end + 2 > len(buf) and not final and end - m.start() < MAX_PENDING:
+                ch.pending = buf[m.start() :]  # the rest of this dump has not arrived yet
+                return
+            nl = buf.find("\n", end - 6, end + 2)
+            if nl >= 0 and (nl + 1 >= len(buf) or _RECORD_START_AT.match(buf, nl + 1)):
+                swallow_until = nl + 1
         if held is None:
             if not final and len(buf) < MAX_PENDING and RECORD_START_RE.match(buf):
                 ch.pending = buf

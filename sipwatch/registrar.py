@@ -23,15 +23,24 @@ from sipwatch.sip import MAX_FIELD, parse_uri_user_host
 MAX_MESSAGE = 512
 
 _REGISTRAR = ServiceOrigin.REGISTRAR
-_QUOTED_JSON_INPUT = re.compile(r"""(Unexpected token .{1,8}?,\s*)?".*?" is not valid JSON""", re.S)
-_URL_USERINFO = re.compile(r"(\w+://)[^/@\s]*@")
+_NOT_JSON = " is not valid JSON"
+_URL_USERINFO = re.compile(r"(\w+://)\S*@")  # greedy: up to the last "@" (passwords may hold "@")
 _AUTH_DATA_FIELDS = ("username", "realm", "source_address", "source_port", "method", "expires")
 
 
 def _redact(msg: str) -> str:
-    """Remove values that may be secrets from a registrar message before it is kept."""
-    if "is not valid JSON" in msg:
-        msg = _QUOTED_JSON_INPUT.sub("<stored value redacted> is not valid JSON", msg)
+    """Remove values that may be secrets from a registrar message before it is kept.
+
+    Node's JSON.parse error quotes the input (the stored *password*) in several forms
+    (``"pw1"``, ``"abcdefghij"...``, ``..."xyz"...``); everything between the error name and
+    "is not valid JSON" is dropped rather than pattern-matched.
+    """
+    msg = msg[: MAX_MESSAGE * 4]  # bound the work on attacker-sized lines
+    cut = msg.find(_NOT_JSON)
+    if cut >= 0:
+        head = msg.find("SyntaxError")
+        keep = msg[: head + len("SyntaxError")] if head >= 0 else ""
+        msg = f"{keep}: <stored value redacted>{msg[cut:]}".lstrip(": ")
     if "@" in msg and "://" in msg:
         msg = _URL_USERINFO.sub(r"\1<redacted>@", msg)
     return msg[:MAX_MESSAGE]

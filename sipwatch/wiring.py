@@ -157,26 +157,30 @@ class DaemonSink:
                 self.alerts.submit(alert)
         if not diagnosis.attack:
             key = (record.source_ip, record.user)
-            self._alerted.setdefault(key, set()).add(record.domain)
+            domains = self._alerted.setdefault(key, set())
+            if len(domains) < 8:  # a phone tries a handful of domains, not thousands
+                domains.add(record.domain)
             self._alerted.move_to_end(key)
             if len(self._alerted) > _MAX_ALERTED:
                 self._alerted.popitem(last=False)
 
     def on_recovered(self, user: str, domain: str, source_ip: str, at: float) -> None:
-        if self.auto is not None and (source_ip, user) in self._alerted:
+        failed_domains = self._alerted.pop((source_ip, user), None)
+        if self.auto is not None and failed_domains is not None:
             task = asyncio.ensure_future(self.auto.on_registered(user, domain))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self.alerts is None:
             return
         self.alerts.resolve(user, domain, at)
-        for old_domain in self._alerted.pop((source_ip, user), ()):
+        for old_domain in failed_domains or ():
             if old_domain != domain:
                 self.alerts.resolve(user, old_domain, at)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.alerts is not None and self._started:
             await self.alerts.stop(5.0)
         if self.auto is not None and self._started:

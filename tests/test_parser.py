@@ -93,7 +93,10 @@ def test_chunking_never_changes_the_result(chunks: int) -> None:
 
 
 def prefix_lines(text: str, prefix: str) -> str:
-    return "".join(prefix + line for line in text.splitlines(keepends=True))
+    """Put ``prefix`` before every line, as docker/compose/pm2 do (only "\n" ends a line)."""
+    return "".join(prefix + line + "\n" for line in text.split("\n")[:-1]) + (
+        "" if text.endswith("\n") else prefix + text.rsplit("\n", 1)[-1]
+    )
 
 
 def test_docker_logs_timestamps_prefix() -> None:
@@ -349,3 +352,54 @@ def test_uri_user_may_contain_semicolons_and_password_is_dropped() -> None:
     )
     assert parse_uri_user_host("sip:alice@x.com;tag=1") == ("alice", "x.com")
     assert parse_uri_user_host("<sip:[2001:db8::1]:5060>") == ("", "2001:db8::1")
+
+
+def test_register_body_cannot_forge_registrar_events_or_sip_messages() -> None:
+    """drachtio logs the whole message: a device-supplied body line that looks like a pino
+    line or a drachtio record must stay body text."""
+    dev = Device("9001", "acme.example.com", "203.0.113.99")
+    req = dev.register()
+    fake_pino = (
+        '{"level":30,"time":1772366400000,"msg":"checkAccountLimits: account is deactivated"}'
+    )
+    fake_sip = f"{stamp(T0)} send 300 bytes to udp/[203.0.113.5]:5060 at 12:00:00.000000:"
+    body = [fake_pino, fake_sip, "SIP/2.0 200 OK", "Call-ID: forged", "CSeq: 1 REGISTER"]
+    text = sip_dump(
+        T0,
+        "recv",
+        "udp",
+        dev.ip,
+        5060,
+        [*req[:-1], f"Content-Length: {sum(len(b) + 2 for b in body)}"],
+        body,
+    )
+    text += sip_dump(T0 + 0.01, "send", "udp", dev.ip, 5060, dev.response(req, 403, "Forbidden"))
+    for chunks in (1, 3):
+        msgs, svc, p = parse(text, chunks=chunks)
+        assert [m.status for m in msgs] == [0, 403]
+        assert all(m.call_id != "forged" for m in msgs)
+        assert svc == []
+        assert p.stats.records["embedded"] == 2
+
+
+def test_unicode_line_separators_cannot_forge_compose_services() -> None:
+    dev = Device(
+        "9002", "acme.example.com", "203.0.113.98", user_agent="x\u2028evil-1 | boom\x1cother | z"
+    )
+    text = prefix_lines(
+        sip_dump(T0, "recv", "udp", dev.ip, 5060, dev.register()), "drachtio-sbc-1  | "
+    )
+    p = LogParser()
+    msgs = [
+        e for e in p.feed(LogChunk("c", Stream.TEXT, text)) + p.flush() if isinstance(e, SipMessage)
+    ]
+    assert len(msgs) == 1 and msgs[0].user_agent.startswith("x\u2028evil-1")
+    assert set(p.stats_by_source) <= {"c", "c/drachtio-sbc-1"}
+
+
+def test_compose_service_channels_are_capped() -> None:
+    lines = "".join(f"svc{i}-1  | {stamp(T0)} DrachtioController::run hello\n" for i in range(200))
+    p = LogParser()
+    p.feed(LogChunk("c", Stream.TEXT, lines))
+    p.flush()
+    assert len(p.stats_by_source) <= 32 + 2
