@@ -80,10 +80,14 @@ class RegisterTracker:
     def on_message(self, msg: SipMessage) -> list[Completed]:
         out = self._out
         out.clear()
-        if msg.ts > self.now:
-            self.now = msg.ts
-            if self._tx_timeline or self._attempt_timeline:
-                self._expire(self.now)
+        now = msg.ts
+        if now > self.now:
+            self.now = now
+            # most messages expire nothing: peek at the deadlines before calling out
+            tl = self._tx_timeline
+            at = self._attempt_timeline
+            if (tl and tl[0][0] <= now) or (at and at[0][0] <= now):
+                self._expire(now)
         if msg.method != "REGISTER":
             return out
         if msg.is_request:
