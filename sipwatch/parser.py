@@ -335,7 +335,12 @@ class LogParser:
         what = g[G_WHAT]
         if what:
             start = g[G_START]
-            ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS])
+            stamp = g[G_TS]
+            if stamp:
+                base = self._minute_cache.get(stamp[:16])  # inline fast path of _ts()
+                ts = base + float(stamp[17:26]) if base is not None else self._ts(stamp, stats)
+            else:
+                ts = self._legacy_ts(g[G_LEGACY_TS])
             if not start:
                 stats.error("sip_header_only")
                 return None
@@ -354,7 +359,8 @@ class LogParser:
                 stats.error("sip_start_line")
                 return None
             out.append(msg)
-            stats.record("sip")
+            records = stats.records
+            records["sip"] = records.get("sip", 0) + 1
             return msg
         pino = g[G_PINO]
         if pino:
