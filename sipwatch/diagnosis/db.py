@@ -128,6 +128,20 @@ class DbSettings:
         secret = ":***" if self.password else ""
         return f"mysql://{self.user}{secret}@{self.host}:{self.port}/{self.database}"
 
+    def connect_kwargs(self, *, autocommit: bool) -> dict[str, Any]:
+        """asyncmy connection arguments (one place for pools and single connections)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "db": self.database,
+            "charset": "utf8mb4",
+            "autocommit": autocommit,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+        }
+
     def with_timeouts(self, seconds: float) -> DbSettings:
         return replace(
             self,
@@ -207,16 +221,8 @@ class Database:
                     minsize=0,
                     maxsize=s.pool_size,
                     pool_recycle=300,
-                    host=s.host,
-                    port=s.port,
-                    user=s.user,
-                    password=s.password,
-                    db=s.database,
-                    charset="utf8mb4",
-                    autocommit=True,
-                    connect_timeout=s.connect_timeout,
-                    read_timeout=s.read_timeout,
                     init_command=init,
+                    **s.connect_kwargs(autocommit=True),
                 )
             return self._pool
 

@@ -35,17 +35,7 @@ async def connect(settings: DbSettings, *, autocommit: bool) -> Any:
     s = settings
     try:
         async with asyncio.timeout(s.connect_timeout + s.read_timeout):
-            return await asyncmy.connect(
-                host=s.host,
-                port=s.port,
-                user=s.user,
-                password=s.password,
-                db=s.database,
-                charset="utf8mb4",
-                autocommit=autocommit,
-                connect_timeout=s.connect_timeout,
-                read_timeout=s.read_timeout,
-            )
+            return await asyncmy.connect(**s.connect_kwargs(autocommit=autocommit))
     except Exception as exc:
         raise classify_error(exc, s.safe_url()) from None
 
