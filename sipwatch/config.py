@@ -149,7 +149,7 @@ def mask_url(url: str) -> str:
 
 
 @contextmanager
-def _quiet_apprise() -> Iterator[None]:
+def quiet_apprise() -> Iterator[None]:
     """apprise logs the full URL (tokens included) when it cannot parse one, so its logger is
     silenced while sipwatch validates or masks URLs."""
     logger = logging.getLogger("apprise")
@@ -166,7 +166,7 @@ def mask_apprise_url(url: str) -> str:
     parse the URL."""
     import apprise
 
-    with _quiet_apprise():
+    with quiet_apprise():
         plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         return MASK
@@ -318,7 +318,7 @@ def _check_apprise_url(value: Secret) -> Secret:
     import apprise
 
     url = value.reveal()
-    with _quiet_apprise():
+    with quiet_apprise():
         plugin = apprise.Apprise.instantiate(url)
     if plugin is not None:
         return value

@@ -33,11 +33,10 @@ import asyncio
 import contextlib
 import dataclasses
 import html
-import logging
 import random
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +51,7 @@ from sipwatch.alerts.model import (
     normalise_severity,
 )
 from sipwatch.alerts.render import FORMATS, Rendered, render
-from sipwatch.config import AlertsConfig, AlertTargetConfig
+from sipwatch.config import AlertsConfig, AlertTargetConfig, quiet_apprise
 
 log = structlog.get_logger("sipwatch.alerts")
 
@@ -175,18 +174,6 @@ class _Lane:
         return min((b.due for b in self.buckets.values()), default=None)
 
 
-@contextlib.contextmanager
-def _quiet_apprise() -> Iterator[None]:
-    """apprise logs the full URL (tokens included) when it cannot parse one."""
-    logger = logging.getLogger("apprise")
-    previous = logger.disabled
-    logger.disabled = True
-    try:
-        yield
-    finally:
-        logger.disabled = previous
-
-
 def _format_of(plugin: Any) -> str:
     fmt: Any = None
     resolve = getattr(plugin, "resolve_format", None)
@@ -207,7 +194,7 @@ def build_notifier(url: str, timeout: float) -> tuple[Any, Any] | None:
     cannot interrupt a blocking send) is freed about as soon as we give up on it."""
     import apprise
 
-    with _quiet_apprise():
+    with quiet_apprise():
         plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         return None
