@@ -206,7 +206,11 @@ async def test_registrar_flavour_is_detected_from_the_container_image(
     engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.8.26")
     engine.add_container("registrar", image="jambonz/sbc-registrar:latest")  # legacy compose
     async with run_daemon(tmp_path, engine) as d:
-        status, body = await d.get("/readyz")
+        status, body = 0, ""
+        async with asyncio.timeout(20):  # the Docker source attaches shortly after start-up
+            while status != 200:
+                status, body = await d.get("/readyz")
+                await asyncio.sleep(0.1)
         assert status == 200, body
     assert d.proc.stdout is not None
     out = (await d.proc.stdout.read()).decode()
