@@ -67,7 +67,7 @@ if env -i PATH="$PATH" HOME="$scratch" \
     SIPWATCH_REDIS_URL=redis://redis:6379/0 \
     SIPWATCH__SOURCES__DOCKER__PROJECT= \
     SIPWATCH_LOG_FORMAT=json \
-    "$PY" -m sipwatch.cli check-config deploy/sipwatch.toml >"$scratch/check.out" 2>&1; then
+    "$PY" -m sipwatch check-config deploy/sipwatch.toml >"$scratch/check.out" 2>&1; then
     head -1 "$scratch/check.out"
 else
     cat "$scratch/check.out" >&2

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sipwatch.synth import bench_corpus  # noqa: E402
+from tools.synth import bench_corpus  # noqa: E402
 
 BARE_SCAN = r"""
 import re, sys

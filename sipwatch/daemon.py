@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import structlog
 
 from sipwatch.config import Config, RegistrarFlavour, load_config
-from sipwatch.context import FailureContext
-from sipwatch.failures import FailureRecord, FailureTracker
+from sipwatch.ingest.framing import LogParser
+from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import (
     AttemptOutcome,
@@ -40,8 +40,8 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
-from sipwatch.parser import LogParser
-from sipwatch.transactions import RegisterTracker
+from sipwatch.pipeline.context import FailureContext
+from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 
 log = structlog.get_logger("sipwatch.daemon")
 
@@ -484,7 +484,7 @@ class Daemon:
         record = self.pipeline.record(req.key)
         if record is None or self.diagnoser is None:
             return
-        from sipwatch.symptoms import symptom_from_record
+        from sipwatch.pipeline.symptoms import symptom_from_record
 
         symptom = symptom_from_record(record, self.pipeline.context)
         diagnosis = await self.diagnoser.diagnose(symptom)

@@ -101,7 +101,7 @@ class ServiceOrigin(StrEnum):
 class ServiceEvent:
     """A non-SIP log record that matters for diagnosis.
 
-    ``kind`` is a stable identifier (see ``sipwatch.registrar`` and ``sipwatch.drachtio``
+    ``kind`` is a stable identifier (see ``sipwatch.ingest.registrar`` and ``sipwatch.drachtio``
     for the list), ``attrs`` holds the few extracted values (realm, aor, source_ip,
     account_sid, error text).  Secrets are never copied into ``attrs``.
     """

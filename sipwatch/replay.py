@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sipwatch.context import FailureContext
-from sipwatch.failures import FailureRecord, FailureTracker
+from sipwatch.ingest.framing import LogParser
+from sipwatch.ingest.transactions import TIMER_F, RegisterTracker
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import (
     TIMEOUT,
@@ -26,9 +26,9 @@ from sipwatch.model import (
     SipMessage,
     Stream,
 )
-from sipwatch.parser import LogParser
+from sipwatch.pipeline.context import FailureContext
+from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.sources.file import LineDecoder, iter_text_chunks
-from sipwatch.transactions import TIMER_F, RegisterTracker
 
 REPLAY_MAX_FAILURE_RECORDS = 500_000
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from sipwatch.config import Config
 from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime, settings_from_config
+from sipwatch.pipeline.symptoms import symptom_from_record
 from sipwatch.replay import ReplayResult
 from sipwatch.report import CauseMap, record_key
-from sipwatch.symptoms import symptom_from_record
 
 MAX_DIAGNOSED = 500  # failure groups diagnosed per replay, most frequent first
 

@@ -12,7 +12,7 @@ import textwrap
 from datetime import UTC, datetime
 from typing import Any
 
-from sipwatch.failures import FailureRecord
+from sipwatch.pipeline.failures import FailureRecord
 from sipwatch.replay import ReplayResult, status_sort_key
 
 # A failure's causes, keyed like FailureRecord: (side, user, domain, source_ip, status)

@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from sipwatch.failures import FailureTracker
 from sipwatch.metrics import SipwatchMetrics
+from sipwatch.pipeline.failures import FailureTracker
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

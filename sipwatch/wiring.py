@@ -13,8 +13,8 @@ from typing import Any
 import structlog
 
 from sipwatch.config import Config
-from sipwatch.failures import FailureRecord
 from sipwatch.metrics import SipwatchMetrics
+from sipwatch.pipeline.failures import FailureRecord
 
 log = structlog.get_logger("sipwatch.wiring")
 

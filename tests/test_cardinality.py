@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipwatch.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, TopNTracker
+from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, TopNTracker
 
 
 class FakeClock:

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from sipwatch import config_docs
+from sipwatch.cli.check_config import check_config_main
 from sipwatch.config import (
     REMEDIATION_ACTIONS,
     Config,
     ConfigError,
     HostPort,
     Secret,
-    check_config_main,
     load_config,
     locate_keys,
     mask_url,
@@ -28,6 +27,7 @@ from sipwatch.config import (
     parse_host_port,
     parse_mysql_url,
 )
+from tools import config_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_URL = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#oncall"
@@ -807,7 +807,7 @@ def test_secret_repr_is_masked() -> None:
 def test_committed_docs_match_the_schema() -> None:
     committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert committed == config_docs.render_markdown(), (
-        "docs/configuration.md is stale: run python -m sipwatch.config_docs > docs/configuration.md"
+        "docs/configuration.md is stale: run python -m tools.config_docs > docs/configuration.md"
     )
     for name in ("SIPWATCH_DB_URL", "SIPWATCH__SECTION__KEY", "[[alerts.targets]]", "9466"):
         assert name in committed
@@ -816,7 +816,7 @@ def test_committed_docs_match_the_schema() -> None:
 def test_committed_example_matches_and_equals_defaults() -> None:
     example = ROOT / "examples" / "sipwatch.toml"
     assert example.read_text(encoding="utf-8") == config_docs.render_example(), (
-        "examples/sipwatch.toml is stale: run python -m sipwatch.config_docs --example > "
+        "examples/sipwatch.toml is stale: run python -m tools.config_docs --example > "
         "examples/sipwatch.toml"
     )
     config = load_config(example, environ={})
@@ -854,7 +854,7 @@ def test_example_blocks_are_valid_when_uncommented(tmp_path: Path) -> None:
 
 def run_check(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sipwatch.config", *args],
+        [sys.executable, "-m", "sipwatch", "check-config", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sipwatch.synth import Device, Scenario
 from tests.alert_receivers import HttpReceiver, SmtpReceiver
 from tests.fake_docker import FakeDockerEngine
 from tests.test_daemon_docker import engine, run_daemon, write_sip  # noqa: F401 - fixture
+from tools.synth import Device, Scenario
 
 T0 = 1772366400.0
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from sipwatch.synth import Device, Scenario
 from tests.fake_docker import FakeDockerEngine
 from tests.jambonz_db import (  # noqa: F401 - fixtures
     MARIADB_HOST,
@@ -26,6 +25,7 @@ from tests.jambonz_db import (  # noqa: F401 - fixtures
     unique_realm,
 )
 from tests.test_daemon_docker import engine, run_daemon, write_sip  # noqa: F401 - fixture
+from tools.synth import Device, Scenario
 
 
 class Relay:

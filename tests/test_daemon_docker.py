@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sipwatch.synth import Device, Scenario, pino
 from tests.fake_docker import FakeContainer, FakeDockerEngine
+from tools.synth import Device, Scenario, pino
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ format = "json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sipwatch.cli",
+        "sipwatch",
         "run",
         "--config",
         str(cfg),

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sipwatch.synth import Device, Scenario
+from tools.synth import Device, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ format = "json"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch.cli", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import asyncmy
 
-from sipwatch.synth import Device, Scenario, pino
 from tests.fake_docker import FakeDockerEngine
 from tests.jambonz_db import (  # noqa: F401 - fixtures
     MARIADB_HOST,
@@ -20,6 +19,7 @@ from tests.jambonz_db import (  # noqa: F401 - fixtures
     unique_realm,
 )
 from tests.test_daemon_docker import engine, run_daemon, write_sip  # noqa: F401 - fixture
+from tools.synth import Device, Scenario, pino
 
 
 async def stored_password(database: str, client_sid: str) -> str:

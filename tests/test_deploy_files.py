@@ -35,8 +35,8 @@ from sipwatch.config import (
     env_aliases,
     load_config,
 )
-from sipwatch.failures import FailureTracker
 from sipwatch.metrics import SipwatchMetrics
+from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web import make_app, start_http
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
-from sipwatch.failures import FailureTracker, is_failure
 from sipwatch.model import AttemptOutcome, Side
+from sipwatch.pipeline.failures import FailureTracker, is_failure
 from tests.test_metrics import attempt, transaction
 
 T0 = 1767268800.0

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipwatch import __version__
 from sipwatch import metrics as m
-from sipwatch.cardinality import OTHER
 from sipwatch.metrics import SipwatchMetrics, render_text
+from sipwatch.metrics.cardinality import OTHER
 from sipwatch.model import (
     AttemptOutcome,
     Direction,

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from sipwatch.ingest.framing import LogParser
 from sipwatch.model import Direction, LogChunk, ServiceEvent, SipMessage, Stream
-from sipwatch.parser import LogParser
-from sipwatch.synth import Device, challenge_header, sip_dump, stamp
+from tools.synth import Device, challenge_header, sip_dump, stamp
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -343,7 +343,7 @@ def test_idle_signal_flushes_held_record() -> None:
 
 
 def test_uri_user_may_contain_semicolons_and_password_is_dropped() -> None:
-    from sipwatch.sip import parse_uri_user_host
+    from sipwatch.ingest.sip import parse_uri_user_host
 
     assert parse_uri_user_host("<sip:x&amp;y;z@evil.example>") == ("x&amp;y;z", "evil.example")
     assert parse_uri_user_host('"A" <sip:bob:secret@h.com:5060;transport=udp>;tag=9') == (

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sipwatch.ingest.framing import LogParser
 from sipwatch.model import LogChunk, SipMessage, Stream
-from sipwatch.parser import LogParser
-from sipwatch.synth import Device, sip_dump, stamp
+from tools.synth import Device, sip_dump, stamp
 
 T0 = 1772366400.0
 

@@ -17,7 +17,6 @@ from typing import Literal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sipwatch import reference_docs as rd
 from sipwatch.diagnosis.checks import CHECKS
 from sipwatch.diagnosis.engine import DiagnosisEngine
 from sipwatch.diagnosis.rules import Rule, SymptomPattern, load_rules, parse_rules
@@ -34,12 +33,13 @@ from sipwatch.metrics import (
 )
 from sipwatch.replay import replay_paths
 from sipwatch.report import to_json
-from sipwatch.synth import Device, challenge_header, sip_dump
+from tools import reference_docs as rd
+from tools.synth import Device, challenge_header, sip_dump
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SVG_NS = "{http://www.w3.org/2000/svg}"
-STALE = "is stale: run python -m sipwatch.reference_docs --write"
+STALE = "is stale: run python -m tools.reference_docs --write"
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,10 @@ def test_cli_output_ignores_hash_seed_cwd_and_environment(document: str, tmp_pat
         "SIPWATCH_CONFIG": str(tmp_path / "missing.toml"),
         "SIPWATCH_DB_URL": "mysql://root@127.0.0.1:1/nowhere",
         "SIPWATCH__METRICS__TOP_N": "3",
+        "PYTHONPATH": str(ROOT),  # tools/ is a maintainer package, not installed
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "sipwatch.reference_docs", document],
+        [sys.executable, "-m", "tools.reference_docs", document],
         capture_output=True,
         cwd=tmp_path,
         env=env,

@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
-"""``sipwatch fix ...`` (``python -m sipwatch.cli fix``) as a real subprocess against the real
+"""``sipwatch fix ...`` (``python -m sipwatch fix``) as a real subprocess against the real
 MariaDB and Redis (and the fake Docker Engine for the registrar restart)."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tests.remediation_support import (  # noqa: F401 - fixtures
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULE = "sipwatch.cli"  # the real `sipwatch` command line
+MODULE = "sipwatch"  # the real `sipwatch` command line
 
 
 @dataclass
@@ -450,7 +450,7 @@ async def test_wait_for_the_next_successful_registration(
         acct2 = await seeder.account(realm2 := unique_realm(), active=False)
         assert acct2
         r = await fix(cli_env, "--user", "w2", "--domain", realm2, "--yes", "--wait", "1")
-        assert r.rc == 5 and "No new registration in time" in r.out, r.all
+        assert r.rc == 6 and "No new registration in time" in r.out, r.all
     finally:
         await cleanup_registration(redis_client, aor)
 

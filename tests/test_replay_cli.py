@@ -16,7 +16,7 @@ EXAMPLE = [
 
 def sipwatch(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sipwatch.cli", *args],
+        [sys.executable, "-m", "sipwatch", *args],
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,
         text=True,
@@ -53,7 +53,7 @@ def test_json_report_of_the_bundled_example() -> None:
 
 
 def test_text_report_lists_failures_and_escapes_control_characters(tmp_path: Path) -> None:
-    from sipwatch.synth import Device, Scenario
+    from tools.synth import Device, Scenario
 
     sc = Scenario(1772366400.0)
     sc.register_rejected(

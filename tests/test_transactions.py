@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tracemalloc
 
+from sipwatch.ingest.framing import LogParser
+from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
@@ -14,9 +16,7 @@ from sipwatch.model import (
     SipMessage,
     Stream,
 )
-from sipwatch.parser import LogParser
-from sipwatch.synth import Device, Scenario, challenge_header
-from sipwatch.transactions import RegisterTracker
+from tools.synth import Device, Scenario, challenge_header
 
 T0 = 1772366400.0
 

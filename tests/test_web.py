@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sipwatch.failures import FailureTracker
 from sipwatch.metrics import USER_FAILURES, SipwatchMetrics
 from sipwatch.model import AttemptOutcome
+from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web import MAX_LIMIT, make_app, start_http
 from tests.test_metrics import FakeClock, attempt, transaction
 

@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sipwatch.ingest.registrar import classify_drachtio_line, parse_pino_line
+from sipwatch.ingest.sip import build_sip_message, header_getter, headers_pattern
 from sipwatch.model import LogChunk, ParsedEvent, ServiceEvent, ServiceOrigin, SipMessage, Stream
-from sipwatch.registrar import classify_drachtio_line, parse_pino_line
-from sipwatch.sip import build_sip_message, header_getter, headers_pattern
 
 # A record starts at a drachtio timestamp, a legacy "%08x|2017-Jun-27 07:48:59.059161|" stamp,
 # or a pino JSON object.

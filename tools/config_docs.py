@@ -5,8 +5,8 @@ documents are produced from the dataclasses and ``setting()`` metadata in
 ``sipwatch.config``, and a test fails when the committed files differ from what this module
 renders.  Regenerate with::
 
-    python -m sipwatch.config_docs > docs/configuration.md
-    python -m sipwatch.config_docs --example > examples/sipwatch.toml
+    python -m tools.config_docs > docs/configuration.md
+    python -m tools.config_docs --example > examples/sipwatch.toml
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def render_markdown() -> str:
         "# sipwatch configuration reference",
         "",
         "<!-- Generated from the schema in sipwatch/config.py by",
-        "     `python -m sipwatch.config_docs > docs/configuration.md`. Do not edit by hand. -->",
+        "     `python -m tools.config_docs > docs/configuration.md`. Do not edit by hand. -->",
         "",
         "sipwatch reads **one TOML file**, applies environment overrides and validates the",
         "result once at start. Every setting has a default, so **no file at all is a valid",
@@ -292,7 +292,7 @@ def render_example() -> str:
     out = [
         "# sipwatch configuration example.",
         "#",
-        "# Generated from the schema by `python -m sipwatch.config_docs --example`; the full",
+        "# Generated from the schema by `python -m tools.config_docs --example`; the full",
         "# reference is docs/configuration.md.  Every active line shows the built-in default,",
         "# so this file as shipped behaves exactly like having no file at all.  Commented keys",
         "# have no default; remove the leading '# ' to set them.",
@@ -308,7 +308,7 @@ def render_example() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sipwatch.config_docs",
+        prog="python -m tools.config_docs",
         description="Print the configuration reference (Markdown) or the example file.",
     )
     parser.add_argument(

@@ -360,7 +360,7 @@ def bench_corpus(target_bytes: int, *, seed: int = 1) -> Iterator[str]:
 
 
 def write_example(directory: str) -> None:
-    """Write the bundled example logs (``python -m sipwatch.synth examples``)."""
+    """Write the bundled example logs (``python -m tools.synth examples``)."""
     from pathlib import Path
 
     out = Path(directory)

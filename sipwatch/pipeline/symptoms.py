@@ -5,10 +5,10 @@ One place for this so ``replay`` and the daemon ask the rules exactly the same q
 
 from __future__ import annotations
 
-from sipwatch.context import FailureContext
 from sipwatch.diagnosis.symptom import Symptom
-from sipwatch.failures import FailureRecord
-from sipwatch.sip import request_uri_host
+from sipwatch.ingest.sip import request_uri_host
+from sipwatch.pipeline.context import FailureContext
+from sipwatch.pipeline.failures import FailureRecord
 
 
 def symptom_from_record(record: FailureRecord, context: FailureContext) -> Symptom:

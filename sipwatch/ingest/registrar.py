@@ -17,8 +17,8 @@ import json
 import re
 from datetime import datetime
 
+from sipwatch.ingest.sip import MAX_FIELD, parse_uri_user_host
 from sipwatch.model import ServiceEvent, ServiceOrigin
-from sipwatch.sip import MAX_FIELD, parse_uri_user_host
 
 MAX_MESSAGE = 512
 

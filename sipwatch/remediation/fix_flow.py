@@ -18,10 +18,7 @@ kill switch and the scanner classification still do.  A generated password is sh
 the terminal, or written to ``--password-out`` (mode 0600); it is never logged, audited or
 printed anywhere else, and it is never written to a non-terminal stdout.
 
-Exit codes: 0 done (applied and verified, nothing to do, or dry run); 1 not applied
-(declined, refused by policy, blocked, no action); 2 usage or configuration error; 3 the
-database, Redis or Docker could not be reached; 4 the change failed or could not be
-verified; 5 ``--wait`` ended without a new registration.
+Exit codes: see ``sipwatch.cli.exit_codes`` (``COMMAND_EXIT_CODES["fix"]``).
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from sipwatch.cli.exit_codes import ExitCode
 from sipwatch.config import Config, ConfigError, Secret, load_config
 from sipwatch.diagnosis.db import DbError, DbSettings
 from sipwatch.diagnosis.engine import Diagnosis
@@ -66,13 +64,6 @@ from sipwatch.remediation.auto import remediable_cause
 from sipwatch.remediation.guard import Guard
 from sipwatch.remediation.registrar import RegistrarTarget
 from sipwatch.remediation.writer import DbWriter
-
-EXIT_OK = 0
-EXIT_NOT_APPLIED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_FAILED = 4
-EXIT_NOT_REGISTERED = 5
 
 _DB_TIMEOUT = 10.0
 
@@ -210,14 +201,14 @@ async def run_fix(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         out.err(f"invalid configuration:\n{exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         settings = _settings(args, config)
         out.secrets.extend(settings.secrets())
         return await _run(args, config, settings, out)
     except (SettingsError, RuleError, _Usage) as exc:
         out.err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
 
 async def _run(
@@ -245,7 +236,7 @@ async def _run(
     action_id = args.action or (cause.remediation if cause is not None else None)
     if action_id is None:
         out("No cause found that sipwatch can fix by itself; follow the steps above.")
-        return EXIT_NOT_APPLIED
+        return ExitCode.PROBLEM
     if args.action and (cause is None or cause.remediation != args.action):
         out(f"Note: the diagnosis does not point at {args.action}; running it as you asked.")
     action = get_action(action_id)
@@ -364,7 +355,7 @@ async def _fix(
     if not verdict.allowed:
         out(f"Refused: {verdict.detail}.")
         await audit(au.REFUSED, verdict.reason, None, verdict.detail)
-        return EXIT_NOT_APPLIED
+        return ExitCode.PROBLEM
     if not all(config.remediation.allows(u, r) for u, r in names):
         out(
             "Note: this user is not covered by remediation.allow_users / allow_realms; "
@@ -375,26 +366,26 @@ async def _fix(
         change = await action.plan(backends, target, password=password)
     except BackendMissing as exc:
         out.err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (DbError, RemediationError) as exc:
         out.err(f"cannot plan {action_id}: {exc}")
-        return EXIT_UNREACHABLE
+        return ExitCode.UNAVAILABLE
     _print_change(out, change)
     if change.state is PlanState.NOOP:
         out("Nothing to do.")
-        return EXIT_OK
+        return ExitCode.OK
     if change.state is PlanState.BLOCKED:
         out("Not applied: sipwatch will not make this change (see above).")
         await audit(au.REFUSED, "blocked", change, change.summary)
-        return EXIT_NOT_APPLIED
+        return ExitCode.PROBLEM
     if args.dry_run:
         out("Dry run: nothing was changed.")
         await audit(au.DRY_RUN, "ok", change, "dry-run")
-        return EXIT_OK
+        return ExitCode.OK
     if not args.yes and not await _confirm("Apply this change? [y/N] "):
         out("Not applied.")
         await audit(au.REFUSED, "operator_declined", change)
-        return EXIT_NOT_APPLIED
+        return ExitCode.PROBLEM
 
     baseline: bytes | None = None
     if args.wait is not None and backends.redis is not None:
@@ -407,7 +398,7 @@ async def _fix(
             _write_password_file(args.password_out, password)
         except OSError as exc:
             out.err(f"cannot write {args.password_out}: {exc.strerror}")
-            return EXIT_USAGE
+            return ExitCode.USAGE
         password_file = args.password_out
     try:
         outcome = await action.apply(backends, target, password=password)
@@ -417,20 +408,20 @@ async def _fix(
                 password_file.unlink()
         out.err(f"{action_id} failed, nothing was changed: {exc}")
         await audit(au.FAILED, "apply_failed", change, str(exc))
-        return EXIT_FAILED
+        return ExitCode.FAILED
     if not outcome.applied:
         if password_file is not None:
             with contextlib.suppress(OSError):
                 password_file.unlink()
         out(f"Not applied: {display_text(outcome.detail, 1000)}")
         if outcome.change.state is PlanState.NOOP:
-            return EXIT_OK
+            return ExitCode.OK
         await audit(au.REFUSED, "blocked", outcome.change, outcome.detail)
-        return EXIT_NOT_APPLIED
+        return ExitCode.PROBLEM
     if not outcome.verified:
         out(f"Applied, but the check afterwards failed: {display_text(outcome.detail, 1000)}")
         await audit(au.FAILED, "not_verified", outcome.change, outcome.detail)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     await audit(au.APPLIED, "ok", outcome.change, outcome.detail)
     out(f"Applied and verified: {display_text(outcome.detail, 1000)}")
     if password is not None and args.generate:
@@ -457,5 +448,5 @@ async def _fix(
         ok = await _wait_registered(backends.redis, target.aor, baseline, args.wait, out)
         if ok:
             await audit(au.VERIFIED, "registered", None, "the device registered (200 OK)")
-        return EXIT_OK if ok else EXIT_NOT_REGISTERED
-    return EXIT_OK
+        return ExitCode.OK if ok else ExitCode.NOT_REGISTERED
+    return ExitCode.OK

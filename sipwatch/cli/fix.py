@@ -1,18 +1,22 @@
-"""The ``sipwatch fix`` arguments, apart from the command so ``sipwatch --help`` stays light
-(the command itself imports the database, Redis and Docker layers)."""
+"""``sipwatch fix``: its arguments here; the flow (``sipwatch.remediation.fix_flow``) is
+imported when the command runs, because it pulls in the database, Redis and Docker layers."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sipwatch.cli.exit_codes import help_epilog
 from sipwatch.config import REMEDIATION_ACTIONS
 
+if TYPE_CHECKING:
+    from sipwatch.cli.main import SubParsers
 
-def add_fix_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``fix`` on a ``parser.add_subparsers()`` object."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
+
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser(
         "fix",
         help="diagnose a device, show the exact change, confirm and apply it",
         description=(
@@ -27,7 +31,8 @@ def add_fix_parser(subparsers: Any) -> argparse.ArgumentParser:
             "  sipwatch fix --user alice --domain acme.sip.example.com --dry-run\n"
             "  sipwatch fix --user alice --domain acme.sip.example.com "
             "--action create_client --generate --password-out alice.pw\n"
-            "  sipwatch fix --user 1001 --domain pbx.example.com --yes --wait 120"
+            "  sipwatch fix --user 1001 --domain pbx.example.com --yes --wait 120\n\n"
+            + help_epilog("fix")
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -83,4 +88,10 @@ def add_fix_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         help="compose service of the registrar (repeatable; default from the config)",
     )
-    return p
+    p.set_defaults(handler=_handler)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from sipwatch.remediation.fix_flow import run_fix
+
+    return asyncio.run(run_fix(args))

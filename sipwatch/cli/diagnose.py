@@ -1,26 +1,27 @@
 """``sipwatch diagnose``: one-shot root-cause diagnosis for the on-call engineer.
 
-Exit codes: 0 diagnosis printed; 2 bad arguments, configuration or rules; 3 the database
-could not be reached or timed out; 4 the database lacks jambonz tables.  With 3 and 4 the
-log-only part of the diagnosis is still printed.  Errors are one line on stderr, never a
+Exit codes (``sipwatch.cli.exit_codes``): 0 diagnosis printed; 2 bad arguments, configuration
+or rules; 3 the database could not be reached, timed out or lacks the jambonz tables; the
+log-only part of the diagnosis is still printed then.  Errors are one line on stderr, never a
 traceback and never a secret.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from sipwatch.cli.exit_codes import ExitCode, help_epilog
+
+if TYPE_CHECKING:
+    from sipwatch.cli.main import SubParsers
 
 # The engine, asyncmy, redis and aiohttp are imported when the command runs, not when
 # ``sipwatch --help`` builds its parsers.
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_DB_UNREACHABLE = 3
-EXIT_DB_SCHEMA = 4
 
 
 def _status(value: str) -> int:
@@ -33,9 +34,8 @@ def _status(value: str) -> int:
     return code
 
 
-def add_diagnose_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``diagnose`` on a ``parser.add_subparsers()`` object."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser(
         "diagnose",
         help="explain why a device fails to register, from the jambonz database and Redis",
         description=(
@@ -50,8 +50,7 @@ def add_diagnose_parser(subparsers: Any) -> argparse.ArgumentParser:
             "  sipwatch diagnose --user 1001 --domain acme.sip.example.com --status 403\n"
             "  SIPWATCH_DB_URL=mysql://sipwatch:pw@127.0.0.1/jambones \\\n"
             "    sipwatch diagnose --user 1001 --domain acme.sip.example.com --format json\n"
-            "\nexit codes: 0 diagnosis printed, 2 usage/config/rules error, 3 database "
-            "unreachable, 4 database without the jambonz tables"
+            "\n" + help_epilog("diagnose")
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -106,7 +105,7 @@ def add_diagnose_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="do not call registration webhooks (default: [diagnosis] webhook_probes)",
     )
     p.add_argument("--db-timeout", type=float, help="seconds to wait for each database call")
-    return p
+    p.set_defaults(handler=lambda args: asyncio.run(run_diagnose(args)))
 
 
 def _err(msg: str, secrets: list[str]) -> None:
@@ -115,9 +114,9 @@ def _err(msg: str, secrets: list[str]) -> None:
     print(f"sipwatch diagnose: {scrub(msg, secrets)}", file=sys.stderr)
 
 
-async def run_diagnose(args: argparse.Namespace) -> int:
+async def run_diagnose(args: argparse.Namespace) -> ExitCode:
     from sipwatch.config import ConfigError, load_config
-    from sipwatch.diagnosis.db import DbError, DbSchemaError
+    from sipwatch.diagnosis.db import DbError
     from sipwatch.diagnosis.render import render_json, render_text
     from sipwatch.diagnosis.rules import RuleError
     from sipwatch.diagnosis.settings import SettingsError, build_runtime, settings_from_config
@@ -142,10 +141,10 @@ async def run_diagnose(args: argparse.Namespace) -> int:
         runtime = build_runtime(settings)
     except ConfigError as exc:
         _err(str(exc), secrets)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (SettingsError, RuleError) as exc:
         _err(str(exc), secrets)
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     symptom = Symptom(
         user=args.user,
@@ -157,13 +156,13 @@ async def run_diagnose(args: argparse.Namespace) -> int:
         auth_username=args.auth_username,
         user_agent=args.user_agent,
     )
-    code = EXIT_OK
+    code = ExitCode.OK
     try:
         if runtime.database is not None:
             try:
                 await runtime.database.ping()
             except DbError as exc:
-                code = EXIT_DB_SCHEMA if isinstance(exc, DbSchemaError) else EXIT_DB_UNREACHABLE
+                code = ExitCode.UNAVAILABLE
                 _err(f"cannot use the jambonz database: {exc}", secrets)
         else:
             _err(
@@ -172,14 +171,14 @@ async def run_diagnose(args: argparse.Namespace) -> int:
         diagnosis = await runtime.engine.diagnose(symptom)
     finally:
         await runtime.close()
-    if code == EXIT_OK:
+    if code == ExitCode.OK:
         if "missing_table" in diagnosis.errors:
-            code = EXIT_DB_SCHEMA
+            code = ExitCode.UNAVAILABLE
             _err(
                 "the jambonz database lacks tables sipwatch needs (see 'Could not check')", secrets
             )
         elif {"db_unavailable", "timeout"} & set(diagnosis.errors):
-            code = EXIT_DB_UNREACHABLE
+            code = ExitCode.UNAVAILABLE
             _err("the jambonz database stopped answering (see 'Could not check')", secrets)
     out = (
         render_json(diagnosis, secrets)

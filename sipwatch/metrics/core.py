@@ -9,7 +9,7 @@ Prometheus server's.  So:
   class (``4xx``) or to ``other``;
 * names that come from configuration or code (sources, stages, rule ids, alert targets) are
   still capped (``_CappedLabel``), so a bug upstream cannot explode the series count;
-* per-user and per-IP series exist only for the top-N offenders (``sipwatch.cardinality``),
+* per-user and per-IP series exist only for the top-N offenders (``sipwatch.metrics.cardinality``),
   everything else is folded into ``other`` and stale series are removed after a TTL.
 
 The metrics live in a private registry and are exposed through one collector registered in the
@@ -41,7 +41,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 
 from sipwatch import __version__
-from sipwatch.cardinality import OTHER, TopNTracker
+from sipwatch.metrics.cardinality import OTHER, TopNTracker
 from sipwatch.model import (
     AttemptOutcome,
     RegisterAttempt,

@@ -173,7 +173,7 @@ def parse_sip_message(
     ``body`` is everything after the header line's newline: CRLF-terminated SIP lines, the
     empty line, an optional body, and drachtio's trailing space.  Returns ``None`` when the
     start line is neither a request nor a status line (garbage, or a dump cut off before it).
-    The log scanner in ``sipwatch.parser`` does the header match itself, over whole chunks,
+    The log scanner in ``sipwatch.ingest.framing`` does the header match itself, over whole chunks,
     and calls ``build_sip_message`` directly.
     """
     nl = body.find("\n")
