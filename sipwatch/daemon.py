@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -33,15 +33,18 @@ from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import (
     AttemptOutcome,
-    LogChunk,
+    MessageBatch,
+    ParsedEvent,
     RegisterAttempt,
     RegisterTransaction,
     ServiceEvent,
     Side,
     SipMessage,
+    SourceItem,
 )
 from sipwatch.pipeline.context import FailureContext
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
+from sipwatch.sources import LogSource
 
 log = structlog.get_logger("sipwatch.daemon")
 
@@ -49,10 +52,6 @@ CHUNK_QUEUE = 256  # chunks of up to ~1 MiB (files) or a few KiB (Docker)
 DIAGNOSIS_QUEUE = 1000
 DIAGNOSIS_DELAY = 2.0  # let the registrar's lines (other stream) arrive before diagnosing
 TICK = 1.0
-
-
-class ChunkSource(Protocol):
-    def chunks(self) -> AsyncIterator[LogChunk]: ...
 
 
 @dataclass(slots=True)
@@ -88,8 +87,10 @@ class Pipeline:
         self.log_now_at = time.monotonic()  # when it was seen
         self._stats_seen: dict[str, tuple[int, dict[str, int], dict[str, int]]] = {}
 
-    def feed(self, chunk: LogChunk) -> None:
-        events = self.parser.feed(chunk)
+    def feed(self, chunk: SourceItem) -> None:
+        events: list[SipMessage] | list[ParsedEvent] = (
+            chunk.messages if isinstance(chunk, MessageBatch) else self.parser.feed(chunk)
+        )
         metrics = self.metrics
         for ev in events:
             if type(ev) is SipMessage:
@@ -188,37 +189,12 @@ def _tz_offset(name: str) -> float:
     return offset.total_seconds() if offset else 0.0
 
 
-def build_sources(config: Config, metrics: SipwatchMetrics) -> list[tuple[str, ChunkSource]]:
-    """The configured sources as (name, source) pairs."""
-    sources: list[tuple[str, ChunkSource]] = []
-    src = config.sources
-    idle = src.idle_flush_seconds
-    for fs in src.files:
-        from sipwatch.sources.file import FileSource
+def build_sources(config: Config, metrics: SipwatchMetrics) -> list[tuple[str, LogSource]]:
+    """The configured sources as (name, source) pairs (see ``sipwatch.sources``)."""
+    from sipwatch.sources import SourceContext
+    from sipwatch.sources import build_sources as build
 
-        sources.append((fs.path, FileSource(fs.path, follow=fs.follow, idle_flush=idle)))
-    if src.stdin:
-        from sipwatch.sources.stdin import StdinSource
-
-        sources.append(("-", StdinSource(idle_flush=idle)))
-    if src.docker.enabled:
-        from sipwatch.sources.docker import DockerLogSource
-
-        services = (*src.docker.drachtio_services, *src.docker.registrar_services)
-        sources.append(
-            (
-                "docker",
-                DockerLogSource(
-                    services,
-                    docker_url=src.docker.url,
-                    project=src.docker.project,
-                    tail=src.docker.tail,
-                    idle_flush=idle,
-                    on_status=metrics.set_source_up,
-                ),
-            )
-        )
-    return sources
+    return build(SourceContext(config=config, on_status=metrics.set_source_up))
 
 
 class Daemon:
@@ -229,7 +205,7 @@ class Daemon:
         config: Config,
         *,
         config_path: str | None = None,
-        sources: list[tuple[str, ChunkSource]] | None = None,
+        sources: list[tuple[str, LogSource]] | None = None,
         sink_factory: Callable[[Config, SipwatchMetrics], FailureSink | None] | None = None,
         diagnoser_factory: Callable[[Config, SipwatchMetrics], Any] | None = None,
         shutdown_timeout: float = 5.0,
@@ -246,7 +222,7 @@ class Daemon:
         self.sink: FailureSink | None = None
         self.diagnoser: Any = None
         self.shutdown_timeout = shutdown_timeout
-        self.chunks: asyncio.Queue[LogChunk | None] = asyncio.Queue(CHUNK_QUEUE)
+        self.chunks: asyncio.Queue[SourceItem | None] = asyncio.Queue(CHUNK_QUEUE)
         self.stop_event = asyncio.Event()
         self.http_address: tuple[str, int] | None = None
         self.reloads = 0
@@ -406,7 +382,7 @@ class Daemon:
             log.info("configuration reloaded", source=new.meta.source)
 
     # ------------------------------------------------------------------ stages
-    async def _pump(self, name: str, source: ChunkSource) -> None:
+    async def _pump(self, name: str, source: LogSource) -> None:
         """Copy a source's chunks into the parse queue (waits when parsing falls behind).
 
         A source that fails (Docker socket missing, permission denied) is retried with

@@ -43,6 +43,7 @@ class LogChunk:
     source: str
     stream: Stream
     text: str
+    node: str = ""  # the SBC node the text comes from (Kubernetes node, host); "" = unknown
 
 
 class Direction(StrEnum):
@@ -224,3 +225,20 @@ class RegisterAttempt:
 
 # What the parser stage emits; transactions and sinks consume these.
 ParsedEvent = SipMessage | ServiceEvent
+
+
+@dataclass(slots=True)
+class MessageBatch:
+    """SIP messages a source captured already parsed (the HEP feed): they skip log framing.
+
+    ``source`` names the capture stream (e.g. ``hep/101``) and ``node`` the SBC node it
+    describes (the HEP capture agent id), so per-node metrics can split a cluster.
+    """
+
+    source: str
+    messages: list[SipMessage]
+    node: str = ""
+
+
+# What a source yields into the pipeline.
+SourceItem = LogChunk | MessageBatch

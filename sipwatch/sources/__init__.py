@@ -1,1 +1,64 @@
-"""Log sources: files (tail -F), stdin and Docker containers.  All yield ``LogChunk``s."""
+"""Log sources, and the registry that builds them from the configuration.
+
+A source is anything with an async ``chunks()`` iterator yielding ``SourceItem``s: whole-line
+``LogChunk`` text (files, stdin, Docker, Kubernetes) or already-parsed ``MessageBatch``es
+(wire captures).  An empty ``LogChunk`` text is the idle signal (see ``sipwatch.model``).
+
+Adding a kind of source means one module with a ``build(ctx)`` function and one
+``SourceKind`` line below.  A module is imported only when its kind is enabled, so a daemon
+that reads files never imports aiodocker or a Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from sipwatch.model import SourceItem
+
+if TYPE_CHECKING:
+    from sipwatch.config import Config
+
+
+class LogSource(Protocol):
+    """What the drivers consume: an async stream of pipeline input."""
+
+    def chunks(self) -> AsyncIterator[SourceItem]: ...
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source kind's ``build`` gets: the configuration and the status callback."""
+
+    config: Config
+    on_status: Callable[[str, bool], None]  # (source name, up) for sipwatch_source_up
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source: the module that builds it, and when it is enabled."""
+
+    name: str
+    module: str  # defines ``build(ctx: SourceContext) -> list[tuple[str, LogSource]]``
+    enabled: Callable[[Config], bool]
+
+
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    SourceKind("file", "sipwatch.sources.file", lambda c: bool(c.sources.files)),
+    SourceKind("stdin", "sipwatch.sources.stdin", lambda c: c.sources.stdin),
+    SourceKind("docker", "sipwatch.sources.docker", lambda c: c.sources.docker.enabled),
+)
+
+
+def build_sources(ctx: SourceContext) -> list[tuple[str, LogSource]]:
+    """The configured sources as (name, source) pairs, in ``SOURCE_KINDS`` order."""
+    out: list[tuple[str, LogSource]] = []
+    for kind in SOURCE_KINDS:
+        if kind.enabled(ctx.config):
+            build: Callable[[SourceContext], list[tuple[str, LogSource]]] = importlib.import_module(
+                kind.module
+            ).build
+            out.extend(build(ctx))
+    return out

@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiodocker
 import aiohttp
@@ -39,6 +39,9 @@ import structlog
 
 from sipwatch.model import LogChunk, Stream
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since
+
+if TYPE_CHECKING:
+    from sipwatch.sources import LogSource, SourceContext
 
 log = structlog.get_logger(__name__)
 
@@ -706,3 +709,17 @@ class DockerControl:
             )
             log.info("docker_restarted", service=service, container=container.id[:12])
         return [c.id for c in targets]
+
+
+def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
+    """``[sources.docker]``: the drachtio and registrar compose services of one engine."""
+    docker = ctx.config.sources.docker
+    source = DockerLogSource(
+        (*docker.drachtio_services, *docker.registrar_services),
+        docker_url=docker.url,
+        project=docker.project,
+        tail=docker.tail,
+        idle_flush=ctx.config.sources.idle_flush_seconds,
+        on_status=ctx.on_status,
+    )
+    return [("docker", source)]

@@ -21,8 +21,12 @@ import io
 import os
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sipwatch.model import LogChunk, Stream
+
+if TYPE_CHECKING:
+    from sipwatch.sources import LogSource, SourceContext
 
 __all__ = [
     "DEFAULT_MAX_LINE",
@@ -403,3 +407,12 @@ class _Follower:
         rest = self.decoder.flush()
         if rest:
             out.append(rest + "\n")
+
+
+def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
+    """``[[sources.files]]``: one followed (or read-once) file each."""
+    idle = ctx.config.sources.idle_flush_seconds
+    return [
+        (fs.path, FileSource(fs.path, follow=fs.follow, idle_flush=idle))
+        for fs in ctx.config.sources.files
+    ]

@@ -28,10 +28,13 @@ import sys
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from sipwatch.model import LogChunk, Stream
 from sipwatch.sources.file import DEFAULT_MAX_LINE, DEFAULT_READ_SIZE, LineDecoder
+
+if TYPE_CHECKING:
+    from sipwatch.sources import LogSource, SourceContext
 
 __all__ = ["DEFAULT_HIGH_WATER", "StdinSource"]
 
@@ -312,3 +315,8 @@ def _reader_thread(fd: int, loop: asyncio.AbstractEventLoop, inbox: _Inbox) -> N
         error = exc
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(inbox.finish, error)
+
+
+def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
+    """``sources.stdin = true``: standard input (``journalctl -f | sipwatch run``)."""
+    return [("-", StdinSource(idle_flush=ctx.config.sources.idle_flush_seconds))]
