@@ -194,7 +194,9 @@ def build_sources(config: Config, metrics: SipwatchMetrics) -> list[tuple[str, L
     from sipwatch.sources import SourceContext
     from sipwatch.sources import build_sources as build
 
-    return build(SourceContext(config=config, on_status=metrics.set_source_up))
+    return build(
+        SourceContext(config=config, on_status=metrics.set_source_up, registry=metrics.registry)
+    )
 
 
 class Daemon:

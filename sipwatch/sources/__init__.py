@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from sipwatch.model import SourceItem
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from sipwatch.config import Config
 
 
@@ -30,10 +32,16 @@ class LogSource(Protocol):
 
 @dataclass(frozen=True)
 class SourceContext:
-    """What a source kind's ``build`` gets: the configuration and the status callback."""
+    """What a source kind's ``build`` gets.
+
+    ``registry`` is where a source registers its own self-metrics, as a prometheus_client
+    ``Collector`` that reads the source's plain counters at scrape time (the way
+    client_python's ProcessCollector does); None when nothing is exported (replay).
+    """
 
     config: Config
     on_status: Callable[[str, bool], None]  # (source name, up) for sipwatch_source_up
+    registry: CollectorRegistry | None = None
 
 
 @dataclass(frozen=True)
