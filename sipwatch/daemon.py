@@ -1,11 +1,15 @@
-"""``sipwatch run``: the long-running pipeline.
+"""``sipwatch run``: the asyncio driver of the pipeline core.
 
-    sources --(chunks, bounded queue)--> parse stage --(inline)--> tracker, metrics, failures
-                                                     \\--(bounded, drop-counted)--> diagnosis
-                                                                                  --> alerts
+    sources --(SourceItems, bounded queue)--> Pipeline (sipwatch.pipeline.core): parser,
+        tracker, scanner classifier, failure table, context, metrics, DiagnosisHandoff
+        --(bounded, devices first, drop-counted)--> diagnosis --> alerts, remediation
 
-The parse stage never awaits a sink: metrics and the failure table are updated inline (cheap,
-in-memory), while anything that talks to the network (MySQL, Redis, webhooks, Slack) sits
+The pipeline is the very object ``sipwatch replay`` runs; this module only adds what a
+daemon needs around it: sources that follow, a wall clock that times out silent
+transactions, the HTTP endpoints and the network-facing stages.
+
+The parse stage never awaits a sink: metrics and the failure table are updated inline
+(cheap, in-memory), while anything that talks to the network (MySQL, Redis, webhooks, Slack) sits
 behind a bounded queue whose overflow is dropped *and counted*.  Sources are the only stage
 that waits (backpressure on reading when parsing falls behind).
 
@@ -21,43 +25,24 @@ import dataclasses
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
 from sipwatch.config import Config, RegistrarFlavour, load_config
-from sipwatch.ingest.framing import LogParser
-from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.metrics import SipwatchMetrics
-from sipwatch.model import (
-    AttemptOutcome,
-    MessageBatch,
-    ParsedEvent,
-    RegisterAttempt,
-    RegisterTransaction,
-    ServiceEvent,
-    Side,
-    SipMessage,
-    SourceItem,
-)
-from sipwatch.pipeline.context import FailureContext
-from sipwatch.pipeline.failures import FailureRecord, FailureTracker
+from sipwatch.model import LogChunk, SourceItem, Stream
+from sipwatch.pipeline.core import Pipeline, PipelineSettings
+from sipwatch.pipeline.failures import FailureKey, FailureRecord
+from sipwatch.pipeline.handoff import DiagnosisHandoff
 from sipwatch.sources import LogSource
 
 log = structlog.get_logger("sipwatch.daemon")
 
-CHUNK_QUEUE = 256  # chunks of up to ~1 MiB (files) or a few KiB (Docker)
-DIAGNOSIS_QUEUE = 1000
-DIAGNOSIS_DELAY = 2.0  # let the registrar's lines (other stream) arrive before diagnosing
+CHUNK_QUEUE = 256  # chunks of up to ~128 KiB (files) or a few KiB (Docker)
+# Queued after the last item of finite input (files read once, stdin): finish the pipeline.
+END_OF_INPUT = LogChunk("", Stream.TEXT, "")
 TICK = 1.0
-
-
-@dataclass(slots=True)
-class DiagnosisRequest:
-    key: tuple[str, str, str, str, int | str]  # FailureRecord key
-    due: float  # monotonic time at which to run
 
 
 class FailureSink(Protocol):
@@ -66,127 +51,6 @@ class FailureSink(Protocol):
     async def on_diagnosis(self, record: FailureRecord, diagnosis: Any) -> None: ...
 
     def on_recovered(self, user: str, domain: str, source_ip: str, at: float) -> None: ...
-
-
-class Pipeline:
-    """Parser, tracker and the in-memory sinks, shared by the daemon's stages."""
-
-    def __init__(self, config: Config, metrics: SipwatchMetrics) -> None:
-        tz_offset = _tz_offset(config.sources.timezone)
-        self.metrics = metrics
-        self.parser = LogParser(tz_offset=tz_offset)
-        self.tracker = RegisterTracker(
-            timer_f=config.sip.timer_f_seconds, max_pending=config.sip.max_pending_transactions
-        )
-        self.failures = FailureTracker()
-        self.context = FailureContext()
-        self.diagnosis_queue: asyncio.Queue[DiagnosisRequest] = asyncio.Queue(DIAGNOSIS_QUEUE)
-        self._pending_diagnosis: set[tuple[str, str, str, str, int | str]] = set()
-        self.recovered: list[tuple[str, str, str, float]] = []  # user, domain, source IP, at
-        self.log_now = 0.0  # newest log timestamp seen
-        self.log_now_at = time.monotonic()  # when it was seen
-        self._stats_seen: dict[str, tuple[int, dict[str, int], dict[str, int]]] = {}
-
-    def feed(self, chunk: SourceItem) -> None:
-        events: list[SipMessage] | list[ParsedEvent] = (
-            chunk.messages if isinstance(chunk, MessageBatch) else self.parser.feed(chunk)
-        )
-        metrics = self.metrics
-        for ev in events:
-            if type(ev) is SipMessage:
-                metrics.observe_message(ev)
-                if ev.ts > self.log_now:
-                    self.log_now = ev.ts
-                    self.log_now_at = time.monotonic()
-                done = self.tracker.on_message(ev)
-                if done:
-                    self._completed(done)
-            else:
-                assert isinstance(ev, ServiceEvent)
-                metrics.observe_service_event(ev)
-                self.context.observe_event(ev)
-        self._publish_parse_stats(chunk.source)
-
-    def tick(self) -> None:
-        """Advance log time with the wall clock so silent transactions still time out."""
-        if self.log_now:
-            now = self.log_now + (time.monotonic() - self.log_now_at)
-            done = self.tracker.advance(now)
-            if done:
-                self._completed(list(done))
-        self.metrics.set_inflight(
-            self.tracker.inflight_transactions, self.tracker.inflight_attempts
-        )
-        self.metrics.observe_queue(
-            "diagnosis", self.diagnosis_queue.qsize(), self.diagnosis_queue.maxsize
-        )
-        self.metrics.expire()
-
-    def _completed(self, done: list[RegisterTransaction | RegisterAttempt]) -> None:
-        metrics = self.metrics
-        for item in done:
-            if type(item) is RegisterTransaction:
-                metrics.observe_transaction(item)
-                self.failures.observe_transaction(item)
-                self.context.observe_transaction(item)
-                if item.side is Side.INBOUND and (item.timed_out or item.status >= 400):
-                    self._request_diagnosis(item)
-            else:
-                assert isinstance(item, RegisterAttempt)
-                metrics.observe_attempt(item)
-                self.failures.observe_attempt(item)
-                self.context.observe_attempt(item)
-                if item.outcome is AttemptOutcome.SUCCESS and item.side is Side.INBOUND:
-                    self.recovered.append((item.to_user, item.to_host, item.peer_ip, item.finished))
-
-    def _request_diagnosis(self, tx: RegisterTransaction) -> None:
-        if tx.status in (401, 407):
-            return
-        status: int | str = "timeout" if tx.timed_out else tx.status
-        key = (tx.side.value, tx.to_user[:128], tx.to_host[:255], tx.peer_ip[:45], status)
-        if key in self._pending_diagnosis:
-            return  # one request in flight per failure group; the engine caches results
-        try:
-            self.diagnosis_queue.put_nowait(
-                DiagnosisRequest(key=key, due=time.monotonic() + DIAGNOSIS_DELAY)
-            )
-        except asyncio.QueueFull:
-            self.metrics.observe_queue_drop("diagnosis")
-            return
-        self._pending_diagnosis.add(key)
-
-    def diagnosis_done(self, key: tuple[str, str, str, str, int | str]) -> None:
-        self._pending_diagnosis.discard(key)
-
-    def record(self, key: tuple[str, str, str, str, int | str]) -> FailureRecord | None:
-        return self.failures.get(key)
-
-    def _publish_parse_stats(self, source: str) -> None:
-        """Turn the parser's plain counters into metric increments (deltas since last time)."""
-        metrics = self.metrics
-        for name, st in self.parser.stats_by_source.items():
-            if name != source and not name.startswith(source + "/"):
-                continue
-            lines, records, errors = self._stats_seen.get(name, (0, {}, {}))
-            if st.lines > lines:
-                metrics.observe_lines(name, st.lines - lines)
-            for kind, n in st.records.items():
-                if n > records.get(kind, 0):
-                    metrics.observe_record(name, kind, n - records.get(kind, 0))
-            for kind, n in st.errors.items():
-                if n > errors.get(kind, 0):
-                    metrics.observe_parse_error(name, kind, n - errors.get(kind, 0))
-            self._stats_seen[name] = (st.lines, dict(st.records), dict(st.errors))
-
-
-def _tz_offset(name: str) -> float:
-    """Seconds east of UTC of the drachtio container's time zone, as of now."""
-    if name.upper() in ("UTC", "Z", "GMT"):
-        return 0.0
-    from sipwatch.config import get_timezone
-
-    offset = datetime.now(UTC).astimezone(get_timezone(name)).utcoffset()
-    return offset.total_seconds() if offset else 0.0
 
 
 def build_sources(config: Config, metrics: SipwatchMetrics) -> list[tuple[str, LogSource]]:
@@ -217,7 +81,12 @@ class Daemon:
         self.metrics = SipwatchMetrics(
             top_n=config.metrics.top_n, series_ttl=config.metrics.series_ttl_seconds
         )
-        self.pipeline = Pipeline(config, self.metrics)
+        self.handoff = DiagnosisHandoff(on_drop=self.metrics.observe_queue_drop)
+        self.pipeline = Pipeline(
+            PipelineSettings.from_config(config), observers=(self.metrics, self.handoff)
+        )
+        self.log_now_at = time.monotonic()  # wall clock when pipeline.log_now last moved
+        self._log_now_seen = 0.0
         self._sources = sources
         self._sink_factory = sink_factory
         self._diagnoser_factory = diagnoser_factory
@@ -232,6 +101,8 @@ class Daemon:
         self._reload_tasks: set[asyncio.Task[None]] = set()
         self._detected_flavour: RegistrarFlavour | None = None
         self._live_sources = 0
+        self._finite_inputs = False  # every source ends by itself (files read once, stdin)
+        self.input_done = asyncio.Event()  # set once finite input was read and finished
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -263,6 +134,9 @@ class Daemon:
             for name, src in sources
         ]
         self._live_sources = len(source_tasks)
+        self._finite_inputs = bool(sources) and all(
+            getattr(src, "finite", False) for _name, src in sources
+        )
         workers = [
             asyncio.create_task(self._parse_loop(), name="parse"),
             asyncio.create_task(self._diagnosis_loop(), name="diagnosis"),
@@ -336,6 +210,29 @@ class Daemon:
                         return
         except Exception as exc:
             log.warning("could not detect the registrar flavour", error=str(exc))
+
+    def _adopt_flavour_from_log(self, flavour: str) -> None:
+        """The registrar's own startup lines named it (replay reads the same hint): with
+        ``registrar_flavour = "auto"``, rebuild the diagnoser for that registrar."""
+        self._detected_flavour = "sidecar" if flavour == "sidecar" else "legacy"
+        if self.config.jambonz.registrar_flavour != "auto":
+            return
+        jambonz = dataclasses.replace(self.config.jambonz, registrar_flavour=self._detected_flavour)
+        self.config = dataclasses.replace(self.config, jambonz=jambonz)
+        log.info("registrar detected from its log", flavour=self._detected_flavour)
+        factory = self._diagnoser_factory
+        if factory is None:
+            return
+
+        async def swap() -> None:
+            async with self._reload_lock:
+                old = self.diagnoser
+                self.diagnoser = factory(self.config, self.metrics)
+                await _close_quietly(old, 5.0)
+
+        task = asyncio.ensure_future(swap())
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
 
     def _build_sinks(self) -> None:
         if self._diagnoser_factory is not None:
@@ -411,6 +308,10 @@ class Daemon:
                     continue
                 if not reports_itself:
                     self.metrics.set_source_up(name, False)  # a one-shot source (stdin) ended
+                if self._live_sources == 1 and self._finite_inputs:
+                    # the last of the input was read (`journalctl ... | sipwatch run` hit EOF):
+                    # what is still open will never be answered in this log, as in replay
+                    await self.chunks.put(END_OF_INPUT)
                 return
         finally:
             self._live_sources -= 1
@@ -418,54 +319,67 @@ class Daemon:
     async def _parse_loop(self) -> None:
         q = self.chunks
         while True:
-            chunk = await q.get()
-            if chunk is None:
+            item = await q.get()
+            if item is None:
                 return
+            if item is END_OF_INPUT:
+                self.pipeline.finish()
+                self._deliver_recoveries()
+                self.input_done.set()
+                continue
             try:
-                self.pipeline.feed(chunk)
+                self.pipeline.feed(item)
             except Exception:  # a parser bug must not stop the daemon
-                log.exception("parse stage error", source=chunk.source)
-                self.metrics.observe_parse_error(chunk.source, "internal")
+                log.exception("parse stage error", source=item.source)
+                self.metrics.observe_parse_error(item.source, "internal")
+            if self.pipeline.log_now != self._log_now_seen:
+                self._log_now_seen = self.pipeline.log_now
+                self.log_now_at = time.monotonic()
+            if self._detected_flavour is None and self.pipeline.context.flavour_hint:
+                self._adopt_flavour_from_log(self.pipeline.context.flavour_hint)
             self._deliver_recoveries()
 
     def _deliver_recoveries(self) -> None:
-        rec = self.pipeline.recovered
-        if not rec:
-            return
+        recoveries = self.handoff.take_recoveries()
         if self.sink is not None:
-            for user, domain, ip, at in rec:
-                self.sink.on_recovered(user, domain, ip, at)
-        rec.clear()
+            for r in recoveries:
+                self.sink.on_recovered(r.user, r.domain, r.source_ip, r.at)
+
+    def tick(self) -> None:
+        """Advance log time with the wall clock so silent transactions still time out."""
+        pipeline = self.pipeline
+        if pipeline.log_now:
+            pipeline.advance(pipeline.log_now + (time.monotonic() - self.log_now_at))
+        metrics = self.metrics
+        metrics.set_inflight(
+            pipeline.tracker.inflight_transactions, pipeline.tracker.inflight_attempts
+        )
+        metrics.observe_queue("diagnosis", self.handoff.depth(), self.handoff.capacity)
+        metrics.observe_queue("parse", self.chunks.qsize(), self.chunks.maxsize)
+        metrics.expire()
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            self.pipeline.tick()
+            self.tick()
             self._deliver_recoveries()
-            self.metrics.observe_queue("parse", self.chunks.qsize(), self.chunks.maxsize)
 
     async def _diagnosis_loop(self) -> None:
-        q = self.pipeline.diagnosis_queue
+        handoff = self.handoff
         while True:
-            req = await q.get()
-            delay = req.due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            key = await handoff.next()
             try:
-                await self._diagnose(req)
+                await self._diagnose(key)
             except Exception:
                 log.exception("diagnosis stage error")
             finally:
-                self.pipeline.diagnosis_done(req.key)
+                handoff.done(key)
 
-    async def _diagnose(self, req: DiagnosisRequest) -> None:
-        record = self.pipeline.record(req.key)
+    async def _diagnose(self, key: FailureKey) -> None:
+        record = self.pipeline.failures.get(key)
         if record is None or self.diagnoser is None:
             return
-        from sipwatch.pipeline.symptoms import symptom_from_record
-
-        symptom = symptom_from_record(record, self.pipeline.context)
-        diagnosis = await self.diagnoser.diagnose(symptom)
+        diagnosis = await self.diagnoser.diagnose(self.pipeline.symptom(record))
         if self.sink is not None:
             await self.sink.on_diagnosis(record, diagnosis)
 

@@ -1,24 +1,22 @@
-"""``sipwatch replay``: run the whole analysis over log files (or stdin) once, then report.
+"""``sipwatch replay``: the synchronous driver of the pipeline core, over files or stdin.
 
-Replay is the same pipeline as the daemon (parser -> REGISTER tracker -> failure table,
-metrics, context for diagnosis) driven synchronously: a file is read in 1 MiB pieces and
-nothing waits on an event loop until the optional diagnosis step at the end.
+It runs the daemon's own ``Pipeline`` (``sipwatch.pipeline.core``) with the same settings,
+plus one observer of its own, ``ReplayStats``, that counts what the report prints.  A file is
+read in whole-line pieces (``sources.file.TextFileReader``, stdin through
+``sources.stdin.iter_stdin_text``) and nothing waits on an event loop until the optional
+diagnosis step at the end.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sipwatch.ingest.framing import LogParser
-from sipwatch.ingest.transactions import TIMER_F, RegisterTracker
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import (
-    TIMEOUT,
     LogChunk,
     RegisterAttempt,
     RegisterTransaction,
@@ -26,11 +24,40 @@ from sipwatch.model import (
     SipMessage,
     Stream,
 )
-from sipwatch.pipeline.context import FailureContext
+from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
-from sipwatch.sources.file import LineDecoder, iter_text_chunks
+from sipwatch.sip_meaning import TIMEOUT
+from sipwatch.sources.file import iter_text_chunks
 
-REPLAY_MAX_FAILURE_RECORDS = 500_000
+# Failure groups a replay keeps: a scanner's usernames fold into one record per IP, so this
+# bounds only genuinely distinct failing devices (about 0.5 kB each).
+REPLAY_MAX_FAILURE_RECORDS = 100_000
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    """The replay report's counters: an observer of the pipeline (plain ints, cheap)."""
+
+    sip_messages: int = 0
+    messages_by_direction: Counter[str] = field(default_factory=Counter)
+    register_by_status: Counter[str] = field(default_factory=Counter)
+    register_by_side: Counter[str] = field(default_factory=Counter)
+    attempts_by_outcome: Counter[str] = field(default_factory=Counter)
+    service_events: Counter[str] = field(default_factory=Counter)
+
+    def observe_message(self, msg: SipMessage) -> None:
+        self.sip_messages += 1
+        self.messages_by_direction[msg.direction] += 1  # a StrEnum: no .value lookup
+
+    def observe_event(self, ev: ServiceEvent) -> None:
+        self.service_events[ev.kind] += 1
+
+    def observe_transaction(self, tx: RegisterTransaction) -> None:
+        self.register_by_status[tx.outcome_key] += 1
+        self.register_by_side[tx.side.value] += 1
+
+    def observe_attempt(self, att: RegisterAttempt) -> None:
+        self.attempts_by_outcome[att.outcome.value] += 1
 
 
 @dataclass
@@ -38,145 +65,103 @@ class ReplayResult:
     """Everything a replay learned; rendered by ``sipwatch.report``."""
 
     inputs: list[str]
-    seconds: float = 0.0
-    sip_messages: int = 0
-    messages_by_direction: Counter[str] = field(default_factory=Counter)
-    register_by_status: Counter[str] = field(default_factory=Counter)
-    register_by_side: Counter[str] = field(default_factory=Counter)
-    attempts_by_outcome: Counter[str] = field(default_factory=Counter)
-    service_events: Counter[str] = field(default_factory=Counter)
-    retransmitted_requests: int = 0
-    orphan_responses: int = 0
-    lines: int = 0
-    records: dict[str, int] = field(default_factory=dict)
-    parse_errors: dict[str, int] = field(default_factory=dict)
-    failures: FailureTracker = field(
-        default_factory=lambda: FailureTracker(REPLAY_MAX_FAILURE_RECORDS)
-    )
-    context: FailureContext = field(default_factory=FailureContext)
+    pipeline: Pipeline
+    stats: ReplayStats
     metrics: SipwatchMetrics | None = None
-    first_ts: float = 0.0
-    last_ts: float = 0.0
+    seconds: float = 0.0
+
+    # the report's vocabulary, read from the pipeline's stages
+    @property
+    def sip_messages(self) -> int:
+        return self.stats.sip_messages
+
+    @property
+    def messages_by_direction(self) -> Counter[str]:
+        return self.stats.messages_by_direction
+
+    @property
+    def register_by_status(self) -> Counter[str]:
+        return self.stats.register_by_status
+
+    @property
+    def register_by_side(self) -> Counter[str]:
+        return self.stats.register_by_side
+
+    @property
+    def attempts_by_outcome(self) -> Counter[str]:
+        return self.stats.attempts_by_outcome
+
+    @property
+    def service_events(self) -> Counter[str]:
+        return self.stats.service_events
+
+    @property
+    def lines(self) -> int:
+        return self.pipeline.parser.stats.lines
+
+    @property
+    def records(self) -> dict[str, int]:
+        return dict(self.pipeline.parser.stats.records)
+
+    @property
+    def parse_errors(self) -> dict[str, int]:
+        return dict(self.pipeline.parser.stats.errors)
+
+    @property
+    def retransmitted_requests(self) -> int:
+        return self.pipeline.tracker.stats.retransmitted_requests
+
+    @property
+    def orphan_responses(self) -> int:
+        return self.pipeline.tracker.stats.orphan_responses
+
+    @property
+    def first_ts(self) -> float:
+        return self.pipeline.first_ts
+
+    @property
+    def last_ts(self) -> float:
+        return self.pipeline.log_now
+
+    @property
+    def failures(self) -> FailureTracker:
+        return self.pipeline.failures
 
     def failure_records(self) -> list[FailureRecord]:
-        return self.failures.records()
+        return self.pipeline.failures.records()
 
 
-class Replayer:
-    """Feeds chunks through parser and tracker; one instance per replay."""
+def _chunks(path: str) -> Iterator[str]:
+    if path == "-":
+        from sipwatch.sources.stdin import iter_stdin_text
 
-    def __init__(
-        self,
-        *,
-        tz_offset: float = 0.0,
-        timer_f: float = TIMER_F,
-        metrics: SipwatchMetrics | None = None,
-    ) -> None:
-        self.parser = LogParser(tz_offset=tz_offset)
-        self.tracker = RegisterTracker(timer_f=timer_f)
-        self.result = ReplayResult(inputs=[], metrics=metrics)
-        self._metrics = metrics
-
-    def feed(self, chunk: LogChunk) -> None:
-        self._consume(self.parser.feed(chunk))
-
-    def _consume(self, events: Iterable[SipMessage | ServiceEvent]) -> None:
-        res = self.result
-        on_message = self.tracker.on_message
-        metrics = self._metrics
-        for ev in events:
-            if type(ev) is SipMessage:
-                res.sip_messages += 1
-                res.messages_by_direction[ev.direction] += 1  # a StrEnum: no .value lookup
-                if metrics is not None:
-                    metrics.observe_message(ev)
-                if ev.ts:
-                    if not res.first_ts or ev.ts < res.first_ts:
-                        res.first_ts = ev.ts
-                    if ev.ts > res.last_ts:
-                        res.last_ts = ev.ts
-                done = on_message(ev)
-                if done:
-                    self._completed(done)
-            else:
-                assert isinstance(ev, ServiceEvent)
-                res.service_events[ev.kind] += 1
-                res.context.observe_event(ev)
-                if metrics is not None:
-                    metrics.observe_service_event(ev)
-
-    def _completed(self, done: list[RegisterTransaction | RegisterAttempt]) -> None:
-        res = self.result
-        metrics = self._metrics
-        for item in done:
-            if type(item) is RegisterTransaction:
-                res.register_by_status[item.outcome_key] += 1
-                res.register_by_side[item.side.value] += 1
-                res.failures.observe_transaction(item)
-                res.context.observe_transaction(item)
-                if metrics is not None:
-                    metrics.observe_transaction(item)
-            else:
-                assert isinstance(item, RegisterAttempt)
-                res.attempts_by_outcome[item.outcome.value] += 1
-                res.failures.observe_attempt(item)
-                res.context.observe_attempt(item)
-                if metrics is not None:
-                    metrics.observe_attempt(item)
-
-    def finish(self) -> ReplayResult:
-        self._consume(self.parser.flush())
-        self._completed(list(self.tracker.flush()))
-        res = self.result
-        stats = self.parser.stats
-        res.lines = stats.lines
-        res.records = dict(stats.records)
-        res.parse_errors = dict(stats.errors)
-        res.retransmitted_requests = self.tracker.stats.retransmitted_requests
-        res.orphan_responses = self.tracker.stats.orphan_responses
-        if self._metrics is not None:
-            for source, st in self.parser.stats_by_source.items():
-                self._metrics.observe_lines(source, st.lines)
-                for kind, n in st.records.items():
-                    self._metrics.observe_record(source, kind, n)
-                for kind, n in st.errors.items():
-                    self._metrics.observe_parse_error(source, kind, n)
-        return res
-
-
-def _stdin_chunks() -> Iterator[str]:
-    """Whole-line chunks from stdin (binary, decoded leniently, CRLF kept, lines bounded)."""
-    buf = sys.stdin.buffer
-    decoder = LineDecoder()
-    read = buf.read1 if hasattr(buf, "read1") else buf.read
-    while data := read(1 << 20):
-        text = decoder.feed(data)
-        if text:
-            yield text
-    rest = decoder.flush()
-    if rest:
-        yield rest
+        return iter_stdin_text()
+    return iter_text_chunks(path)
 
 
 def replay_paths(
     paths: list[str],
     *,
-    tz_offset: float = 0.0,
-    timer_f: float = TIMER_F,
+    settings: PipelineSettings | None = None,
     metrics: SipwatchMetrics | None = None,
 ) -> ReplayResult:
     """Replay files in the order given (``-`` is stdin).  Raises OSError for unreadable files."""
     started = time.perf_counter()
-    rp = Replayer(tz_offset=tz_offset, timer_f=timer_f, metrics=metrics)
+    settings = (settings or PipelineSettings()).replace(
+        failure_table_size=REPLAY_MAX_FAILURE_RECORDS
+    )
+    stats = ReplayStats()
+    observers: list[object] = [stats] if metrics is None else [stats, metrics]
+    pipeline = Pipeline(settings, observers)
+    res = ReplayResult(inputs=[], pipeline=pipeline, stats=stats, metrics=metrics)
     for path in paths:
         name = "-" if path == "-" else str(Path(path))
-        rp.result.inputs.append(name)
-        texts = _stdin_chunks() if path == "-" else iter_text_chunks(path)
-        for text in texts:
-            rp.feed(LogChunk(name, Stream.TEXT, text))
+        res.inputs.append(name)
+        for text in _chunks(path):
+            pipeline.feed(LogChunk(name, Stream.TEXT, text))
         # files are separate channels: end this one's held record now
-        rp.feed(LogChunk(name, Stream.TEXT, ""))
-    res = rp.finish()
+        pipeline.feed(LogChunk(name, Stream.TEXT, ""))
+    pipeline.finish()
     res.seconds = time.perf_counter() - started
     return res
 

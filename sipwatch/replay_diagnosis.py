@@ -13,8 +13,8 @@ import os
 from typing import Any
 
 from sipwatch.config import Config
+from sipwatch.diagnosis.db import DbError
 from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime, settings_from_config
-from sipwatch.pipeline.symptoms import symptom_from_record
 from sipwatch.replay import ReplayResult
 from sipwatch.report import CauseMap, record_key
 
@@ -23,26 +23,40 @@ MAX_DIAGNOSED = 500  # failure groups diagnosed per replay, most frequent first
 
 def diagnose_replay(
     res: ReplayResult, *, config: Config, db_url: str | None, redis_url: str | None
-) -> CauseMap:
+) -> tuple[CauseMap, str | None]:
+    """Causes of the replay's failure groups, and a problem to report (a database that could
+    not be used) or None."""
     settings = settings_from_config(
         config, cli={"db_url": db_url, "redis_url": redis_url}, env=os.environ
     )
-    if settings.registrar_flavour == "auto" and res.context.flavour_hint:
+    if settings.registrar_flavour == "auto" and res.pipeline.context.flavour_hint:
         settings = dataclasses.replace(settings, registrar_flavour="sidecar")
     return asyncio.run(_diagnose_all(res, settings))
 
 
-async def _diagnose_all(res: ReplayResult, settings: DiagnosisSettings) -> CauseMap:
+async def _diagnose_all(
+    res: ReplayResult, settings: DiagnosisSettings
+) -> tuple[CauseMap, str | None]:
     runtime = build_runtime(settings)
     out: CauseMap = {}
+    problem: str | None = None
     try:
+        if runtime.database is not None:
+            try:
+                await runtime.database.ping()
+            except DbError as exc:
+                problem = f"cannot use the jambonz database: {exc}"
         for record in res.failure_records()[:MAX_DIAGNOSED]:
             if record.side != "inbound":
                 continue  # jambonz registering to a carrier: not a device misconfiguration
-            symptom = symptom_from_record(record, res.context)
+            symptom = res.pipeline.symptom(record)
             diagnosis = await runtime.engine.diagnose(symptom)
             causes: list[dict[str, Any]] = [c.to_dict() for c in diagnosis.causes]
             out[record_key(record)] = causes
+            if problem is None and {"db_unavailable", "timeout", "missing_table"} & set(
+                diagnosis.errors
+            ):
+                problem = "the jambonz database stopped answering or lacks its tables"
     finally:
         await runtime.close()
-    return out
+    return out, problem

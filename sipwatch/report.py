@@ -153,7 +153,7 @@ def render_text(res: ReplayResult, causes: CauseMap | None = None, *, limit: int
     header = f"  {'USER@DOMAIN':<36} {'SOURCE':<22} {'STATUS':<7} {'X-REASON':<28} {'COUNT':>5}"
     add(header)
     for r in shown[:limit]:
-        aor = printable(f"{r.user}@{r.domain}", 36)
+        aor = printable(r.who, 36)
         reason = printable(r.x_reason or ("(challenged)" if r.challenged else "-"), 28)
         side = "" if r.side == "inbound" else " [outbound]"
         source = printable(r.source_ip, 22)

@@ -85,7 +85,7 @@ def populated(created_series: bool = False) -> SipwatchMetrics:
     metrics.observe_message(message())
     metrics.observe_message(message(direction=Direction.SEND, is_request=False, status=401))
     metrics.observe_message(message(method="OPTIONS", truncated=True))
-    metrics.observe_service_event(
+    metrics.observe_event(
         ServiceEvent(
             ts=1767268801.0,
             source="registrar",

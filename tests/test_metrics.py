@@ -306,7 +306,7 @@ def test_service_events() -> None:
         level=50,
         message="Error SyntaxError",
     )
-    metrics.observe_service_event(ev)
+    metrics.observe_event(ev)
     assert (
         value(
             metrics,

@@ -153,6 +153,8 @@ async def test_api_failures_lists_unresolved_records(server: Server) -> None:
         "challenged": True,
         "user_agent": "Yealink SIP-T46S",
         "resolved_at": None,
+        "scanner": False,
+        "distinct_users": 0,
     }
     assert second["user"] == "bob"
     assert second["status"] == "timeout"

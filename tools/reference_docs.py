@@ -59,6 +59,7 @@ from sipwatch.model import (
     SipMessage,
     Stream,
 )
+from sipwatch.pipeline.core import PipelineSettings
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.replay import ReplayResult, replay_paths, status_sort_key
 from sipwatch.replay_diagnosis import diagnose_replay
@@ -115,8 +116,10 @@ def run_example(root: Path = ROOT, *, process_metrics: bool = False) -> ExampleR
         series_ttl=config.metrics.series_ttl_seconds,
         process_metrics=process_metrics,
     )
-    result = replay_paths([str(p) for p in paths], metrics=metrics)
-    causes = diagnose_replay(result, config=config, db_url=None, redis_url=None)
+    result = replay_paths(
+        [str(p) for p in paths], settings=PipelineSettings.from_config(config), metrics=metrics
+    )
+    causes, _problem = diagnose_replay(result, config=config, db_url=None, redis_url=None)
     return ExampleRun(EXAMPLE_LOGS, result, metrics, causes, config)
 
 
@@ -1347,7 +1350,7 @@ def render_overview_svg(run: ExampleRun | None = None, root: Path = ROOT) -> str
         svg.line(_MARGIN + 1, ry + row_h, _MARGIN + inner - 1, ry + row_h, _BORDER)
         status = str(r.status)
         cells = (
-            (f"{r.user}@{r.domain}", _TEXT),
+            (r.who, _TEXT),
             (r.source_ip or "-", _TEXT),
             (status, _status_color(m.status_label(r.status))),
             (r.x_reason or ("(challenged)" if r.challenged else "-"), _TEXT),

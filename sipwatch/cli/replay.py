@@ -47,9 +47,10 @@ examples:
     p.add_argument(
         "--tz-offset",
         type=float,
-        default=0.0,
+        default=None,
         metavar="HOURS",
-        help="UTC offset of drachtio's timestamps if the container is not on UTC (e.g. 2 or -5.5)",
+        help="UTC offset of drachtio's timestamps if the container is not on UTC (e.g. 2 or "
+        "-5.5; default: sources.timezone of the config, UTC)",
     )
     p.add_argument(
         "--no-diagnose", action="store_true", help="skip the root-cause rules (faster on huge logs)"
@@ -72,13 +73,23 @@ examples:
 
 
 def run_replay(args: argparse.Namespace) -> ExitCode:
+    from sipwatch.config import ConfigError, load_config
+    from sipwatch.pipeline.core import PipelineSettings
+
     for path in args.files:
         if path != "-" and not os.path.isfile(path):
             print(f"sipwatch replay: cannot read {path!r}: no such file", file=sys.stderr)
             return ExitCode.UNAVAILABLE
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sipwatch replay: invalid configuration:\n{exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    tz = args.tz_offset * 3600.0 if args.tz_offset is not None else None
+    settings = PipelineSettings.from_config(config, tz_offset=tz)
     metrics = SipwatchMetrics(process_metrics=False) if args.format == "prometheus" else None
     try:
-        res = replay_paths(args.files, tz_offset=args.tz_offset * 3600.0, metrics=metrics)
+        res = replay_paths(args.files, settings=settings, metrics=metrics)
     except OSError as exc:
         print(f"sipwatch replay: {exc}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
@@ -86,24 +97,18 @@ def run_replay(args: argparse.Namespace) -> ExitCode:
         sys.stdout.write(render_text(metrics.registry))
         return ExitCode.OK
     causes = None
+    code = ExitCode.OK
     if not args.no_diagnose:
-        from sipwatch.config import ConfigError, load_config
-        from sipwatch.diagnosis.db import DbError
         from sipwatch.replay_diagnosis import diagnose_replay
 
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            print(f"sipwatch replay: invalid configuration:\n{exc}", file=sys.stderr)
-            return ExitCode.USAGE
-        try:
-            causes = diagnose_replay(
-                res, config=config, db_url=args.db_url, redis_url=args.redis_url
-            )
-        except DbError as exc:  # the report is still useful: print it without causes
-            print(f"sipwatch replay: database: {exc}", file=sys.stderr)
+        causes, problem = diagnose_replay(
+            res, config=config, db_url=args.db_url, redis_url=args.redis_url
+        )
+        if problem:  # the report is still useful: print it, with log-only causes
+            print(f"sipwatch replay: {problem}; causes are from the log only", file=sys.stderr)
+            code = ExitCode.UNAVAILABLE
     if args.format == "json":
         sys.stdout.write(render_json(res, causes))
     else:
         sys.stdout.write(render_report(res, causes, limit=args.limit))
-    return ExitCode.OK
+    return code

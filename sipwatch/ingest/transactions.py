@@ -52,9 +52,18 @@ class RegisterTracker:
     state by log time; ``flush()`` ends the input and times out everything still open.
     """
 
-    def __init__(self, *, timer_f: float = TIMER_F, max_pending: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        timer_f: float = TIMER_F,
+        max_pending: int = 100_000,
+        max_pending_attempts: int | None = None,
+    ) -> None:
         self.timer_f = timer_f
         self.max_pending = max_pending
+        self.max_pending_attempts = (
+            max_pending_attempts if max_pending_attempts is not None else max_pending
+        )
         self.stats = TrackerStats()
         self.now = 0.0
         self._by_branch: dict[tuple[Side, str], RegisterTransaction] = {}
@@ -215,7 +224,7 @@ class RegisterTracker:
         if att is None:
             att = self._new_attempt(tx)
             self._attempts[key] = att
-            if len(self._attempts) > self.max_pending:
+            if len(self._attempts) > self.max_pending_attempts:
                 self._trim_attempts()
         att.transactions += 1
         att.last_cseq = msg.cseq
@@ -321,12 +330,12 @@ class RegisterTracker:
             if not tx.status:
                 self.stats.evicted += 1
             self._expire_tx(tx)
-        if len(self._attempts) > self.max_pending:
+        if len(self._attempts) > self.max_pending_attempts:
             self._trim_attempts()
 
     def _trim_attempts(self) -> None:
         """Close the oldest open attempts in one batch (amortised O(1) per attempt)."""
-        excess = len(self._attempts) - (self.max_pending * 9) // 10
+        excess = len(self._attempts) - (self.max_pending_attempts * 9) // 10
         for key in list(self._attempts)[:excess]:
             att = self._attempts[key]
             self._close(att, AttemptOutcome.ABANDONED if att.challenged else AttemptOutcome.TIMEOUT)

@@ -148,6 +148,19 @@ class TopNTracker(Generic[K]):
         self.folded += amount
         return False
 
+    def remove(self, key: K) -> bool:
+        """Forget ``key`` (it was attack traffic after all); True if it had its own series.
+        The caller removes that series itself: ``on_evict`` is not called."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        if entry.exposed:
+            self._exposed.discard(key)
+            self._floor = None
+            return True
+        self._bucket_remove(key, entry.count)
+        return False
+
     def expire(self) -> int:
         """Drop entries not seen for ``ttl`` seconds; returns how many exposed keys went."""
         now = self._clock()

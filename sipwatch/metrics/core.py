@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -47,8 +47,13 @@ from sipwatch.model import (
     RegisterAttempt,
     RegisterTransaction,
     ServiceEvent,
+    Side,
     SipMessage,
 )
+
+if TYPE_CHECKING:
+    from sipwatch.ingest.framing import LogParser
+    from sipwatch.pipeline.scanners import ScannerClassifier, ScannerState
 
 # --------------------------------------------------------------------------- metric names
 # Full exposed names (counters with ``_total``; histograms: the base name of the family).
@@ -360,6 +365,9 @@ class SipwatchMetrics:
         self._target = _CappedLabel(32)
         self._action = _CappedLabel(32)
         self._source_state: dict[str, bool] = {}
+        self._scanners: ScannerClassifier | None = None
+        # parser counters already published, per parser channel: (lines, records, errors)
+        self._parse_seen: dict[str, tuple[int, dict[str, int], dict[str, int]]] = {}
 
         info = Info("sipwatch_build", "sipwatch version running.", registry=own)
         info.info({"version": __version__})
@@ -535,7 +543,7 @@ class SipwatchMetrics:
             exposed.labels(dim).set_function(_exposed_count(tracker))
             limit.labels(dim).set(top_n)
             self._folded.labels(dim)
-            for reason in ("demoted", "expired"):
+            for reason in ("demoted", "expired", "scanner"):
                 self._evictions.labels(dim, reason)
 
         # ---- later stages (diagnosis, alerting, remediation)
@@ -601,11 +609,26 @@ class SipwatchMetrics:
         if msg.ts > 0:
             self._last_event_c(source).set(msg.ts)
 
+    def observe_parse_stats(self, parser: LogParser, source: str) -> None:
+        """Publish the parser's plain counters of ``source`` (and of the channels it was
+        demultiplexed into, ``<source>/<service>``) as increments since the last call."""
+        seen = self._parse_seen
+        for name, st in parser.stats_by_source.items():
+            if name != source and not name.startswith(source + "/"):
+                continue
+            lines, records, errors = seen.get(name, (0, {}, {}))
+            self.observe_lines(name, st.lines - lines)
+            for kind, n in st.records.items():
+                self.observe_record(name, kind, n - records.get(kind, 0))
+            for kind, n in st.errors.items():
+                self.observe_parse_error(name, kind, n - errors.get(kind, 0))
+            seen[name] = (st.lines, dict(st.records), dict(st.errors))
+
     def observe_parse_error(self, source: str, kind: str, count: int = 1) -> None:
         if count > 0:
             self._parse_errors.labels(self._source(source), self._kind(kind)).inc(count)
 
-    def observe_service_event(self, ev: ServiceEvent) -> None:
+    def observe_event(self, ev: ServiceEvent) -> None:
         source = self._source(ev.source)
         self._service_events.labels(
             source, ev.origin.value, self._kind(ev.kind), PINO_LEVELS.get(ev.level, OTHER)
@@ -648,6 +671,18 @@ class SipwatchMetrics:
         if latency is not None:
             self._latency_c(source, side, _latency_result(tx.status)).observe(latency)
 
+    def watch_scanners(self, scanners: ScannerClassifier) -> None:
+        """Account attack traffic per source IP only, and drop the per-user series of
+        usernames a source tried before it was recognised as a scanner."""
+        self._scanners = scanners
+        scanners.on_detect(self._retract_scanner)
+
+    def _retract_scanner(self, state: ScannerState, aors: list[tuple[str, str]]) -> None:
+        for user, domain in aors:
+            key = (Side.INBOUND.value, user_label(user, domain))
+            if self._users.remove(key):
+                self._evict_user(key, "scanner")
+
     def observe_attempt(self, att: RegisterAttempt) -> None:
         source = self._source(att.source)
         side = att.side.value
@@ -666,6 +701,8 @@ class SipwatchMetrics:
         if tool is not None:
             self._scanner_c(source, side, tool).inc()
 
+        scanners = self._scanners
+        attack = scanners is not None and scanners.is_scanner(att.peer_ip, att.user_agent)
         user_key = (side, user_label(att.to_user, att.to_host))
         if att.outcome is AttemptOutcome.SUCCESS:
             if self._users.is_exposed(user_key):
@@ -673,7 +710,8 @@ class SipwatchMetrics:
             return
         if att.outcome not in FAILURE_OUTCOMES:
             return
-        self._count_user_failure(user_key, status)
+        if not attack:
+            self._count_user_failure(user_key, status)
         self._count_ip_failure((side, ip_label(att.peer_ip)), user_key[1], status)
 
     def _count_user_failure(self, key: tuple[str, str], status: str) -> None:

@@ -1,23 +1,24 @@
 """Context a single failed REGISTER does not carry, kept so root-cause rules can use it.
 
-* which usernames each source IP failed with (the scanner signal);
 * which AORs registered successfully before (a device that used to work);
+* per failing AOR, the Request-URI and Authorization username of its latest failure;
 * recent registrar / drachtio events, to pair a SIP 500 with the registrar's
   ``Error SyntaxError ... not valid JSON`` line (the registrar logs no Call-ID, so pairing
   is by time and realm).
 
-Everything is bounded: per-IP username sets are capped, the IP table and the event window
-are LRU/ring buffers.  A spray of 100,000 usernames costs at most ``max_users_per_ip``
-strings per IP and ``max_ips`` IPs.
+Which usernames each source IP failed with (the scanner signal) is the scanner classifier's
+job (``sipwatch.pipeline.scanners``), not this module's.
+
+Everything is bounded: the tables are LRUs and the event window a trimmed list.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction, ServiceEvent
+from sipwatch.pipeline.failures import is_failure
 
 # event kinds that name their realm, and the attr that holds it
 _REALM_EVENTS = frozenset({"ipv4_realm_rejected", "unknown_realm", "db_error"})
@@ -39,13 +40,6 @@ _TIMED_EVENTS = frozenset(
 _DOWN_EVENTS = frozenset({"no_connected_clients", "no_providers", "drachtio_connect_error"})
 
 
-@dataclass(slots=True)
-class _IpFailures:
-    users: set[int] = field(default_factory=set)  # hashes: only the count is ever used
-    failures: int = 0
-    last_seen: float = 0.0
-
-
 class FailureContext:
     """Bounded memory of what happened around failures; see the module docstring."""
 
@@ -53,15 +47,12 @@ class FailureContext:
         self,
         *,
         window: float = 3.0,
-        max_ips: int = 20_000,
-        max_users_per_ip: int = 256,
+        max_request_info: int = 80_000,
         max_events: int = 20_000,
         max_registered: int = 100_000,
     ) -> None:
         self.window = window
-        self.max_ips = max_ips
-        self.max_users_per_ip = max_users_per_ip
-        self._ips: OrderedDict[str, _IpFailures] = OrderedDict()
+        self._max_request_info = max_request_info
         self._events: list[tuple[float, str, str]] = []  # ts, kind, realm; sorted on demand
         self._events_sorted = True
         self._max_events = max_events
@@ -85,25 +76,12 @@ class FailureContext:
                 del events[: len(events) // 2]  # keep the newest half
 
     def observe_transaction(self, tx: RegisterTransaction) -> None:
-        if tx.status < 400 and not tx.timed_out:
+        if not is_failure(tx):
             return
-        if tx.status in (401, 407):
-            return
-        ip = self._ips.get(tx.peer_ip)
-        if ip is None:
-            ip = self._ips[tx.peer_ip] = _IpFailures()
-            if len(self._ips) > self.max_ips:
-                self._ips.popitem(last=False)
-        else:
-            self._ips.move_to_end(tx.peer_ip)
-        ip.failures += 1
-        ip.last_seen = max(ip.last_seen, tx.finished)
-        if len(ip.users) < self.max_users_per_ip:
-            ip.users.add(hash(tx.to_user))
         key = (tx.peer_ip, tx.to_user, tx.to_host)
         self._request_info[key] = (tx.request_uri, tx.auth_username)
         self._request_info.move_to_end(key)
-        if len(self._request_info) > self.max_ips * 4:
+        if len(self._request_info) > self._max_request_info:
             self._request_info.popitem(last=False)
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
@@ -115,14 +93,6 @@ class FailureContext:
                 self._registered.popitem(last=False)
 
     # ------------------------------------------------------------------ queries
-    def distinct_users_from(self, ip: str) -> int:
-        entry = self._ips.get(ip)
-        return len(entry.users) if entry else 0
-
-    def failures_from(self, ip: str) -> int:
-        entry = self._ips.get(ip)
-        return entry.failures if entry else 0
-
     def registered_before(self, user: str, domain: str, before: float) -> bool:
         ts = self._registered.get((user, domain))
         return ts is not None and ts <= before

@@ -10,6 +10,11 @@ updated for ``stale_after`` seconds of log time, then the oldest record seen onl
 scanner's one-shot guesses).  Only when none of those exist is the new record refused and
 ``dropped`` incremented.  Long text fields are truncated so a record's size is bounded too.
 
+A scanner's failures (``sipwatch.pipeline.scanners``) are not per-user records at all: they
+fold into one record per source IP (user ``SCANNER_USER``) that counts them and estimates how
+many usernames were tried, so a spray of 100,000 usernames costs one record, and the usernames
+it tried before it was recognised are moved into that record (``retract``).
+
 Timestamps are log time (epoch seconds from the records), not wall time, so a replay of an
 old log gives the same table as the live run did.
 """
@@ -17,18 +22,23 @@ old log gives the same table as the live run did.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sipwatch.model import TIMEOUT, AttemptOutcome, RegisterAttempt, RegisterTransaction
+from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction
+from sipwatch.pipeline.scanners import Aor, ScannerState
+from sipwatch.sip_meaning import is_failure_status, status_key
 
 _USER_MAX = 128
 _DOMAIN_MAX = 255
 _IP_MAX = 45
 _TEXT_MAX = 256
-_CHALLENGES = (401, 407)
 
-_Key = tuple[str, str, str, str, int | str]
+#: The ``user`` (and ``domain``) of the one record a scanner's failures fold into.
+SCANNER_USER = "*"
+
+FailureKey = tuple[str, str, str, str, int | str]
 _Aor = tuple[str, str, str]
 
 
@@ -48,35 +58,59 @@ class FailureRecord:
     challenged: bool  # the failing request carried credentials (answered after a 401/407)
     user_agent: str
     resolved_at: float | None = None
+    scanner: bool = False  # the folded record of a scanner's source IP
+    distinct_users: int = 0  # scanner records: usernames tried (estimated beyond 64)
+
+    @property
+    def key(self) -> FailureKey:
+        return (self.side, self.user, self.domain, self.source_ip, self.status)
+
+    @property
+    def who(self) -> str:
+        """How reports name the group: ``user@domain``, or the scanner and its spray."""
+        if self.scanner:
+            return f"scanner ({self.distinct_users} usernames)"
+        return f"{self.user}@{self.domain}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def is_failure(tx: RegisterTransaction) -> bool:
-    """Final answers that mean "this device is not registered": 4xx-6xx except challenges.
+    """A transaction that left the device unregistered: a timeout or a failure status."""
+    return tx.timed_out or is_failure_status(tx.status)
 
-    The brief asks for >= 403; 400 and 402 are included too because jambonz answers 400 to a
-    REGISTER without Contact or expires, which is just as much a broken device.
-    """
-    if tx.timed_out:
-        return True
-    return tx.status >= 400 and tx.status not in _CHALLENGES
+
+def failure_key(tx: RegisterTransaction, *, scanner: bool = False) -> FailureKey:
+    """The table key of a failing transaction (the one definition of the field limits)."""
+    status = status_key(tx.status, tx.timed_out)
+    ip = tx.peer_ip[:_IP_MAX]
+    if scanner:
+        return (tx.side.value, SCANNER_USER, SCANNER_USER, ip, status)
+    return (tx.side.value, tx.to_user[:_USER_MAX], tx.to_host[:_DOMAIN_MAX], ip, status)
 
 
 class FailureTracker:
     """Bounded table of REGISTER failures, grouped and counted."""
 
-    def __init__(self, max_entries: int = 10_000, *, stale_after: float = 3600.0) -> None:
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        *,
+        stale_after: float = 3600.0,
+        scanner_of: Callable[[str], ScannerState | None] | None = None,
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
         self.stale_after = stale_after
+        # source IP -> its scanner state while its traffic is attack-shaped
+        self._scanner_of = scanner_of
         # Least recently updated first.
-        self._records: OrderedDict[_Key, FailureRecord] = OrderedDict()
-        self._singletons: OrderedDict[_Key, None] = OrderedDict()  # count == 1, oldest first
-        self._resolved: OrderedDict[_Key, None] = OrderedDict()
-        self._by_aor: dict[_Aor, set[_Key]] = {}
+        self._records: OrderedDict[FailureKey, FailureRecord] = OrderedDict()
+        self._singletons: OrderedDict[FailureKey, None] = OrderedDict()  # count == 1, oldest first
+        self._resolved: OrderedDict[FailureKey, None] = OrderedDict()
+        self._by_aor: dict[_Aor, set[FailureKey]] = {}
         self._latest = 0.0  # newest log time seen, the clock for staleness
         self.dropped = 0  # records not stored because the table was full
         self.evicted = 0  # records discarded to make room for new ones
@@ -90,13 +124,13 @@ class FailureTracker:
             return
         ts = tx.finished or tx.started
         self._latest = max(self._latest, ts)
-        status: int | str = TIMEOUT if tx.timed_out else tx.status
-        side = tx.side.value
-        user = tx.to_user[:_USER_MAX]
-        domain = tx.to_host[:_DOMAIN_MAX]
-        key: _Key = (side, user, domain, tx.peer_ip[:_IP_MAX], status)
+        scanner = self._scanner_of(tx.peer_ip) if self._scanner_of else None
+        key = failure_key(tx, scanner=scanner is not None)
+        side, user, domain, _ip, status = key
         record = self._records.get(key)
         if record is not None:
+            if scanner is not None:
+                record.distinct_users = scanner.users.count() if scanner.users else 0
             record.count += 1
             record.last_seen = max(record.last_seen, ts)
             record.first_seen = min(record.first_seen, ts)
@@ -125,9 +159,46 @@ class FailureTracker:
             last_seen=ts,
             challenged=tx.has_auth,
             user_agent=tx.user_agent[:_TEXT_MAX],
+            scanner=scanner is not None,
+            distinct_users=scanner.users.count() if scanner and scanner.users else 0,
         )
-        self._singletons[key] = None
+        if scanner is None:
+            self._singletons[key] = None
         self._by_aor.setdefault((side, user, domain), set()).add(key)
+
+    def retract(self, state: ScannerState, aors: list[Aor]) -> None:
+        """An IP was recognised as a scanner: fold its earlier per-user records into the
+        IP's scanner record (the counts move, nothing is counted twice)."""
+        for user, domain in aors:
+            aor = ("inbound", user[:_USER_MAX], domain[:_DOMAIN_MAX])
+            for key in [k for k in self._by_aor.get(aor, ()) if k[3] == state.ip[:_IP_MAX]]:
+                old = self._records[key]
+                self._discard(key, evicted=False)
+                target_key: FailureKey = (key[0], SCANNER_USER, SCANNER_USER, key[3], key[4])
+                target = self._records.get(target_key)
+                if target is None:
+                    target = FailureRecord(
+                        side=key[0],
+                        user=SCANNER_USER,
+                        domain=SCANNER_USER,
+                        source_ip=key[3],
+                        status=key[4],
+                        x_reason=old.x_reason,
+                        count=0,
+                        first_seen=old.first_seen,
+                        last_seen=old.last_seen,
+                        challenged=old.challenged,
+                        user_agent=old.user_agent,
+                        scanner=True,
+                    )
+                    self._records[target_key] = target
+                    self._by_aor.setdefault((key[0], SCANNER_USER, SCANNER_USER), set()).add(
+                        target_key
+                    )
+                target.count += old.count
+                target.first_seen = min(target.first_seen, old.first_seen)
+                target.last_seen = max(target.last_seen, old.last_seen)
+                target.distinct_users = state.users.count() if state.users else 0
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
         """A successful attempt resolves every record of that (side, user, domain)."""
@@ -142,7 +213,7 @@ class FailureTracker:
                 record.resolved_at = ts
                 self._resolved[key] = None
 
-    def get(self, key: _Key) -> FailureRecord | None:
+    def get(self, key: FailureKey) -> FailureRecord | None:
         """The record of one (side, user, domain, source IP, status) group, if stored."""
         return self._records.get(key)
 
@@ -167,7 +238,7 @@ class FailureTracker:
             return True
         return False
 
-    def _discard(self, key: _Key) -> None:
+    def _discard(self, key: FailureKey, *, evicted: bool = True) -> None:
         self._records.pop(key)
         self._singletons.pop(key, None)
         self._resolved.pop(key, None)
@@ -177,4 +248,4 @@ class FailureTracker:
             keys.discard(key)
             if not keys:
                 del self._by_aor[aor]
-        self.evicted += 1
+        self.evicted += evicted

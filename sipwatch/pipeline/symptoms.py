@@ -1,4 +1,4 @@
-"""Build the diagnosis input (``Symptom``) from what the log pipeline saw.
+"""Build the diagnosis input (``Symptom``) from what the pipeline saw.
 
 One place for this so ``replay`` and the daemon ask the rules exactly the same question.
 """
@@ -9,12 +9,16 @@ from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.ingest.sip import request_uri_host
 from sipwatch.pipeline.context import FailureContext
 from sipwatch.pipeline.failures import FailureRecord
+from sipwatch.pipeline.scanners import ScannerClassifier
+from sipwatch.sip_meaning import TIMEOUT
 
 
-def symptom_from_record(record: FailureRecord, context: FailureContext) -> Symptom:
+def symptom_from_record(
+    record: FailureRecord, context: FailureContext, scanners: ScannerClassifier
+) -> Symptom:
     """The Symptom of one failure group (user, domain, source IP, status)."""
     request_uri, auth_username = context.request_info(record.source_ip, record.user, record.domain)
-    status = 0 if record.status == "timeout" else record.status
+    status = 0 if record.status == TIMEOUT else record.status
     assert isinstance(status, int)
     return Symptom(
         user=record.user,
@@ -29,7 +33,9 @@ def symptom_from_record(record: FailureRecord, context: FailureContext) -> Sympt
         registrar_events=context.events_near(
             record.first_seen, record.last_seen, record.domain, record.status
         ),
-        distinct_users_from_ip=context.distinct_users_from(record.source_ip),
-        failures_from_ip=context.failures_from(record.source_ip),
+        distinct_users_from_ip=max(
+            scanners.distinct_users(record.source_ip), record.distinct_users
+        ),
+        failures_from_ip=scanners.rejections(record.source_ip),
         registered_before=context.registered_before(record.user, record.domain, record.first_seen),
     )

@@ -261,6 +261,11 @@ class FileSource:
     def __repr__(self) -> str:
         return f"FileSource({str(self.path)!r}, follow={self.follow})"
 
+    @property
+    def finite(self) -> bool:
+        """A file read once ends by itself (the daemon then finishes the pipeline)."""
+        return not self.follow
+
     async def chunks(self) -> AsyncGenerator[LogChunk, None]:
         """Yield whole-line chunks (and, in follow mode, idle signals) until EOF / cancelled."""
         if self.follow:

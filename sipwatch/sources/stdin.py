@@ -27,7 +27,7 @@ import stat
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from sipwatch.model import LogChunk, Stream
@@ -36,12 +36,30 @@ from sipwatch.sources.file import DEFAULT_MAX_LINE, DEFAULT_READ_SIZE, LineDecod
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
 
-__all__ = ["DEFAULT_HIGH_WATER", "StdinSource"]
+__all__ = ["DEFAULT_HIGH_WATER", "StdinSource", "iter_stdin_text"]
 
 # Bytes allowed to wait between the producer side (pipe transport / reader thread) and the
 # consumer before reading pauses.
 DEFAULT_HIGH_WATER = 4 << 20
 _THREAD_READ_SIZE = 64 << 10
+
+
+def iter_stdin_text(stream: BinaryIO | None = None) -> Iterator[str]:
+    """Whole-line text of stdin, read synchronously to EOF (``sipwatch replay -``).
+
+    Binary reads decoded leniently by the shared ``LineDecoder`` (CRLF kept, lines bounded),
+    so replay and the daemon see the same text for the same bytes.
+    """
+    buf = stream if stream is not None else sys.stdin.buffer
+    decoder = LineDecoder()
+    read = getattr(buf, "read1", buf.read)
+    while data := read(DEFAULT_READ_SIZE):
+        text = decoder.feed(data)
+        if text:
+            yield text
+    rest = decoder.flush()
+    if rest:
+        yield rest
 
 
 class StdinSource:
@@ -82,6 +100,8 @@ class StdinSource:
         self.bytes_read = 0
         self.split_lines = 0
         self.mode = ""
+
+    finite = True  # it ends at EOF
 
     def __repr__(self) -> str:
         return f"StdinSource(name={self.name!r})"

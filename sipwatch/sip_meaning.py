@@ -1,0 +1,98 @@
+"""What SIP answers and signals mean to sipwatch: the one place these facts are written down.
+
+Every stage asks the same questions of a REGISTER's outcome - is it a challenge, is it a
+failure, which key does it count under, was it sent by a known scanner - and the answers must
+never drift between the transaction tracker, the failure table, the metrics, the scanner
+classifier and the diagnosis.  So they are answered here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Answers that ask for credentials (RFC 3261 §22): part of a normal registration, not a
+#: failure, unless they come back to a request that already carried credentials.
+CHALLENGE_STATUSES: Final = frozenset({401, 407})
+
+#: The outcome key of a transaction that got no final answer within Timer F.
+TIMEOUT: Final = "timeout"
+
+#: RFC 3261 Timer F (64*T1): a non-INVITE client transaction gives up after 32 s.
+TIMER_F: Final = 32.0
+
+#: Answers to a REGISTER that say "your credentials or your identity are wrong".  Only these
+#: are evidence of guessing (a scanner); 5xx and timeouts are outages, never attack evidence.
+REJECTION_STATUSES: Final = frozenset({403, 404})
+
+#: X-Reason values produced by the jambonz registrar (sbc-sip-sidecar, digest-utils,
+#: drachtio-mw-registration-parser; see reference/jambonz-register.md), matched on a
+#: lower-case prefix because "detected potential spammer from <ip>:<port>" carries the peer.
+X_REASONS: Final[tuple[tuple[str, str], ...]] = (
+    ("unknown or invalid realm", "unknown_realm"),
+    ("invalid credentials", "invalid_credentials"),
+    ("account has been deactivated", "account_deactivated"),
+    ("invalid address of record", "invalid_aor"),
+    ("detected potential spammer", "potential_spammer"),
+    ("contact header is required", "contact_required"),
+    ("max devices registered", "max_devices"),
+)
+
+#: User-Agent fragments (lower case) of known SIP scanners and brute-forcers, and the tool
+#: each names (anchors §3.4: SIPVicious and friends announce themselves).  Matching a
+#: User-Agent only cuts noise - a determined attacker changes it - so it marks traffic as
+#: attack-shaped (never remediated, counted per source IP), it never bans anything.
+SCANNER_USER_AGENTS: Final[tuple[tuple[str, str], ...]] = (
+    ("friendly-scanner", "sipvicious"),
+    ("sipvicious", "sipvicious"),
+    ("sipcli", "sipcli"),
+    ("vaxsipuseragent", "vaxsip"),
+    ("sundayddr", "sundayddr"),
+    ("iwar", "iwar"),
+    ("sip-scan", "sip_scan"),
+    ("sivus", "sivus"),
+    ("smap", "smap"),
+    ("pplsip", "pplsip"),
+    ("sipptk", "sipptk"),
+    ("voip-scan", "voip_scan"),
+)
+
+
+def is_challenge(status: int) -> bool:
+    """A 401/407: the registrar asks for (new) credentials."""
+    return status in CHALLENGE_STATUSES
+
+
+def is_failure_status(status: int) -> bool:
+    """A final answer meaning "this device is not registered": 4xx-6xx except challenges.
+
+    400 and 402 count too: jambonz answers 400 to a REGISTER without Contact or expires,
+    which is just as much a broken device.
+    """
+    return status >= 400 and status not in CHALLENGE_STATUSES
+
+
+def status_key(status: int, timed_out: bool) -> int | str:
+    """What a failure groups and counts under: the status code, or ``"timeout"``."""
+    return TIMEOUT if timed_out else status
+
+
+def x_reason_id(x_reason: str) -> str | None:
+    """The jambonz X-Reason as a fixed identifier; "" for none, None when not a known one."""
+    text = x_reason.strip().lower()
+    if not text:
+        return ""
+    for prefix, ident in X_REASONS:
+        if text.startswith(prefix):
+            return ident
+    return None
+
+
+def scanner_tool(user_agent: str) -> str | None:
+    """The scanning tool a User-Agent announces, or None."""
+    if not user_agent:
+        return None
+    ua = user_agent.lower()
+    for needle, tool in SCANNER_USER_AGENTS:
+        if needle in ua:
+            return tool
+    return None
