@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sipwatch.sip_meaning import TIMEOUT
+
 
 class Stream(StrEnum):
     """Where a chunk of log text came from inside its source."""
@@ -121,9 +123,6 @@ class Side(StrEnum):
 
     INBOUND = "inbound"
     OUTBOUND = "outbound"
-
-
-TIMEOUT = "timeout"
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
+from sipwatch.sip_meaning import scanner_tool
 
 SRC = "drachtio"
 
@@ -200,7 +201,7 @@ def test_x_reason_label(header: str, label: str) -> None:
     ],
 )
 def test_scanner_tool(ua: str, tool: str | None) -> None:
-    assert m.scanner_tool(ua) == tool
+    assert scanner_tool(ua) == tool
 
 
 def test_clean_label_neutralises_hostile_text() -> None:

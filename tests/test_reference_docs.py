@@ -26,13 +26,12 @@ from sipwatch.metrics import (
     DIAGNOSIS_ERROR_KINDS,
     RECORD_KINDS,
     REMEDIATION_RESULTS,
-    SCANNER_USER_AGENTS,
-    X_REASONS,
     SipwatchMetrics,
     render_text,
 )
 from sipwatch.replay import replay_paths
 from sipwatch.report import to_json
+from sipwatch.sip_meaning import SCANNER_USER_AGENTS, X_REASONS
 from tools import reference_docs as rd
 from tools.synth import Device, challenge_header, sip_dump
 

@@ -64,6 +64,7 @@ from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.replay import ReplayResult, replay_paths, status_sort_key
 from sipwatch.replay_diagnosis import diagnose_replay
 from sipwatch.report import CauseMap, record_key
+from sipwatch.sip_meaning import SCANNER_USER_AGENTS, X_REASONS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_LOGS = ("examples/drachtio-sbc.log", "examples/sbc-sip-sidecar.log")
@@ -376,10 +377,10 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
     caps = LABEL_CAPS
     x_reasons = "; ".join(
         f"{_code(label)} (X-Reason starting with {_code(prefix)}, any case)"
-        for prefix, label in m.X_REASONS
+        for prefix, label in X_REASONS
     )
     needles: dict[str, list[str]] = {}
-    for needle, tool in m.SCANNER_USER_AGENTS:
+    for needle, tool in SCANNER_USER_AGENTS:
         needles.setdefault(tool, []).append(needle)
     scanners = "; ".join(
         f"{_code(tool)} (User-Agent containing {' or '.join(_code(n) for n in found)})"

@@ -50,6 +50,12 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
+from sipwatch.sip_meaning import (
+    TIMEOUT,
+    is_challenge,
+    scanner_tool,
+    x_reason_id,
+)
 
 if TYPE_CHECKING:
     from sipwatch.ingest.framing import LogParser
@@ -108,35 +114,11 @@ KNOWN_STATUS_CODES = frozenset(
         600, 603, 604, 606, 607, 608,
     }
 )  # fmt: skip
-STATUS_TIMEOUT = "timeout"
+STATUS_TIMEOUT = TIMEOUT
 STATUS_NONE = "none"
 STATUS_INVALID = "invalid"
 
-# X-Reason values produced by the jambonz registrar (sbc-sip-sidecar, digest-utils,
-# drachtio-mw-registration-parser); see reference/jambonz-register.md.  Matched on a prefix,
-# case-insensitively, because "detected potential spammer from <ip>:<port>" carries the peer.
-X_REASONS: tuple[tuple[str, str], ...] = (
-    ("unknown or invalid realm", "unknown_realm"),
-    ("invalid credentials", "invalid_credentials"),
-    ("account has been deactivated", "account_deactivated"),
-    ("invalid address of record", "invalid_aor"),
-    ("detected potential spammer", "potential_spammer"),
-    ("contact header is required", "contact_required"),
-    ("max devices registered", "max_devices"),
-)
 X_REASON_NONE = "none"
-
-# SIPVicious and friends announce themselves (anchors 3.4).  Matching by User-Agent only cuts
-# noise (a determined attacker changes it), so this feeds a counter, not a block decision.
-SCANNER_USER_AGENTS: tuple[tuple[str, str], ...] = (
-    ("friendly-scanner", "sipvicious"),
-    ("sipvicious", "sipvicious"),
-    ("sipcli", "sipcli"),
-    ("vaxsipuseragent", "vaxsip"),
-    ("sundayddr", "sundayddr"),
-    ("iwar", "iwar"),
-    ("sip-scan", "sip_scan"),
-)
 
 SIP_METHODS = frozenset(
     {
@@ -201,25 +183,11 @@ def status_label(status: int | str) -> str:
 
 
 def x_reason_label(x_reason: str) -> str:
-    """Map a jambonz X-Reason header to a fixed identifier (``other`` when unknown)."""
-    text = x_reason.strip().lower()
-    if not text:
-        return X_REASON_NONE
-    for prefix, label in X_REASONS:
-        if text.startswith(prefix):
-            return label
-    return OTHER
-
-
-def scanner_tool(user_agent: str) -> str | None:
-    """Name of the scanning tool a User-Agent announces, or None."""
-    ua = user_agent.lower()
-    if not ua:
-        return None
-    for needle, tool in SCANNER_USER_AGENTS:
-        if needle in ua:
-            return tool
-    return None
+    """A jambonz X-Reason header as a fixed label (``none``; ``other`` when unknown)."""
+    ident = x_reason_id(x_reason)
+    if ident is None:
+        return OTHER
+    return ident or X_REASON_NONE
 
 
 def user_label(user: str, domain: str) -> str:
@@ -244,7 +212,7 @@ def transaction_status(tx: RegisterTransaction) -> str:
 def _latency_result(status: int) -> str:
     if 200 <= status < 300:
         return "success"
-    if status in (401, 407):
+    if is_challenge(status):
         return "challenge"
     return "failure"
 
