@@ -19,7 +19,7 @@ from sipwatch.config import parse_config
 from sipwatch.daemon import Daemon
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.core import PipelineSettings
-from sipwatch.replay import replay_paths
+from sipwatch.replay.driver import replay_paths
 from sipwatch.sources.file import FileSource
 from tools.synth import Device, Scenario
 

@@ -29,8 +29,8 @@ from sipwatch.metrics import (
     SipwatchMetrics,
     render_text,
 )
-from sipwatch.replay import replay_paths
-from sipwatch.report import to_json
+from sipwatch.replay.driver import replay_paths
+from sipwatch.replay.report import to_json
 from sipwatch.sip_meaning import SCANNER_USER_AGENTS, X_REASONS
 from tools import reference_docs as rd
 from tools.synth import Device, challenge_header, sip_dump

@@ -61,9 +61,9 @@ from sipwatch.model import (
 )
 from sipwatch.pipeline.core import PipelineSettings
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
-from sipwatch.replay import ReplayResult, replay_paths, status_sort_key
-from sipwatch.replay_diagnosis import diagnose_replay
-from sipwatch.report import CauseMap, record_key
+from sipwatch.replay.diagnosis import diagnose_replay
+from sipwatch.replay.driver import ReplayResult, replay_paths, status_sort_key
+from sipwatch.replay.report import CauseMap, record_key
 from sipwatch.sip_meaning import SCANNER_USER_AGENTS, X_REASONS
 
 ROOT = Path(__file__).resolve().parents[1]

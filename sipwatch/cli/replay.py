@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from sipwatch.cli.exit_codes import ExitCode, help_epilog
 from sipwatch.metrics import SipwatchMetrics, render_text
-from sipwatch.replay import replay_paths
-from sipwatch.report import render_json
-from sipwatch.report import render_text as render_report
+from sipwatch.replay.driver import replay_paths
+from sipwatch.replay.report import render_json
+from sipwatch.replay.report import render_text as render_report
 
 if TYPE_CHECKING:
     from sipwatch.cli.main import SubParsers
@@ -99,7 +99,7 @@ def run_replay(args: argparse.Namespace) -> ExitCode:
     causes = None
     code = ExitCode.OK
     if not args.no_diagnose:
-        from sipwatch.replay_diagnosis import diagnose_replay
+        from sipwatch.replay.diagnosis import diagnose_replay
 
         causes, problem = diagnose_replay(
             res, config=config, db_url=args.db_url, redis_url=args.redis_url

@@ -12,7 +12,7 @@
 
 The observers are a plain list, like structlog's processors: the failure table, the context
 diagnosis reads, and whatever the driver adds (metrics, replay counters, the daemon's
-diagnosis hand-off).  ``sipwatch.replay`` drives the pipeline synchronously over files;
+diagnosis hand-off).  ``sipwatch.replay.driver`` drives the pipeline synchronously over files;
 ``sipwatch.daemon`` drives the very same object from asyncio queues - as fail2ban's offline
 ``fail2ban-regex`` runs the daemon's own ``Filter`` - so the two can never disagree about
 what a log says (a parity test holds them to it).

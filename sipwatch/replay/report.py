@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sipwatch.pipeline.failures import FailureRecord
-from sipwatch.replay import ReplayResult, status_sort_key
+from sipwatch.replay.driver import ReplayResult, status_sort_key
 
 # A failure's causes, keyed like FailureRecord: (side, user, domain, source_ip, status)
 CauseKey = tuple[str, str, str, str, int | str]

@@ -15,8 +15,8 @@ from typing import Any
 from sipwatch.config import Config
 from sipwatch.diagnosis.db import DbError
 from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime, settings_from_config
-from sipwatch.replay import ReplayResult
-from sipwatch.report import CauseMap, record_key
+from sipwatch.replay.driver import ReplayResult
+from sipwatch.replay.report import CauseMap, record_key
 
 MAX_DIAGNOSED = 500  # failure groups diagnosed per replay, most frequent first
 

@@ -62,7 +62,7 @@ class ReplayStats:
 
 @dataclass
 class ReplayResult:
-    """Everything a replay learned; rendered by ``sipwatch.report``."""
+    """Everything a replay learned; rendered by ``sipwatch.replay.report``."""
 
     inputs: list[str]
     pipeline: Pipeline
