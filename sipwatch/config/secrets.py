@@ -85,16 +85,39 @@ def quiet_apprise() -> Iterator[None]:
         logger.disabled = previous
 
 
+# apprise URL parameters that carry arbitrary values into the request: ``?+Header=``,
+# ``?-query=`` and ``?:payload=``.  Any of them can hold a token (``+Authorization=Bearer ...``).
+_APPRISE_PASSTHROUGH = ("+", "-", ":")
+# Generic webhook schemes: their path is the customer's endpoint, often with a token in it.
+_WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+
+
 def mask_apprise_url(url: str) -> str:
-    """apprise's own privacy form (``slack://T...2/A...D/...``), or a full mask if it cannot
-    parse the URL."""
+    """apprise's own privacy form (``slack://T...2/A...D/...``), plus what it leaves readable:
+    header, query and payload pass-through values and generic webhook paths are masked too.
+    A full mask if apprise cannot parse the URL."""
     import apprise
 
     with quiet_apprise():
         plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         return MASK
-    return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+    private = str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+    try:
+        parts = urlsplit(private)
+    except ValueError:
+        return MASK
+    path = parts.path
+    if parts.scheme.lower() in _WEBHOOK_SCHEMES and path.strip("/"):
+        path = "/" + MASK
+    query = urlencode(
+        [
+            (k, MASK if k[:1] in _APPRISE_PASSTHROUGH or _SECRET_QUERY_KEYS.search(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*/:,",
+    )
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
 def mask_value(value: Any, kind: str) -> str:
