@@ -32,6 +32,7 @@ LOG_LEVELS: Mapping[str, int] = {
     "critical": logging.CRITICAL,
 }
 REDACTED = "[REDACTED]"
+_CONSOLE_VALUE_MAX = 4096  # a console line stays readable; JSON keeps the (bounded) value
 _HANDLER_NAME = "sipwatch"
 
 # Keys whose values are secrets whatever they look like.  Matched as substrings of the
@@ -124,6 +125,24 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     return event_dict
 
 
+def escape_for_terminal(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor for the console renderer: log values carry usernames and
+    User-Agents from the internet, and a raw ESC, BEL or bidi override in one would retitle
+    or repaint the operator's terminal.  Control characters become visible escapes; only a
+    traceback keeps its line breaks."""
+    from sipwatch.diagnosis.text import display_text
+
+    for key, value in list(event_dict.items()):
+        if isinstance(value, str):
+            if key == "exception":
+                event_dict[key] = "\n".join(
+                    display_text(line, _CONSOLE_VALUE_MAX) for line in value.split("\n")
+                )
+            else:
+                event_dict[key] = display_text(value, _CONSOLE_VALUE_MAX)
+    return event_dict
+
+
 def _drop_formatter_artifacts(
     _logger: WrappedLogger, _method: str, event_dict: EventDict
 ) -> EventDict:
@@ -191,6 +210,8 @@ def configure(
         )
         renderer = structlog.processors.JSONRenderer()
     tail: list[Processor] = [exceptions, redact_secrets, renderer]
+    if console:
+        tail.insert(-1, escape_for_terminal)
 
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), *tail],

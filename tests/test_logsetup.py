@@ -175,6 +175,21 @@ def test_console_tracebacks_are_scrubbed_too() -> None:
     assert "hunter2" not in output
 
 
+def test_console_escapes_terminal_control_from_log_text() -> None:
+    """A username is internet text: an OSC title sequence, a screen clear or a bidi override
+    in it must reach the terminal as visible escapes, not as control."""
+    buf = io.StringIO()
+    configure("info", "console", buf, cache=False)
+    hostile = "bob\x1b]0;owned\x07\x1b[2J\u202eevil\r\nfake line"
+    structlog.get_logger().warning("registration failed", user=hostile)
+    logging.getLogger("aiohttp").warning("peer said %s", hostile)
+    output = buf.getvalue()
+    assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
+    assert "\r" not in output
+    assert output.count("\n") == 2  # one line per event: no forged line
+    assert "bob\\x1b]0;owned\\x07" in output and "\\u202eevil" in output
+
+
 def test_stdlib_loggers_share_the_output_and_the_redaction() -> None:
     buf = io.StringIO()
     configure("info", "json", buf, cache=False)
