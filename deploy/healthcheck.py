@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
-DEFAULT_LISTEN = "0.0.0.0:9466"
+DEFAULT_LISTEN = "127.0.0.1:9466"
 TIMEOUT_SECONDS = 4.0
 _WILDCARDS = {"", "0.0.0.0", "*"}  # noqa: S104 - names a wildcard, binds nothing
 _V6_WILDCARDS = {"::", "[::]"}

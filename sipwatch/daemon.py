@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -43,6 +44,16 @@ CHUNK_QUEUE = 256  # chunks of up to ~128 KiB (files) or a few KiB (Docker)
 # Queued after the last item of finite input (files read once, stdin): finish the pipeline.
 END_OF_INPUT = LogChunk("", Stream.TEXT, "")
 TICK = 1.0
+
+
+class ListenError(Exception):
+    """The HTTP address cannot be bound (in use, not local, no permission): a configuration
+    problem the operator fixes, reported in one line with the address."""
+
+    def __init__(self, listen: str, error: OSError) -> None:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        super().__init__(f"cannot listen on {listen}: {reason.lower()}")
+        self.listen = listen
 
 
 class FailureSink(Protocol):
@@ -106,7 +117,9 @@ class Daemon:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
-        from sipwatch.web import make_app, start_http
+        from sipwatch.web.app import make_app
+        from sipwatch.web.auth import load_web_config
+        from sipwatch.web.server import start_http
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,9 +129,28 @@ class Daemon:
         self._build_sinks()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # after the first build
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        app = make_app(self.metrics, self.pipeline.failures, self.readiness)
-        host, port = self.config.metrics.host, self.config.metrics.port
-        runner = await start_http(app, host, port)
+        http = self.config.metrics
+        web_config = load_web_config(http.web_config_file) if http.web_config_file else None
+        app = make_app(
+            self.metrics,
+            self.pipeline.failures,
+            self.readiness,
+            users=web_config.users if web_config else None,
+        )
+        host, port = http.host, http.port
+        try:
+            runner = await start_http(
+                app,
+                host,
+                port,
+                max_connections=http.max_connections,
+                idle_timeout=http.idle_timeout_seconds,
+                ssl_context=web_config.ssl_context if web_config else None,
+                on_refused=lambda: self.metrics.observe_queue_drop("http_connections"),
+            )
+        except OSError as exc:
+            await self._close_sinks(1.0)
+            raise ListenError(http.listen, exc) from None
         addresses = runner.addresses
         if addresses:
             self.http_address = (str(addresses[0][0]), int(addresses[0][1]))

@@ -66,8 +66,8 @@ def test_no_file_at_all_is_a_valid_configuration() -> None:
     assert config.sources.docker.drachtio_services == ("drachtio-sbc",)
     assert config.sources.docker.registrar_services == ("registrar", "sbc-sip-sidecar")
     assert config.sources.docker.tail == "0"
-    assert config.metrics.listen == "0.0.0.0:9466"
-    assert (config.metrics.host, config.metrics.port) == ("0.0.0.0", 9466)
+    assert config.metrics.listen == "127.0.0.1:9466"  # loopback unless asked: the API names users
+    assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9466)
     assert config.sip.timer_f_seconds == 32.0
     assert config.database.url is None and config.database.target() is None
     assert config.remediation.mode == "off"
@@ -840,6 +840,9 @@ def test_example_blocks_are_valid_when_uncommented(tmp_path: Path) -> None:
     # keys and their *_file alternatives are exclusive: keep the inline form
     text = re.sub(r"^(url_file|encryption_secret_file) = .*$", "", text, flags=re.M)
     text = text.replace('rules_dir = "/etc/sipwatch/rules"', f'rules_dir = "{tmp_path}"')
+    web_config = tmp_path / "web-config.yml"
+    web_config.write_text("basic_auth_users:\n  prometheus: $2b$04$" + "a" * 53 + "\n")
+    text = text.replace('"/etc/sipwatch/web-config.yml"', f'"{web_config}"')
     config = parse_config(text, source="uncommented.toml", environ={})
     assert config.database.url is not None
     assert [t.name for t in config.alerts.targets] == ["oncall-slack"]
@@ -878,7 +881,7 @@ def test_check_config_ok_subprocess(tmp_path: Path) -> None:
     result = run_check([str(path)], env)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith(f"config OK: {path} (listening on 0.0.0.0:9466, database configured")
+    assert first.startswith(f"config OK: {path} (listening on 127.0.0.1:9466, database configured")
     assert "1 alert target(s), remediation off" in first
     assert 'logging.level = "debug"    # environment variable SIPWATCH_LOG_LEVEL' in result.stdout
     assert "warning: jambonz.encryption_secret is not set" in result.stderr

@@ -30,15 +30,16 @@ from asyncmy.errors import OperationalError, ProgrammingError
 
 from sipwatch.config import (
     DEFAULT_CONFIG_PATHS,
-    DEFAULT_LISTEN,
     GENERIC_ENV_PREFIX,
     env_aliases,
     load_config,
 )
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureTracker
-from sipwatch.web import make_app, start_http
+from sipwatch.web.app import make_app
+from sipwatch.web.server import start_http
 
+CONTAINER_LISTEN = "0.0.0.0:9466"
 ROOT = Path(__file__).resolve().parent.parent
 LINT = ROOT / ".ci" / "deploy-lint.sh"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -267,7 +268,9 @@ def test_dockerfile_runtime_contract() -> None:
     assert by_kw["CMD"] == ['["run"]']
     env = " ".join(by_kw["ENV"])
     assert "PYTHONUNBUFFERED=1" in env
-    assert f"SIPWATCH_LISTEN={DEFAULT_LISTEN}" in env
+    # the image is reached through a published port: it listens on all of its interfaces,
+    # and the compose file publishes the port on the host's loopback (DEFAULT_LISTEN's host)
+    assert f"SIPWATCH_LISTEN={CONTAINER_LISTEN}" in env
     assert '"/opt/sipwatch/bin:${PATH}"' in env
     (health,) = by_kw["HEALTHCHECK"]
     assert '"/opt/sipwatch/healthcheck.py"' in health and "--interval=" in health
@@ -515,7 +518,7 @@ def test_container_config_loads_with_the_compose_environment(
     for key, value in list(environ.items()):
         if value.startswith("/run/secrets/"):
             environ[key] = str(tmp_path / value.removeprefix("/run/secrets/"))
-    environ["SIPWATCH_LISTEN"] = DEFAULT_LISTEN  # from the image's ENV
+    environ["SIPWATCH_LISTEN"] = CONTAINER_LISTEN  # from the image's ENV
     config = load_config(CONTAINER_TOML, environ=environ)
     assert config.database.url is not None
     assert config.database.url.reveal() == values["sipwatch_db_url"]

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipwatch.metrics import USER_FAILURES, SipwatchMetrics
 from sipwatch.model import AttemptOutcome
 from sipwatch.pipeline.failures import FailureTracker
-from sipwatch.web import MAX_LIMIT, make_app, start_http
+from sipwatch.web.app import MAX_LIMIT, make_app
+from sipwatch.web.server import start_http
 from tests.test_metrics import FakeClock, attempt, transaction
 
 T0 = 1767268800.0

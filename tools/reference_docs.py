@@ -6,7 +6,7 @@ from what the code actually does:
 
 * ``docs/metrics.md``: every family a ``SipwatchMetrics`` exposes after replaying the bundled
   example (plus the daemon-only paths), with the bounded label vocabularies defined in
-  ``sipwatch.metrics``, the cardinality bounds and the HTTP endpoints of ``sipwatch.web``;
+  ``sipwatch.metrics``, the cardinality bounds and the HTTP endpoints of ``sipwatch.web.app``;
 * ``docs/rules.md``: every rule of ``load_rules(default_rules_dir())``;
 * ``docs/overview.svg``: the Grafana overview dashboard as it looks for the bundled example,
   drawn as plain SVG from a replay and a log-only diagnosis.
@@ -527,7 +527,7 @@ _ENDPOINTS = {
 
 
 def _endpoint_rows(metrics: m.SipwatchMetrics) -> list[str]:
-    from sipwatch import web
+    from sipwatch.web import app as web
 
     app = web.make_app(metrics, FailureTracker(), metrics.source_status)
     rows: list[str] = []

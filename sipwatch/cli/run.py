@@ -39,7 +39,7 @@ def register(sub: SubParsers) -> None:
         import sys
 
         from sipwatch.config import ConfigError, load_config
-        from sipwatch.daemon import run_daemon
+        from sipwatch.daemon import ListenError, run_daemon
         from sipwatch.logsetup import configure
 
         try:
@@ -50,6 +50,9 @@ def register(sub: SubParsers) -> None:
         configure(config.logging.level, config.logging.format)
         try:
             return asyncio.run(run_daemon(config, config_path=args.config))
+        except ListenError as exc:
+            print(f"sipwatch run: {exc} (set SIPWATCH_LISTEN or metrics.listen)", file=sys.stderr)
+            return ExitCode.USAGE
         except KeyboardInterrupt:
             return ExitCode.INTERRUPTED
 

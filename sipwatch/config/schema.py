@@ -55,8 +55,10 @@ CONFIG_PATH_ENV = "SIPWATCH_CONFIG"
 GENERIC_ENV_PREFIX = "SIPWATCH__"
 #: Port 9466 is in the Prometheus exporter range (9100-9999, fully allocated on the
 #: Prometheus wiki since 2023, so no number there is guaranteed unique) and is not used by any
-#: jambonz component (drachtio 9022, HEP 9060, Homer 9080, node-exporter 9100).
-DEFAULT_LISTEN = "0.0.0.0:9466"
+#: jambonz component (drachtio 9022, HEP 9060, Homer 9080, node-exporter 9100).  Loopback by
+#: default: /api/failures serves usernames, IPs and User-Agents, so exposing it is a choice
+#: (the container image sets SIPWATCH_LISTEN=0.0.0.0:9466 and publishes the port on loopback).
+DEFAULT_LISTEN = "127.0.0.1:9466"
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
@@ -300,6 +302,16 @@ def _check_name(value: str) -> str:
 
 def _check_target_name(value: str) -> str:
     return _check_name(value) if value else value
+
+
+def _check_web_config(value: str) -> str:
+    from sipwatch.web.auth import WebConfigError, load_web_config
+
+    try:
+        load_web_config(value)
+    except WebConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 def _check_dir(value: str) -> str:
@@ -589,6 +601,29 @@ class MetricsConfig:
         900.0,
         doc="Drop a per-user/per-IP series after this long without new events.",
         minimum=10,
+    )
+    web_config_file: str | None = setting(
+        None,
+        doc="TLS and basic authentication for the HTTP endpoints, in the format of the "
+        "Prometheus exporter-toolkit web configuration file (tls_server_config, "
+        "basic_auth_users with bcrypt hashes).  /healthz and /readyz stay open for probes.",
+        env="SIPWATCH_WEB_CONFIG_FILE",
+        check=_check_web_config,
+        example='"/etc/sipwatch/web-config.yml"',
+    )
+    max_connections: int = setting(
+        64,
+        doc="Most open HTTP connections; more are answered 503 and closed, so a flood of "
+        "idle connections cannot use up sipwatch's file descriptors.",
+        minimum=4,
+        maximum=10_000,
+    )
+    idle_timeout_seconds: float = setting(
+        10.0,
+        doc="Close an HTTP connection that has not sent a complete request (or idles between "
+        "requests) for this long.",
+        positive=True,
+        maximum=300,
     )
 
     @property

@@ -1,5 +1,7 @@
 """The HTTP face of the daemon: metrics, health, readiness and the current failures.
 
+(How it is served - connection cap, timeouts, TLS - is ``sipwatch.web.server``.)
+
 It runs on the pipeline's asyncio loop (aiohttp), so a scrape reads the same objects the
 pipeline updates without threads or locks.  Routes:
 
@@ -15,14 +17,16 @@ Everything in ``/api/failures`` is attacker-controlled text; it is only ever emi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureTracker
+from sipwatch.web.auth import basic_auth_middleware
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -44,9 +48,14 @@ def make_app(
     metrics: SipwatchMetrics,
     failures: FailureTracker,
     readiness: Callable[[], dict[str, bool]],
+    *,
+    users: Mapping[str, bytes] | None = None,
 ) -> web.Application:
-    """Build the aiohttp application (not started; see ``start_http``)."""
-    app = web.Application()
+    """Build the aiohttp application (not started; see ``sipwatch.web.server.start_http``).
+
+    ``users`` (user -> bcrypt hash) turns on basic authentication (``sipwatch.web.auth``)."""
+    middlewares: list[Middleware] = [basic_auth_middleware(users)] if users else []
+    app = web.Application(middlewares=middlewares)
     app[METRICS_KEY] = metrics
     app[FAILURES_KEY] = failures
     app[READINESS_KEY] = readiness
@@ -99,16 +108,3 @@ async def _failures(request: web.Request) -> web.Response:
             "failures": [r.to_dict() for r in open_records[:limit]],
         }
     )
-
-
-async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve ``app`` on host:port; ``runner.addresses`` gives the bound address (port 0)."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
