@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from sipwatch.config import Config, RegistrarFlavour, load_config
+from sipwatch.health import SipActivity, SourceState, source_states
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import LogChunk, SourceItem, Stream
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
@@ -64,14 +65,14 @@ class FailureSink(Protocol):
     def on_recovered(self, user: str, domain: str, source_ip: str, at: float) -> None: ...
 
 
-def build_sources(config: Config, metrics: SipwatchMetrics) -> list[tuple[str, LogSource]]:
+def build_sources(
+    config: Config, metrics: SipwatchMetrics, on_status: Callable[[str, bool], None]
+) -> list[tuple[str, LogSource]]:
     """The configured sources as (name, source) pairs (see ``sipwatch.sources``)."""
     from sipwatch.sources import SourceContext
     from sipwatch.sources import build_sources as build
 
-    return build(
-        SourceContext(config=config, on_status=metrics.set_source_up, registry=metrics.registry)
-    )
+    return build(SourceContext(config=config, on_status=on_status, registry=metrics.registry))
 
 
 class Daemon:
@@ -93,9 +94,14 @@ class Daemon:
             top_n=config.metrics.top_n, series_ttl=config.metrics.series_ttl_seconds
         )
         self.handoff = DiagnosisHandoff(on_drop=self.metrics.observe_queue_drop)
+        self.activity = SipActivity()
         self.pipeline = Pipeline(
-            PipelineSettings.from_config(config), observers=(self.metrics, self.handoff)
+            PipelineSettings.from_config(config),
+            observers=(self.metrics, self.handoff, self.activity),
         )
+        self._reported: dict[str, bool] = {}  # what sources said about themselves
+        self._source_list: list[tuple[str, LogSource]] = []
+        self.source_states: dict[str, SourceState] = {}
         self.log_now_at = time.monotonic()  # wall clock when pipeline.log_now last moved
         self._log_now_seen = 0.0
         self._sources = sources
@@ -157,8 +163,11 @@ class Daemon:
         log.info("sipwatch started", listen=f"{host}:{self.http_address and self.http_address[1]}")
 
         sources = (
-            self._sources if self._sources is not None else build_sources(self.config, self.metrics)
+            self._sources
+            if self._sources is not None
+            else build_sources(self.config, self.metrics, self._on_source_status)
         )
+        self._source_list = list(sources)
         if not sources:
             log.warning("no log sources configured")
         source_tasks = [
@@ -192,10 +201,36 @@ class Daemon:
         log.info("sipwatch stopped")
         return 0
 
-    def readiness(self) -> dict[str, bool]:
+    def _on_source_status(self, name: str, up: bool) -> None:
+        """A source's own report (the Docker source per compose service)."""
+        self._reported[name] = up
+        self._evaluate_sources()
+
+    def _evaluate_sources(self) -> None:
+        """Recompute every source's state (reports, ``health()``, silence) and publish it."""
+        sources = self.config.sources
+        silent = (
+            self.activity.silent(
+                silence_after=sources.silence_seconds,
+                busy_per_minute=sources.busy_messages_per_minute,
+            )
+            if sources.silence_seconds > 0
+            else {}
+        )
+        states = source_states(self._source_list, self._reported, silent)
+        for name, state in states.items():
+            if self.source_states.get(name) != state:
+                if not state.up:
+                    log.warning("log source down", source=name, reason=state.reason or None)
+                elif name in self.source_states:
+                    log.info("log source up", source=name)
+            self.metrics.set_source_up(name, state.up)
+        self.source_states = states
+
+    def readiness(self) -> dict[str, SourceState]:
         """Sources for /readyz.  Docker services are alternatives per role: a deployment runs
         either `registrar` (legacy) or `sbc-sip-sidecar`, so the role is up if one of them is."""
-        status = self.metrics.source_status()
+        status = dict(self.source_states)
         docker = self.config.sources.docker
         if not docker.enabled:
             return status
@@ -208,7 +243,15 @@ class Daemon:
             for n in names:
                 out.pop(n, None)
             if names:
-                out[f"docker:{role}"] = any(seen)
+                up = [s for s in seen if s.up]
+                out[f"docker:{role}"] = (
+                    up[0]
+                    if up
+                    else next(
+                        (s for s in seen if s.reason),
+                        SourceState(False, f"no running container of {', '.join(names)}"),
+                    )
+                )
         return out
 
     async def _detect_registrar_flavour(self) -> None:
@@ -323,7 +366,7 @@ class Daemon:
         try:
             while True:
                 if not reports_itself:  # Docker sources report per container
-                    self.metrics.set_source_up(name, True)
+                    self._on_source_status(name, True)
                 try:
                     async for chunk in source.chunks():
                         backoff = 1.0
@@ -334,12 +377,12 @@ class Daemon:
                     log.error(
                         "log source failed; retrying", source=name, error=str(exc), retry_in=backoff
                     )
-                    self.metrics.set_source_up(name, False)
+                    self._on_source_status(name, False)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 if not reports_itself:
-                    self.metrics.set_source_up(name, False)  # a one-shot source (stdin) ended
+                    self._on_source_status(name, False)  # a one-shot source (stdin) ended
                 if self._live_sources == 1 and self._finite_inputs:
                     # the last of the input was read (`journalctl ... | sipwatch run` hit EOF):
                     # what is still open will never be answered in this log, as in replay
@@ -389,6 +432,7 @@ class Daemon:
         metrics.observe_queue("diagnosis", self.handoff.depth(), self.handoff.capacity)
         metrics.observe_queue("parse", self.chunks.qsize(), self.chunks.maxsize)
         metrics.expire()
+        self._evaluate_sources()
 
     async def _tick_loop(self) -> None:
         while True:

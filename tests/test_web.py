@@ -97,7 +97,7 @@ async def test_readyz_reports_sources(server: Server) -> None:
     assert body == {
         "ready": False,
         "sources": {"drachtio": True, "registrar": False},
-        "down": ["registrar"],
+        "down": {"registrar": "down"},
     }
 
     server.sources["registrar"] = True

@@ -546,6 +546,21 @@ class SourcesConfig:
         positive=True,
         maximum=60,
     )
+    silence_seconds: float = setting(
+        300.0,
+        doc="A log stream that carried SIP steadily and then nothing for this long counts as "
+        "down (sipwatch_source_up 0, /readyz 503): a busy SBC's drachtio log does not go "
+        "quiet.  0 turns the check off.",
+        minimum=0,
+        maximum=86_400,
+    )
+    busy_messages_per_minute: float = setting(
+        6.0,
+        doc='What "steadily" means for silence_seconds: the stream\'s SIP messages per minute, '
+        "averaged over the 10 minutes before it went quiet.",
+        positive=True,
+        maximum=1_000_000,
+    )
     docker: DockerSourceConfig = setting(doc="See [sources.docker].", factory=DockerSourceConfig)
     files: tuple[FileSourceConfig, ...] = setting(
         (), doc="Log files to read ([[sources.files]] tables)."

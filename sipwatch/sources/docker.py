@@ -206,10 +206,15 @@ class DockerLogSource:
     is called when a service gains or loses its last live log stream, and once with
     ``False`` for services that have no running container at start.
 
+    It reports every service's state itself (``on_status``), so the daemon does not report
+    the source as a whole (``reports_status``).
+
     ``LogChunk.source`` is the service name; further replicas of a scaled service get
     ``<service>-<n>`` (their container number) so that two containers never share one
     framing channel.  A TTY container delivers everything as ``Stream.STDOUT``.
     """
+
+    reports_status = True
 
     def __init__(
         self,

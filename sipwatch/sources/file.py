@@ -19,7 +19,8 @@ import contextlib
 import gzip
 import io
 import os
-from collections.abc import AsyncGenerator, Iterator
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,10 @@ FOLLOW_READ_SIZE = 64 << 10
 # a cap, a writer that never emits "\n" would make us buffer the whole file.  drachtio caps
 # its own lines at 8 KiB, so 1 MiB only ever bites on garbage.
 DEFAULT_MAX_LINE = 1 << 20
+
+# A followed path may be missing this long during a rotation before the source counts as down
+# (logrotate's rename + create, or a writer that reopens on its next line).
+ROTATION_GRACE = 30.0
 
 # gzip magic + CM=8 (deflate, the only method).  A text log never starts with these bytes.
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -257,6 +262,7 @@ class FileSource:
         self.split_lines = 0
         self.last_error: str | None = None
         self.following = False
+        self._missing_since: float | None = None
 
     def __repr__(self) -> str:
         return f"FileSource({str(self.path)!r}, follow={self.follow})"
@@ -265,6 +271,26 @@ class FileSource:
     def finite(self) -> bool:
         """A file read once ends by itself (the daemon then finishes the pipeline)."""
         return not self.follow
+
+    def health(self, clock: Callable[[], float] = time.monotonic) -> tuple[bool, str]:
+        """(up, reason) for ``/readyz``: a followed file is up while its path exists and is
+        open.  A path gone longer than ``ROTATION_GRACE`` (renamed or deleted and not
+        recreated) is down even though the old descriptor still reads: nothing will ever be
+        written to that name again until someone recreates it."""
+        if not self.follow:
+            return True, ""
+        if not self.following and self.last_error is not None:  # tried, and it is not there
+            return False, f"waiting for the file ({self.last_error})"
+        now = clock()
+        if self.path.exists():
+            self._missing_since = None
+            return True, ""
+        if self._missing_since is None:
+            self._missing_since = now
+        gone = now - self._missing_since
+        if gone < ROTATION_GRACE:
+            return True, ""
+        return False, f"the path has been gone for {int(gone)} s (rotated away, not recreated)"
 
     async def chunks(self) -> AsyncGenerator[LogChunk, None]:
         """Yield whole-line chunks (and, in follow mode, idle signals) until EOF / cancelled."""

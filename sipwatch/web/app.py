@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from sipwatch.health import SourceState
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.auth import basic_auth_middleware
@@ -33,7 +34,9 @@ MAX_LIMIT = 1000
 
 METRICS_KEY = web.AppKey("sipwatch_metrics", SipwatchMetrics)
 FAILURES_KEY = web.AppKey("sipwatch_failures", FailureTracker)
-READINESS_KEY: web.AppKey[Callable[[], dict[str, bool]]] = web.AppKey("sipwatch_readiness")
+Readiness = Callable[[], Mapping[str, "bool | SourceState"]]
+DETAILS_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("sipwatch_details")
+READINESS_KEY: web.AppKey[Readiness] = web.AppKey("sipwatch_readiness")
 
 _JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
@@ -47,9 +50,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
 def make_app(
     metrics: SipwatchMetrics,
     failures: FailureTracker,
-    readiness: Callable[[], dict[str, bool]],
+    readiness: Readiness,
     *,
     users: Mapping[str, bytes] | None = None,
+    details: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """Build the aiohttp application (not started; see ``sipwatch.web.server.start_http``).
 
@@ -59,6 +63,7 @@ def make_app(
     app[METRICS_KEY] = metrics
     app[FAILURES_KEY] = failures
     app[READINESS_KEY] = readiness
+    app[DETAILS_KEY] = details or dict
     exposition = make_aiohttp_handler(metrics.registry)
 
     async def metrics_handler(request: web.Request) -> web.StreamResponse:
@@ -78,14 +83,24 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    sources = request.app[READINESS_KEY]()
-    down = sorted(name for name, up in sources.items() if not up)
-    ready = bool(sources) and not down
-    body: dict[str, Any] = {"ready": ready, "sources": dict(sorted(sources.items()))}
+    """Ready while every log source delivers (503 names the ones that do not, and why).
+    Dependencies (database, Redis, the secret) are reported as detail: losing them degrades
+    the causes, not the counting, so they do not take the metrics out of service."""
+    states = {
+        name: state if isinstance(state, SourceState) else SourceState(bool(state))
+        for name, state in request.app[READINESS_KEY]().items()
+    }
+    down = sorted(name for name, state in states.items() if not state.up)
+    ready = bool(states) and not down
+    body: dict[str, Any] = {
+        "ready": ready,
+        "sources": {name: states[name].up for name in sorted(states)},
+    }
     if down:
-        body["down"] = down
-    if not sources:
+        body["down"] = {name: states[name].reason or "down" for name in down}
+    if not states:
         body["reason"] = "no sources registered"
+    body.update(request.app[DETAILS_KEY]())
     return _json(body, status=200 if ready else 503)
 
 
