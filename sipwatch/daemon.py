@@ -100,6 +100,7 @@ class Daemon:
             observers=(self.metrics, self.handoff, self.activity),
         )
         self._reported: dict[str, bool] = {}  # what sources said about themselves
+        self._ended: set[str] = set()  # one-shot sources that reached their end
         self._source_list: list[tuple[str, LogSource]] = []
         self.source_states: dict[str, SourceState] = {}
         self.log_now_at = time.monotonic()  # wall clock when pipeline.log_now last moved
@@ -218,6 +219,8 @@ class Daemon:
             else {}
         )
         states = source_states(self._source_list, self._reported, silent)
+        for name in self._ended:
+            states[name] = SourceState(False, "input ended")
         for name, state in states.items():
             if self.source_states.get(name) != state:
                 if not state.up:
@@ -382,7 +385,8 @@ class Daemon:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 if not reports_itself:
-                    self._on_source_status(name, False)  # a one-shot source (stdin) ended
+                    self._ended.add(name)  # a one-shot source (stdin, a file read once) ended
+                    self._on_source_status(name, False)
                 if self._live_sources == 1 and self._finite_inputs:
                     # the last of the input was read (`journalctl ... | sipwatch run` hit EOF):
                     # what is still open will never be answered in this log, as in replay
@@ -456,6 +460,19 @@ class Daemon:
         if record is None or self.diagnoser is None:
             return
         diagnosis = await self.diagnoser.diagnose(self.pipeline.symptom(record))
+        top = diagnosis.top
+        record.cause = (
+            {
+                "id": top.id,
+                "severity": top.severity,
+                "confidence": top.confidence,
+                "summary": top.summary,
+                "fix": list(top.fix_steps),
+                "command": top.fix_command,
+            }
+            if top is not None
+            else None
+        )
         if self.sink is not None:
             await self.sink.on_diagnosis(record, diagnosis)
 

@@ -133,12 +133,12 @@ async def test_api_failures_lists_unresolved_records(server: Server) -> None:
     ft.observe_attempt(
         attempt(to_user="carol", outcome=AttemptOutcome.SUCCESS, status=200, finished=T0 + 2)
     )
-    async with server.session.get(server.url + "/api/failures") as resp:
+    async with server.session.get(server.url + "/api/failures?state=open") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("application/json")
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         body = await resp.json()
-    assert body["total"] == 2
+    assert body["total"] == body["open"] == 2
     assert body["dropped"] == 0
     first, second = body["failures"]
     assert first == {
@@ -156,9 +156,22 @@ async def test_api_failures_lists_unresolved_records(server: Server) -> None:
         "resolved_at": None,
         "scanner": False,
         "distinct_users": 0,
+        "cause": None,
     }
     assert second["user"] == "bob"
     assert second["status"] == "timeout"
+
+    # by default the groups that registered again stay listed, after the open ones, with
+    # the log time of the success that resolved them
+    async with server.session.get(server.url + "/api/failures") as resp:
+        body = await resp.json()
+    assert (body["total"], body["open"]) == (3, 2)
+    assert [f["user"] for f in body["failures"]] == ["alice", "bob", "carol"]
+    assert body["failures"][2]["resolved_at"] == T0 + 2
+    async with server.session.get(server.url + "/api/failures?state=resolved") as resp:
+        assert [f["user"] for f in (await resp.json())["failures"]] == ["carol"]
+    async with server.session.get(server.url + "/api/failures?state=bogus") as resp:
+        assert resp.status == 400
 
 
 async def test_api_failures_limit(server: Server) -> None:

@@ -60,6 +60,7 @@ class FailureRecord:
     resolved_at: float | None = None
     scanner: bool = False  # the folded record of a scanner's source IP
     distinct_users: int = 0  # scanner records: usernames tried (estimated beyond 64)
+    cause: dict[str, Any] | None = None  # the latest diagnosis' most likely cause (daemon)
 
     @property
     def key(self) -> FailureKey:
@@ -117,6 +118,11 @@ class FailureTracker:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def latest(self) -> float:
+        """The newest log time the table has seen (its clock)."""
+        return self._latest
 
     def observe_transaction(self, tx: RegisterTransaction) -> None:
         """Count a completed REGISTER transaction if it ended in a failure."""
@@ -217,9 +223,17 @@ class FailureTracker:
         """The record of one (side, user, domain, source IP, status) group, if stored."""
         return self._records.get(key)
 
-    def records(self, *, include_resolved: bool = True) -> list[FailureRecord]:
-        """Records, most frequent first (ties: most recent first)."""
-        selected = [r for r in self._records.values() if include_resolved or r.resolved_at is None]
+    def records(
+        self, *, include_resolved: bool = True, resolved_since: float | None = None
+    ) -> list[FailureRecord]:
+        """Records, most frequent first (ties: most recent first); resolved ones only if
+        ``include_resolved``, and then only those resolved at or after ``resolved_since``."""
+        selected = [
+            r
+            for r in self._records.values()
+            if r.resolved_at is None
+            or (include_resolved and (resolved_since is None or r.resolved_at >= resolved_since))
+        ]
         selected.sort(key=lambda r: (-r.count, -r.last_seen))
         return selected
 

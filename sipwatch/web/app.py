@@ -30,6 +30,8 @@ from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.auth import basic_auth_middleware
 
 DEFAULT_LIMIT = 100
+#: A group that registered again stays listed (with ``resolved_at``) this long, in log time.
+RESOLVED_KEEP_SECONDS = 3600.0
 MAX_LIMIT = 1000
 
 METRICS_KEY = web.AppKey("sipwatch_metrics", SipwatchMetrics)
@@ -113,13 +115,23 @@ async def _failures(request: web.Request) -> web.Response:
     if limit < 1:
         return _json({"error": "limit must be >= 1"}, status=400)
     limit = min(limit, MAX_LIMIT)
+    state = request.query.get("state", "all")
+    if state not in ("open", "resolved", "all"):
+        return _json({"error": "state must be open, resolved or all"}, status=400)
     tracker = request.app[FAILURES_KEY]
-    open_records = tracker.records(include_resolved=False)
+    records = tracker.records(
+        include_resolved=state != "open", resolved_since=tracker.latest - RESOLVED_KEEP_SECONDS
+    )
+    if state == "resolved":
+        records = [r for r in records if r.resolved_at is not None]
+    # open groups first (most frequent first), then those that registered again, latest first
+    records.sort(key=lambda r: (r.resolved_at is not None, -(r.resolved_at or 0.0)))
     return _json(
         {
-            "total": len(open_records),
+            "total": len(records),
+            "open": sum(r.resolved_at is None for r in records),
             "limit": limit,
             "dropped": tracker.dropped,
-            "failures": [r.to_dict() for r in open_records[:limit]],
+            "failures": [r.to_dict() for r in records[:limit]],
         }
     )
