@@ -620,7 +620,10 @@ def test_docs_config_examples_are_valid(tmp_path: Path) -> None:
     vm.write_text(block_after(docs, "config:vm", "toml"))
     config = load_config(vm, environ={})
     assert config.sources.docker.enabled is False
-    assert {f.kind for f in config.sources.files} == {"drachtio", "registrar"}
+    assert {f.path for f in config.sources.files} == {
+        "/var/log/drachtio/drachtio.log",
+        "/home/admin/.pm2/logs/jambonz-sbc-sip-sidecar.log",
+    }
     assert any(f.path.startswith("/home/admin/.pm2/logs/") for f in config.sources.files)
     assert config.metrics.host == "127.0.0.1"
     # the pm2 log directory the VM config reads is the one the unit binds in

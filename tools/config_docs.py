@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, get_args, get_origin
 
 from sipwatch.config import (
+    AutoBool,
     CONFIG_PATH_ENV,
     DEFAULT_CONFIG_PATHS,
     DEFAULT_LISTEN,
@@ -60,6 +61,8 @@ def _type_text(sf: SchemaField) -> str:
     meta = sf.meta
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(f'`"{c}"`' for c in get_args(tp))
+    if tp == AutoBool:
+        return '`true`, `false` or `"auto"`'
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
         if get_origin(item) is Literal:
