@@ -18,11 +18,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, get_args, get_origin
 
 from sipwatch.config import (
-    AutoBool,
     CONFIG_PATH_ENV,
     DEFAULT_CONFIG_PATHS,
     DEFAULT_LISTEN,
     GENERIC_ENV_PREFIX,
+    AutoBool,
     Config,
     SchemaField,
     Secret,
