@@ -548,8 +548,9 @@ class KubernetesSourceConfig:
 
     enabled: AutoBool = setting(
         "auto",
-        doc='true: always follow pods; false: never; "auto": when sipwatch runs in a pod '
-        "(service account present) and no other source is configured.",
+        doc="true: always follow pods (and the Docker source is off unless "
+        'sources.docker.enabled or url is set); false: never; "auto": when sipwatch runs in '
+        "a pod (service account present) and no other source is configured.",
         parse=_parse_auto_bool,
     )
     namespace: str = setting(

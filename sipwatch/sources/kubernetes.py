@@ -136,7 +136,7 @@ class KubeAccess:
         return path
 
 
-def _read_namespace(service_account_dir: Path) -> str:
+def pod_namespace(service_account_dir: Path) -> str:
     """The pod's own namespace, from its service account ("" when not mounted)."""
     try:
         return (service_account_dir / "namespace").read_text(encoding="utf-8").strip()
@@ -174,7 +174,7 @@ async def connect(access: KubeAccess) -> tuple[Any, str]:
                 cert_filename=str(sa / "ca.crt"),
                 environ=dict(access.environ),
             )
-            namespace = _read_namespace(sa)
+            namespace = pod_namespace(sa)
         else:
             path = access.existing_kubeconfig()
             await k8s_config.load_kube_config(
@@ -739,9 +739,17 @@ def targets_from_config(ctx: SourceContext) -> list[PodTarget]:
 def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
     """``[sources.kubernetes]``: the drachtio and registrar pods of one namespace."""
     k8s = ctx.config.sources.kubernetes
+    access = KubeAccess(kubeconfig=k8s.kubeconfig, context=k8s.context)
+    if ctx.environment is not None:  # tests describe the machine
+        access = KubeAccess(
+            kubeconfig=k8s.kubeconfig,
+            context=k8s.context,
+            service_account_dir=ctx.environment.service_account_dir,
+            environ=ctx.environment.environ,
+        )
     source = KubernetesLogSource(
         targets_from_config(ctx),
-        access=KubeAccess(kubeconfig=k8s.kubeconfig, context=k8s.context),
+        access=access,
         namespace=k8s.namespace or None,
         tail=k8s.tail,
         since_seconds=k8s.since_seconds,
@@ -763,4 +771,5 @@ __all__ = [
     "ResumePoint",
     "build",
     "connect",
+    "pod_namespace",
 ]
