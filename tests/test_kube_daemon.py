@@ -176,7 +176,9 @@ async def test_exact_counts_through_restarts_replacement_cuts_and_outages(
 
         sbc3 = kube.replace_pod(sbc2, "jambonz-sbc-sip-ccccc", node="sbc-3")  # node drained
         for dev in devices[:3]:
-            sc.register_rejected(dev, 403, "Forbidden", "Unknown or invalid realm", challenged=False)
+            sc.register_rejected(
+                dev, 403, "Forbidden", "Unknown or invalid realm", challenged=False
+            )
         expected += write_sip(kube, sbc3, sc)
         await d.wait_metric(expected, "sipwatch_sip_messages_total")
 

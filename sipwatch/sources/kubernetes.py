@@ -236,9 +236,16 @@ class KubeApi:
 
     @contextlib.asynccontextmanager
     async def stream(
-        self, path: str, query: Mapping[str, str]
+        self, path: str, query: Mapping[str, str], *, idle_timeout: float | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        resp = await self._request(path, query, self._stream_timeout)
+        """A streaming response; ``idle_timeout`` bounds the silence between two reads (a
+        watch hears bookmarks regularly, a quiet log stream may rightly say nothing)."""
+        timeout = self._stream_timeout
+        if idle_timeout is not None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_read=idle_timeout, connect=self._stream_timeout.connect
+            )
+        resp = await self._request(path, query, timeout)
         try:
             yield resp
         finally:
@@ -485,7 +492,10 @@ class KubernetesLogSource:
                 }
                 if rv:
                     query["resourceVersion"] = rv
-                async with self._client.stream(self._pods_path(), query) as resp:
+                # the server ends the watch after timeoutSeconds: a longer silence means the
+                # connection died without telling us
+                idle = self._watch_timeout + 60.0
+                async with self._client.stream(self._pods_path(), query, idle_timeout=idle) as resp:
                     backoff.reset()
                     async for event in _json_lines(resp):
                         kind = str(event.get("type", ""))
@@ -539,7 +549,8 @@ class KubernetesLogSource:
             if f.target == target and container == target.container and uid not in seen:
                 f.deleted = True
                 f.wake.set()
-        self._report_role(target)
+        if not any(f.target == target for f in self._followers.values()):
+            self._report(f"kubernetes:{target.role}", False)  # no pod: down (no flap at start)
 
     def _on_pod(
         self, target: PodTarget, kind: str, obj: Mapping[str, Any], *, fresh: bool
