@@ -261,3 +261,14 @@ async def test_zero_config_in_a_pod_follows_the_jambonz_pods(
                 break
     assert name == "kubernetes"
     assert got == text
+
+
+def test_a_caller_that_resolved_first_gets_its_detection_reported(tmp_path: Path) -> None:
+    """The daemon's way: resolve once, keep the config, hand the detection to build_sources."""
+    drachtio, sidecar, sidecar_err = vm_layout(tmp_path)
+    config, detection = resolve_sources(Config(), vm_env(tmp_path, drachtio))
+    ctx = SourceContext(config=config, on_status=lambda n, up: None, detection=detection)
+    with capture_logs() as logs:
+        built = build_sources(ctx)
+    assert [name for name, _ in built] == [str(drachtio), str(sidecar_err), str(sidecar)]
+    assert [e["mode"] for e in logs if e["event"] == "log sources"] == ["vm"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from sipwatch.config import Config
-    from sipwatch.sources.discovery import Environment
+    from sipwatch.sources.discovery import Detection, Environment
 
 log = structlog.get_logger("sipwatch.sources")
 
@@ -49,6 +49,9 @@ class SourceContext:
     on_status: Callable[[str, bool], None]  # (source name, up) for sipwatch_source_up
     registry: CollectorRegistry | None = None
     environment: Environment | None = None  # what discovery looks at; None = this machine
+    # Set when the caller already ran ``resolve_sources`` (and keeps its config): its
+    # detection is what the start-up line reports.
+    detection: Detection | None = None
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,16 @@ def build_sources(ctx: SourceContext) -> list[tuple[str, LogSource]]:
 
     A configuration that names no source gets the ones detected where sipwatch runs
     (:mod:`sipwatch.sources.discovery`); either way one log line says what is followed.
-    Callers that also read ``config.sources`` elsewhere (readiness) should call
-    :func:`~sipwatch.sources.discovery.resolve_sources` first and keep its config: this
-    function then finds it explicit and changes nothing.
+    Callers that also read ``config.sources`` elsewhere (readiness, registrar detection)
+    should call :func:`~sipwatch.sources.discovery.resolve_sources` first, keep its config and
+    pass its detection in ``ctx.detection``.
     """
     from sipwatch.sources.discovery import resolve_sources
 
-    config, detection = resolve_sources(ctx.config, ctx.environment)
+    if ctx.detection is not None:
+        config, detection = ctx.config, ctx.detection
+    else:
+        config, detection = resolve_sources(ctx.config, ctx.environment)
     log.info("log sources", **detection.log_fields())
     ctx = dataclasses.replace(ctx, config=config)
     out: list[tuple[str, LogSource]] = []

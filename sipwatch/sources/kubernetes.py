@@ -177,8 +177,13 @@ async def connect(access: KubeAccess) -> tuple[Any, str]:
             namespace = pod_namespace(sa)
         else:
             path = access.existing_kubeconfig()
+            # persist_config=False: never write refreshed tokens back into the (often
+            # read-only, mounted) kubeconfig file
             await k8s_config.load_kube_config(
-                config_file=path, context=access.context, client_configuration=configuration
+                config_file=path,
+                context=access.context,
+                client_configuration=configuration,
+                persist_config=False,
             )
             contexts, active = k8s_config.list_kube_config_contexts(config_file=path)
             chosen = next((c for c in contexts if c.get("name") == access.context), active)
