@@ -40,11 +40,14 @@ COPY . /src
 
 # `pip wheel .` builds sipwatch's wheel (PEP 517, setuptools from pyproject.toml) plus a wheel
 # for every dependency; the venv is then installed from those wheels only (--no-index), so
-# what is installed is exactly what was just built.  pip and setuptools are removed from the
-# runtime venv afterwards: nothing installs packages at run time.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels /src \
+# what is installed is exactly what was just built.  The `kubernetes` extra is included: one
+# image runs in all three deployment modes, and in a pod it follows the jambonz pods through
+# the Kubernetes API (kubernetes_asyncio, ~50 MB, left out of a plain `pip install sipwatch`).
+# pip and setuptools are removed from the runtime venv afterwards: nothing installs packages
+# at run time.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels "/src[kubernetes]" \
     && python -m venv /opt/sipwatch \
-    && /opt/sipwatch/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/sipwatch-*.whl \
+    && /opt/sipwatch/bin/pip install --no-cache-dir --no-index --find-links /wheels "sipwatch[kubernetes]" \
     && /opt/sipwatch/bin/sipwatch --version \
     && /opt/sipwatch/bin/pip uninstall --yes pip setuptools \
     && install -m 0644 /src/deploy/healthcheck.py /opt/sipwatch/healthcheck.py

@@ -10,11 +10,15 @@
 #                                       .ci/unit_check.py (required directives)
 #   systemd/sipwatch.sysusers.conf      systemd-sysusers into a scratch root
 #   systemd/sipwatch.env.example        only known SIPWATCH_* names
+#   deploy/kubernetes/                  generated files fresh (tools/k8s_manifests.py),
+#                                       `kubectl kustomize` (Debian's kubectl, .ci/kubectl.sh),
+#                                       .ci/k8s_check.py (Kubernetes schemas, CRD structure,
+#                                       minimal RBAC, pod security, probes)
 #
 # Usage: bash .ci/deploy-lint.sh        (PYTHON= picks the interpreter with sipwatch installed)
 # Exit status: 0 when every check passes; 1 otherwise, after running all of them.
-# SIPWATCH_LINT_DOCKERFILE / _COMPOSE / _UNIT check another file instead (the tests use them
-# to prove that a broken file fails).
+# SIPWATCH_LINT_DOCKERFILE / _COMPOSE / _UNIT / _K8S check another file (or kustomize
+# directory) instead (the tests use them to prove that a broken file fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,7 @@ PY=${PYTHON:-python3}
 dockerfile=${SIPWATCH_LINT_DOCKERFILE:-Dockerfile}
 compose_file=${SIPWATCH_LINT_COMPOSE:-deploy/docker-compose.sipwatch.yml}
 unit=${SIPWATCH_LINT_UNIT:-systemd/sipwatch.service}
+k8s_dir=${SIPWATCH_LINT_K8S:-deploy/kubernetes}
 export PYTHON=$PY
 failures=()
 scratch=$(mktemp -d)
@@ -135,6 +140,26 @@ for number, line in enumerate(open(sys.argv[1], encoding="utf-8"), 1):
 print("\n".join(bad) if bad else "env names OK", file=sys.stderr if bad else sys.stdout)
 sys.exit(1 if bad else 0)
 EOF
+
+# ---------------------------------------------------------------------------- kubernetes
+step "kubernetes: generated manifests are fresh"
+"$PY" -m tools.k8s_manifests --check && echo "generated manifests fresh" \
+    || fail "k8s_manifests --check"
+
+step "kubernetes: kubectl kustomize $k8s_dir"
+if kubectl=$(bash .ci/kubectl.sh); then
+    "$kubectl" version --client 2>/dev/null | head -1
+    if "$kubectl" kustomize "$k8s_dir" >"$scratch/k8s.yaml" 2>"$scratch/kustomize.err"; then
+        echo "kustomize OK"
+        step "kubernetes: schemas, RBAC and policy"
+        "$PY" .ci/k8s_check.py "$scratch/k8s.yaml" || fail "k8s_check.py"
+    else
+        cat "$scratch/kustomize.err" >&2
+        fail "kubectl kustomize"
+    fi
+else
+    fail "kubectl not obtainable"
+fi
 
 echo
 if ((${#failures[@]})); then

@@ -289,7 +289,7 @@ def test_missing_required_keys_point_at_their_table(tmp_path: Path) -> None:
         path = "/var/log/a.log"
 
         [[sources.files]]
-        kind = "drachtio"
+        format = "cri"
         """,
     )
     assert problems_of(path) == [

@@ -49,6 +49,7 @@ HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 UNIT = ROOT / "systemd" / "sipwatch.service"
 ENV_EXAMPLE = ROOT / "systemd" / "sipwatch.env.example"
 DOCS = ROOT / "docs" / "deployment.md"
+K8S = ROOT / "deploy" / "kubernetes"
 
 
 def _load(path: Path) -> ModuleType:
@@ -63,6 +64,7 @@ def _load(path: Path) -> ModuleType:
 
 dockerfile_check = _load(ROOT / ".ci" / "dockerfile_check.py")
 compose_check = _load(ROOT / ".ci" / "compose_check.py")
+k8s_check = _load(ROOT / ".ci" / "k8s_check.py")
 unit_check = _load(ROOT / ".ci" / "unit_check.py")
 healthcheck = _load(HEALTHCHECK)
 
@@ -133,6 +135,10 @@ def test_deploy_lint_passes_on_the_shipped_files(
         "required directives OK",
         "sipwatch:x:",
         "env names OK",
+        "generated manifests fresh",
+        "kustomize OK",
+        "kubernetes manifests OK: 9 objects",
+        "RBAC minimal",
         "deploy-lint: all checks passed",
     ):
         assert marker in out, f"{marker!r} missing from:\n{out}"
@@ -248,6 +254,8 @@ def test_dockerfile_builds_a_venv_and_ships_only_it() -> None:
     runs = " ".join(i.args for i in builder.instructions if i.keyword == "RUN")
     assert "pip wheel" in runs and "python -m venv /opt/sipwatch" in runs
     assert "--no-index --find-links /wheels" in runs
+    # the one image also runs as mode C: the Kubernetes client extra is in it
+    assert '"/src[kubernetes]"' in runs and '"sipwatch[kubernetes]"' in runs
     assert "deploy/healthcheck.py /opt/sipwatch/healthcheck.py" in runs
     final_kw = [i.keyword for i in final.instructions]
     assert "RUN" in final_kw  # the user is created...
@@ -623,7 +631,10 @@ def test_docs_config_examples_are_valid(tmp_path: Path) -> None:
     vm.write_text(block_after(docs, "config:vm", "toml"))
     config = load_config(vm, environ={})
     assert config.sources.docker.enabled is False
-    assert {f.kind for f in config.sources.files} == {"drachtio", "registrar"}
+    assert {f.path for f in config.sources.files} == {
+        "/var/log/drachtio/drachtio.log",
+        "/home/admin/.pm2/logs/jambonz-sbc-sip-sidecar.log",
+    }
     assert any(f.path.startswith("/home/admin/.pm2/logs/") for f in config.sources.files)
     assert config.metrics.host == "127.0.0.1"
     # the pm2 log directory the VM config reads is the one the unit binds in
@@ -813,3 +824,294 @@ async def test_documented_grants_are_least_privilege_on_mariadb() -> None:
             conn.close()
     finally:
         await _root_exec([f"DROP USER IF EXISTS '{user}'@'%'", f"DROP DATABASE IF EXISTS {db}"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes manifests (deploy/kubernetes, mode C)
+# ---------------------------------------------------------------------------------------------
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """Render with Debian's kubectl (.ci/kubectl.sh), as CI does."""
+    kubectl = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "kubectl.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout.strip()
+    out = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    return kustomize(K8S)
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_kubernetes_base_renders_every_object_in_one_namespace(
+    rendered: list[dict[str, Any]],
+) -> None:
+    kinds = sorted(d["kind"] for d in rendered)
+    assert kinds == [
+        "ConfigMap",
+        "ConfigMap",
+        "Deployment",
+        "PrometheusRule",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+    ]
+    assert {d["metadata"]["namespace"] for d in rendered} == {"jambonz"}
+    assert k8s_check.schema_problems(rendered) == []
+    assert k8s_check.policy_problems(rendered) == []
+
+
+def test_rbac_is_exactly_pods_get_list_watch_and_pods_log_get(
+    rendered: list[dict[str, Any]],
+) -> None:
+    (role,) = by_kind(rendered, "Role")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods/log", "get"),
+    }
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])
+    (binding,) = by_kind(rendered, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sipwatch", "namespace": "jambonz"}
+    ]
+    assert k8s_check.rbac_problems(rendered) == []
+    (deployment,) = by_kind(rendered, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "sipwatch"
+
+
+def _mutated(docs: list[dict[str, Any]], kind: str, change: Any) -> list[dict[str, Any]]:
+    import copy
+
+    out = copy.deepcopy(docs)
+    change(next(d for d in out if d["kind"] == kind))
+    return out
+
+
+def _pod(d: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = d["spec"]["template"]["spec"]
+    return spec
+
+
+def _container(d: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = _pod(d)["containers"][0]
+    return container
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "check", "expected"),
+    [
+        (
+            "Role",
+            lambda d: d["rules"][0]["verbs"].append("delete"),
+            "rbac",
+            "extra {('', 'pods'): ['delete']}",
+        ),
+        (
+            "Role",
+            lambda d: d["rules"].append(
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+            ),
+            "rbac",
+            "('', 'secrets')",
+        ),
+        (
+            "Role",
+            lambda d: d["rules"][1]["verbs"].remove("get"),
+            "rbac",
+            "missing {('', 'pods/log'): ['get']}",
+        ),
+        ("Role", lambda d: d.update(kind="ClusterRole"), "rbac", "expected exactly one Role"),
+        (
+            "RoleBinding",
+            lambda d: d["subjects"][0].update(name="default"),
+            "rbac",
+            "not bound to the sipwatch",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d)["securityContext"].update(readOnlyRootFilesystem=False),
+            "policy",
+            "readOnlyRootFilesystem",
+        ),
+        (
+            "Deployment",
+            lambda d: _pod(d)["securityContext"].pop("runAsNonRoot"),
+            "policy",
+            "non-root UID",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d)["securityContext"]["capabilities"].update(drop=[]),
+            "policy",
+            "drop ALL",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d).pop("readinessProbe"),
+            "policy",
+            "readinessProbe must GET /readyz",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d)["livenessProbe"]["httpGet"].update(path="/metrics"),
+            "policy",
+            "livenessProbe must GET /healthz",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d)["resources"].pop("limits"),
+            "policy",
+            "memory request and limit",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d).update(image="sipwatch:latest"),
+            "policy",
+            "fixed tag",
+        ),
+        (
+            "Deployment",
+            lambda d: _container(d)["env"].append(
+                {"name": "SIPWATCH_DB_URL", "value": "mysql://u:p@h/j"}
+            ),
+            "policy",
+            "must come from a Secret",
+        ),
+        ("Service", lambda d: d["metadata"].update(namespace="other"), "policy", "one namespace"),
+        (
+            "Deployment",
+            lambda d: _container(d)["securityContext"].update(readOnlyRootFilesytem=True),
+            "schema",
+            "'readOnlyRootFilesytem' was unexpected",
+        ),
+        (
+            "ServiceMonitor",
+            lambda d: d["spec"]["endpoints"][0].update(intervall="30s"),
+            "schema",
+            "'intervall' was unexpected",
+        ),
+        (
+            "PrometheusRule",
+            lambda d: d["spec"]["groups"][0]["rules"][0].update(fro="5m"),
+            "schema",
+            "'fro' was unexpected",
+        ),
+        (
+            "PrometheusRule",
+            lambda d: d["spec"]["groups"][0]["rules"][0].update(**{"for": "5 minutes"}),
+            "schema",
+            "does not match",
+        ),
+    ],
+)
+def test_k8s_check_rejects(
+    rendered: list[dict[str, Any]], kind: str, change: Any, check: str, expected: str
+) -> None:
+    docs = _mutated(rendered, kind, change)
+    problems = {
+        "rbac": k8s_check.rbac_problems,
+        "policy": k8s_check.policy_problems,
+        "schema": k8s_check.schema_problems,
+    }[check](docs)
+    assert any(expected in p for p in problems), problems
+
+
+def test_deploy_lint_fails_on_broken_kubernetes_manifests(tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "k8s"
+    shutil.copytree(K8S, broken)
+    rbac = broken / "rbac.yaml"
+    rbac.write_text(rbac.read_text().replace('verbs: ["get", "list", "watch"]', 'verbs: ["*"]'))
+    result = run_lint(SIPWATCH_LINT_K8S=str(broken))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert failed_checks(result) == ["k8s_check.py"]
+    assert "RBAC is not minimal" in result.stderr
+
+
+def test_namespace_of_an_overlay_moves_the_role_binding_subject(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    kust = copy / "kustomization.yaml"
+    kust.write_text(kust.read_text().replace("namespace: jambonz", "namespace: voip"))
+    docs = kustomize(copy)
+    assert {d["metadata"]["namespace"] for d in docs} == {"voip"}
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["subjects"][0]["namespace"] == "voip"
+
+
+def test_prometheus_rule_and_dashboards_are_the_shipped_files(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """One truth: the wrappers carry the plain files unchanged."""
+    (rule,) = by_kind(rendered, "PrometheusRule")
+    shipped = yaml.safe_load((ROOT / "prometheus" / "sipwatch-alerts.yml").read_text())
+    assert rule["spec"] == {"groups": shipped["groups"]}
+    maps = {d["metadata"]["name"]: d for d in by_kind(rendered, "ConfigMap")}
+    files = sorted((ROOT / "dashboards").glob("*.json"))
+    assert sorted(maps) == sorted(f"{f.stem}-dashboard" for f in files)
+    for f in files:
+        cm = maps[f"{f.stem}-dashboard"]
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"  # kube-prometheus-stack
+        assert cm["data"] == {f.name: f.read_text().rstrip("\n") + "\n"}
+
+
+def test_generated_manifests_are_fresh_and_staleness_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools import k8s_manifests
+
+    assert k8s_manifests.main(["--check"]) == 0
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(
+        k8s_manifests.RULES.read_text().replace("SipwatchHigh403Rate", "SipwatchRenamed")
+    )
+    monkeypatch.setattr(k8s_manifests, "RULES", rules)
+    assert k8s_manifests.main(["--check"]) == 1
+    assert "SipwatchRenamed" in k8s_manifests.prometheus_rule()
+
+
+def test_deployment_secret_keys_are_sipwatch_settings(rendered: list[dict[str, Any]]) -> None:
+    """The Secret's keys feed real settings, and docs/deployment.md creates those keys."""
+    (deployment,) = by_kind(rendered, "Deployment")
+    env = _container(deployment)["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+    assert set(refs) <= set(env_aliases())
+    assert {r["name"] for r in refs.values()} == {"sipwatch-secrets"}
+    assert all(r["optional"] is True for r in refs.values())
+    docs = DOCS.read_text()
+    create = block_after(docs, "k8s:secret", "sh")
+    assert "kubectl -n jambonz create secret generic sipwatch-secrets" in create
+    for ref in refs.values():
+        assert f"--from-file={ref['key']}=" in create

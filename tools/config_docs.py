@@ -22,6 +22,7 @@ from sipwatch.config import (
     DEFAULT_CONFIG_PATHS,
     DEFAULT_LISTEN,
     GENERIC_ENV_PREFIX,
+    AutoBool,
     Config,
     SchemaField,
     Secret,
@@ -60,6 +61,8 @@ def _type_text(sf: SchemaField) -> str:
     meta = sf.meta
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(f'`"{c}"`' for c in get_args(tp))
+    if tp == AutoBool:
+        return '`true`, `false` or `"auto"`'
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
         if get_origin(item) is Literal:

@@ -75,7 +75,10 @@ REMEDIATION_ACTIONS: tuple[str, ...] = (
     "flush_cached_registration",  # DEL user:<aor> + ZREM active-user: force re-authentication
     "restart_registrar",  # drachtio answers 503 "no connected clients" -> restart the sidecar
 )
-LogKind = Literal["auto", "drachtio", "registrar"]
+FileFormat = Literal["auto", "plain", "cri"]
+#: ``sources.kubernetes.enabled``: a boolean, or "auto" (follow the jambonz pods when
+#: sipwatch finds itself in a pod and no source is configured explicitly).
+AutoBool = Literal["auto"] | bool
 AlertKind = Literal["all", "registration", "security", "system"]
 RegistrarFlavour = Literal["auto", "sidecar", "legacy"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -508,6 +511,116 @@ class DockerSourceConfig:
     )
 
 
+def _parse_auto_bool(raw: Any) -> AutoBool:
+    if isinstance(raw, bool):
+        return raw
+    if raw == "auto":
+        return "auto"
+    if raw in ("true", "false"):  # from the environment
+        return bool(raw == "true")
+    raise ValueError('expected true, false or "auto"')
+
+
+_LABEL_SELECTOR = re.compile(r"^[A-Za-z0-9_./-]+(?:\s*(?:=|==|!=)\s*[A-Za-z0-9_.-]*)?$")
+
+
+def _check_label_selector(value: str) -> str:
+    """An equality-based label selector (``app=x,tier!=y``): what the pod list API takes."""
+    terms = [t.strip() for t in value.split(",")]
+    if not value.strip() or not all(_LABEL_SELECTOR.match(t) for t in terms):
+        raise ValueError('expected a label selector such as "app=jambonz-sbc-sip"')
+    return value
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _check_dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(
+            "expected a Kubernetes name: lower-case letters, digits and '-', at most 63"
+        )
+    return value
+
+
+def _check_optional_dns_label(value: str) -> str:
+    return _check_dns_label(value) if value else value
+
+
+@dataclass(frozen=True)
+class KubernetesSourceConfig:
+    """Follow jambonz pods' container logs through the Kubernetes API (jambonz Helm chart).
+
+    drachtio-server is the ``drachtio`` container of the ``jambonz-sbc-sip`` DaemonSet (one pod
+    per SBC node), the registrar the ``sbc-registrar`` container of the ``sbc-register``
+    Deployment.  Every pod is followed on its own and reported under its own name; pods that
+    appear later (rolling update, node added) are attached, deleted ones detached.  Needs
+    get/list/watch on pods and get on pods/log in the namespace (deploy/kubernetes).
+    """
+
+    enabled: AutoBool = setting(
+        "auto",
+        doc="true: always follow pods (and the Docker source is off unless "
+        'sources.docker.enabled or url is set); false: never; "auto": when sipwatch runs in '
+        "a pod (service account present) and no other source is configured.",
+        parse=_parse_auto_bool,
+    )
+    namespace: str = setting(
+        "",
+        doc="Namespace of the jambonz pods.",
+        env="SIPWATCH_K8S_NAMESPACE",
+        check=_check_optional_dns_label,
+        default_doc="the pod's own namespace (service account), else the kubeconfig "
+        'context\'s, else "default"',
+        example='"jambonz"',
+    )
+    drachtio_selector: str = setting(
+        "app=jambonz-sbc-sip",
+        doc="Label selector of the pods that run drachtio-server.",
+        check=_check_label_selector,
+    )
+    drachtio_container: str = setting(
+        "drachtio",
+        doc="The drachtio-server container in those pods.",
+        check=_check_dns_label,
+    )
+    registrar_selector: str = setting(
+        "app=sbc-register",
+        doc="Label selector of the registrar pods (empty: do not follow the registrar).",
+        check=lambda v: _check_label_selector(v) if v else v,
+    )
+    registrar_container: str = setting(
+        "sbc-registrar",
+        doc="The registrar container in those pods.",
+        check=_check_dns_label,
+    )
+    kubeconfig: str | None = setting(
+        None,
+        doc="kubeconfig file to use outside a cluster.",
+        default_doc="in a pod its service account, else $KUBECONFIG, else ~/.kube/config",
+        example='"/etc/sipwatch/kubeconfig"',
+    )
+    context: str | None = setting(
+        None,
+        doc="kubeconfig context.",
+        default_doc="the kubeconfig's current-context",
+        example='"jambonz-prod"',
+    )
+    tail: str = setting(
+        "0",
+        doc='How many existing lines to read from the pods found at start: "0" = only new '
+        'lines, a number, or "all".  Pods that start later are read from their first line.',
+        parse=_parse_tail,
+    )
+    since_seconds: int | None = setting(
+        None,
+        doc="Instead of tail: read the pods found at start from this many seconds back.",
+        minimum=1,
+        maximum=30 * 86_400,
+        example="300",
+    )
+
+
 @dataclass(frozen=True)
 class FileSourceConfig:
     """A log file to read, e.g. a pm2 log of a VM install or a saved ``docker logs`` dump."""
@@ -515,9 +628,12 @@ class FileSourceConfig:
     path: str = setting(
         doc="Path of the log file.", check=_check_nonblank, example='"/var/log/drachtio.log"'
     )
-    kind: LogKind = setting(
+    format: FileFormat = setting(
         "auto",
-        doc='Which program wrote it: "drachtio", "registrar", or "auto" to detect per line.',
+        doc='How lines are framed: "plain" (drachtio / pino lines as written), "cri" (the '
+        "kubelet's container log files under /var/log/pods: `<time> stdout|stderr F|P "
+        '<text>`, partial lines joined, stdout and stderr kept apart), or "auto": "cri" when '
+        "the first line looks like one.",
     )
     follow: bool = setting(
         True,
@@ -562,6 +678,9 @@ class SourcesConfig:
         maximum=1_000_000,
     )
     docker: DockerSourceConfig = setting(doc="See [sources.docker].", factory=DockerSourceConfig)
+    kubernetes: KubernetesSourceConfig = setting(
+        doc="See [sources.kubernetes].", factory=KubernetesSourceConfig
+    )
     files: tuple[FileSourceConfig, ...] = setting(
         (), doc="Log files to read ([[sources.files]] tables)."
     )

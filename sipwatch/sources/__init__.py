@@ -11,10 +11,13 @@ that reads files never imports aiodocker or a Kubernetes client.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import structlog
 
 from sipwatch.model import SourceItem
 
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from sipwatch.config import Config
+    from sipwatch.sources.discovery import Detection, Environment
+
+log = structlog.get_logger("sipwatch.sources")
 
 
 class LogSource(Protocol):
@@ -42,6 +48,10 @@ class SourceContext:
     config: Config
     on_status: Callable[[str, bool], None]  # (source name, up) for sipwatch_source_up
     registry: CollectorRegistry | None = None
+    environment: Environment | None = None  # what discovery looks at; None = this machine
+    # Set when the caller already ran ``resolve_sources`` (and keeps its config): its
+    # detection is what the start-up line reports.
+    detection: Detection | None = None
 
 
 @dataclass(frozen=True)
@@ -57,14 +67,32 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("file", "sipwatch.sources.file", lambda c: bool(c.sources.files)),
     SourceKind("stdin", "sipwatch.sources.stdin", lambda c: c.sources.stdin),
     SourceKind("docker", "sipwatch.sources.docker", lambda c: c.sources.docker.enabled),
+    SourceKind(
+        "kubernetes", "sipwatch.sources.kubernetes", lambda c: c.sources.kubernetes.enabled is True
+    ),
 )
 
 
 def build_sources(ctx: SourceContext) -> list[tuple[str, LogSource]]:
-    """The configured sources as (name, source) pairs, in ``SOURCE_KINDS`` order."""
+    """The sources as (name, source) pairs, in ``SOURCE_KINDS`` order.
+
+    A configuration that names no source gets the ones detected where sipwatch runs
+    (:mod:`sipwatch.sources.discovery`); either way one log line says what is followed.
+    Callers that also read ``config.sources`` elsewhere (readiness, registrar detection)
+    should call :func:`~sipwatch.sources.discovery.resolve_sources` first, keep its config and
+    pass its detection in ``ctx.detection``.
+    """
+    from sipwatch.sources.discovery import resolve_sources
+
+    if ctx.detection is not None:
+        config, detection = ctx.config, ctx.detection
+    else:
+        config, detection = resolve_sources(ctx.config, ctx.environment)
+    log.info("log sources", **detection.log_fields())
+    ctx = dataclasses.replace(ctx, config=config)
     out: list[tuple[str, LogSource]] = []
     for kind in SOURCE_KINDS:
-        if kind.enabled(ctx.config):
+        if kind.enabled(config):
             build: Callable[[SourceContext], list[tuple[str, LogSource]]] = importlib.import_module(
                 kind.module
             ).build

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ import aiodocker
 import aiohttp
 import structlog
 
-from sipwatch.model import LogChunk, Stream
+from sipwatch.model import LogChunk
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since
+from sipwatch.sources.fanin import Backoff, FanIn
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
@@ -158,25 +158,6 @@ def _make_client(docker_url: str | None, api_timeout: float) -> aiodocker.Docker
         ) from exc
 
 
-class _Backoff:
-    """Capped exponential backoff with jitter, so many streams do not retry in lockstep."""
-
-    __slots__ = ("_cap", "_initial", "_next")
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self._initial = initial
-        self._cap = max(cap, initial)
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._cap, delay * 2)
-        return delay * random.uniform(0.8, 1.0)
-
-    def reset(self) -> None:
-        self._next = self._initial
-
-
 class _Gone(Exception):
     """The followed container no longer exists."""
 
@@ -250,9 +231,7 @@ class DockerLogSource:
         self._followers: dict[str, _Follower] = {}
         self._gone: dict[str, None] = {}  # removed container ids (bounded, insertion order)
         self._docker: aiodocker.Docker | None = None
-        self._queue: asyncio.Queue[LogChunk] = asyncio.Queue()
-        self._pending: dict[tuple[str, Stream], int] = {}  # chunks queued per (source, stream)
-        self._fatal: asyncio.Future[None] | None = None
+        self._fanin: FanIn | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -260,77 +239,24 @@ class DockerLogSource:
         """Yield log chunks until cancelled or closed.  One iteration at a time.
 
         Wrap it in ``contextlib.aclosing`` when leaving early, so the background tasks and
-        connections are released at once.  An empty chunk is yielded for a (source, stream)
-        once it has been quiet for ``idle_flush`` seconds *and* none of its data is still
-        queued: a backlog in the queue is not silence, and flushing there would cut a
-        multi-line record that continues in the next queued chunk.
+        connections are released at once.  Idle signals follow the rules of
+        :class:`~sipwatch.sources.fanin.FanIn`.
         """
-        loop = asyncio.get_running_loop()
         self._docker = _make_client(self._docker_url, self._api_timeout)
-        self._queue = asyncio.Queue(maxsize=self._queue_size)
-        self._pending = {}
-        self._fatal = loop.create_future()
+        self._fanin = fanin = FanIn(idle_flush=self._idle_flush, queue_size=self._queue_size)
         self._followers = {}
         self._gone = {}
         self._status = {}
         watcher = asyncio.create_task(self._watch_events(), name="docker-events")
-        watcher.add_done_callback(self._task_done)
-        idle: dict[tuple[str, Stream], float] = {}  # key -> when its idle flush is due
-        pending = self._pending
-        getter: asyncio.Task[LogChunk] | None = None
-        queue = self._queue
-        fatal = self._fatal
-        flush_after = self._idle_flush
+        fanin.watch(watcher)
         try:
-            while True:
-                if fatal.done():
-                    fatal.result()
-                if idle and min(idle.values()) <= loop.time():
-                    now = loop.time()
-                    for key, due in list(idle.items()):
-                        if due <= now and not pending.get(key):
-                            del idle[key]
-                            yield LogChunk(key[0], key[1], "")
-                if getter is None and not queue.empty():
-                    item = queue.get_nowait()
-                else:
-                    if getter is None:
-                        getter = asyncio.ensure_future(queue.get())
-                    dues = [due for key, due in idle.items() if not pending.get(key)]
-                    timeout = max(0.0, min(dues) - loop.time()) if dues else None
-                    done, _ = await asyncio.wait(
-                        (getter, fatal), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if getter not in done:
-                        continue
-                    item = getter.result()
-                    getter = None
-                key = (item.source, item.stream)
-                pending[key] -= 1
-                idle[key] = loop.time() + flush_after
-                yield item
+            async with contextlib.aclosing(fanin.chunks()) as items:
+                async for item in items:
+                    yield item
         finally:
-            if getter is not None:
-                getter.cancel()
             await self._shutdown(watcher)
 
-    async def _put(self, chunk: LogChunk) -> None:
-        """Queue a chunk and count it as pending for its (source, stream)."""
-        await self._queue.put(chunk)
-        # No await between the insertion inside put() and this line, so the consumer
-        # cannot see the chunk before it is counted.
-        key = (chunk.source, chunk.stream)
-        self._pending[key] = self._pending.get(key, 0) + 1
-
     # ----------------------------------------------------------------- helpers
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        """Surface a bug in a background task through ``chunks()`` instead of hanging."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None and self._fatal is not None and not self._fatal.done():
-            self._fatal.set_exception(exc)
 
     async def _shutdown(self, watcher: asyncio.Task[None]) -> None:
         tasks = [watcher] + [f.task for f in self._followers.values() if f.task is not None]
@@ -338,11 +264,8 @@ class DockerLogSource:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._followers.clear()
-        if self._fatal is not None:
-            if not self._fatal.done():
-                self._fatal.cancel()
-            elif not self._fatal.cancelled():
-                self._fatal.exception()  # retrieved: chunks() raised it or is closing
+        if self._fanin is not None:
+            self._fanin.close()
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
@@ -400,14 +323,15 @@ class DockerLogSource:
         follower.task = asyncio.create_task(
             self._follow(follower), name=f"docker-logs-{container_id[:12]}"
         )
-        follower.task.add_done_callback(self._task_done)
+        assert self._fanin is not None
+        self._fanin.watch(follower.task)
         log.info("docker_follow_start", container=container_id[:12], source=source)
 
     # ----------------------------------------------------------------- events
 
     async def _watch_events(self) -> None:
         """Keep ``/events`` open; (re)list containers each time it (re)connects."""
-        backoff = _Backoff(self._backoff_initial, self._backoff_max)
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         since_ns: int | None = None
         initial = True
         filters: dict[str, list[str]] = {"type": ["container"]}
@@ -508,7 +432,7 @@ class DockerLogSource:
 
     async def _follow(self, f: _Follower) -> None:
         """Follow one container until it is removed."""
-        backoff = _Backoff(self._backoff_initial, self._backoff_max)
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         try:
             while True:
                 f.wake.clear()
@@ -545,13 +469,10 @@ class DockerLogSource:
         finally:
             self._followers.pop(f.container_id, None)
             self._set_streaming(f, False)
-            if f.decoder is not None:
+            if f.decoder is not None and self._fanin is not None:
                 for stream, text in f.decoder.flush():
-                    if self._queue.full():
+                    if not self._fanin.put_nowait(LogChunk(f.source, stream, text)):
                         break  # shutting down with a backlog: nobody will read it
-                    self._queue.put_nowait(LogChunk(f.source, stream, text))
-                    key = (f.source, stream)
-                    self._pending[key] = self._pending.get(key, 0) + 1
             log.info("docker_follow_end", container=f.container_id[:12], source=f.source)
 
     def _mark_gone(self, container_id: str) -> None:
@@ -588,7 +509,8 @@ class DockerLogSource:
         since, tail = self._resume_params(f)
         started_ns = time.time_ns()
         got = False
-        put = self._put
+        assert self._fanin is not None
+        put = self._fanin.put
         source = f.source
         batches = iter_log_batches(
             self._client,

@@ -9,6 +9,11 @@ so this is the primary source there.  Two modes share one line-assembly implemen
 * **follow** (``run``): ``tail -F`` by polling ``os.stat``/``os.fstat`` (no inotify package,
   works on every filesystem including bind mounts and NFS), surviving rename rotation,
   copytruncate, delete + recreate and a file that appears late.
+
+Each file has a ``format``: "plain" lines are passed on as they are (``Stream.TEXT``); "cri"
+files (the kubelet's ``/var/log/pods`` logs, for a node-local DaemonSet) are decoded entry by
+entry into ``Stream.STDOUT`` / ``Stream.STDERR`` text (:mod:`sipwatch.sources.cri`); "auto"
+decides from the first line.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sipwatch.model import LogChunk, Stream
+from sipwatch.sources.cri import CriDecoder, looks_like_cri
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
@@ -198,8 +204,56 @@ def iter_text_chunks(
     return iter(TextFileReader(path, read_size=read_size, max_line=max_line))
 
 
+FileFormat = Literal["auto", "plain", "cri"]
+
+
+class _Framing:
+    """Whole-line text of one file -> :class:`LogChunk`\\ s, as is or decoded from CRI entries.
+
+    Lives as long as its :class:`FileSource` runs, across rotated files, because a CRI
+    partial line continues in the next file.  The idle signal goes to every stream that got
+    text: the framer flushes per (source, stream) channel.
+    """
+
+    __slots__ = ("_max_line", "_streams", "cri", "format", "name")
+
+    def __init__(self, name: str, fmt: FileFormat, max_line: int) -> None:
+        self.name = name
+        self.format: FileFormat = fmt
+        self._max_line = max_line
+        self.cri = CriDecoder(max_line) if fmt == "cri" else None
+        self._streams: dict[Stream, None] = {}  # streams that got text, in first-seen order
+
+    def chunks(self, text: str) -> list[LogChunk]:
+        if self.format == "auto" and text.strip():
+            self.format = "cri" if looks_like_cri(text) else "plain"
+            if self.format == "cri":
+                self.cri = CriDecoder(self._max_line)
+        if self.cri is None:
+            self._streams.setdefault(Stream.TEXT)
+            return [LogChunk(self.name, Stream.TEXT, text)]
+        out = []
+        for stream, decoded in self.cri.feed(text):
+            self._streams.setdefault(stream)
+            out.append(LogChunk(self.name, stream, decoded))
+        return out
+
+    def end(self) -> list[LogChunk]:
+        """End of input: partial CRI lines that never got their end."""
+        if self.cri is None:
+            return []
+        return [LogChunk(self.name, stream, text) for stream, text in self.cri.flush()]
+
+    def idle(self) -> list[LogChunk]:
+        return [LogChunk(self.name, stream, "") for stream in self._streams]
+
+
 class FileSource:
-    """One log file as a stream of :class:`LogChunk` (``Stream.TEXT``).
+    """One log file as a stream of :class:`LogChunk`.
+
+    Plain files give ``Stream.TEXT`` chunks; CRI files (``format`` "cri", or "auto" on a
+    file whose first line is a CRI entry) give ``Stream.STDOUT`` and ``Stream.STDERR``
+    chunks, one framing channel per container stream.
 
     Non-follow mode reads the file (plain or gzip) once, from the start, and ends.
     Follow mode is ``tail -F``:
@@ -228,6 +282,7 @@ class FileSource:
     for gzip), ``split_lines`` (over-long lines cut).  Follow-mode state for health checks:
     ``following`` is true while a file is open; ``last_error`` holds the last open error while
     the file cannot be opened (missing or unreadable), ``None`` once it is open.
+    ``malformed_lines`` counts lines of a CRI file that are not CRI entries (dropped).
     """
 
     def __init__(
@@ -241,7 +296,10 @@ class FileSource:
         read_size: int = DEFAULT_READ_SIZE,
         name: str | None = None,
         max_line: int = DEFAULT_MAX_LINE,
+        format: FileFormat = "auto",
     ) -> None:
+        if format not in ("auto", "plain", "cri"):
+            raise ValueError(f"unknown file format {format!r}")
         if poll_interval <= 0 or idle_flush <= 0:
             raise ValueError("poll_interval and idle_flush must be positive")
         if read_size < 1:
@@ -256,6 +314,8 @@ class FileSource:
         self.read_size = read_size
         self.max_line = max_line
         self.name = name if name is not None else str(path)
+        self.format: FileFormat = format
+        self.malformed_lines = 0
         self.rotations = 0
         self.truncations = 0
         self.bytes_read = 0
@@ -301,22 +361,34 @@ class FileSource:
                     yield chunk
             return
         reader = TextFileReader(self.path, read_size=self.read_size, max_line=self.max_line)
-        name = self.name
+        framing = self._framing()
         try:
             for text in reader:
                 self.bytes_read = reader.bytes_read
-                yield LogChunk(name, Stream.TEXT, text)
+                for chunk in framing.chunks(text):
+                    yield chunk
                 # Let other tasks (web server, queue consumers) run between big chunks even
                 # if the consumer never suspends; costs microseconds per MiB.
                 await asyncio.sleep(0)
+            for chunk in framing.end():
+                yield chunk
         finally:
             self.bytes_read = reader.bytes_read
-            self.split_lines = reader.decoder.split_lines
+            self._count(framing, reader.decoder.split_lines)
+
+    def _framing(self) -> _Framing:
+        return _Framing(self.name, self.format, self.max_line)
+
+    def _count(self, framing: _Framing, split_lines: int) -> None:
+        """Publish the counters of a finished read (the file's and the CRI decoder's)."""
+        cri = framing.cri
+        self.split_lines = split_lines + (cri.split_lines if cri is not None else 0)
+        self.malformed_lines = cri.malformed if cri is not None else 0
 
     async def _follow(self) -> AsyncGenerator[LogChunk, None]:
         follower = _Follower(self)
+        framing = self._framing()
         loop = asyncio.get_running_loop()
-        name = self.name
         last_data = loop.time()
         idle_sent = True  # nothing to flush before the first byte
         try:
@@ -326,7 +398,8 @@ class FileSource:
                     last_data = loop.time()
                     idle_sent = False
                 for text in texts:
-                    yield LogChunk(name, Stream.TEXT, text)
+                    for chunk in framing.chunks(text):
+                        yield chunk
                 if got_data or follower.busy:
                     # More may be waiting; give the loop a turn but do not sleep.
                     await asyncio.sleep(0)
@@ -337,12 +410,14 @@ class FileSource:
                     until_idle = last_data + self.idle_flush - now
                     if until_idle <= 0:
                         idle_sent = True
-                        yield LogChunk(name, Stream.TEXT, "")
+                        for chunk in framing.idle():
+                            yield chunk
                     else:
                         delay = min(delay, until_idle)
                 await asyncio.sleep(delay)
         finally:
             follower.close()
+            self._count(framing, follower.decoder.split_lines)
 
 
 class _Follower:
@@ -366,7 +441,6 @@ class _Follower:
             self.f.close()
             self.f = None
         self.src.following = False
-        self.src.split_lines = self.decoder.split_lines
 
     def poll(self) -> tuple[list[str], bool]:
         """Do one step; return (texts to emit, whether any bytes were read)."""
@@ -444,6 +518,6 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
     """``[[sources.files]]``: one followed (or read-once) file each."""
     idle = ctx.config.sources.idle_flush_seconds
     return [
-        (fs.path, FileSource(fs.path, follow=fs.follow, idle_flush=idle))
+        (fs.path, FileSource(fs.path, follow=fs.follow, idle_flush=idle, format=fs.format))
         for fs in ctx.config.sources.files
     ]

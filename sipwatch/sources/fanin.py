@@ -1,0 +1,138 @@
+"""Many log readers, one consumer: the plumbing the Docker and Kubernetes sources share.
+
+Both follow one log stream per container (per pod) in its own task.  All tasks feed one
+bounded queue, so a slow consumer slows the readers instead of growing memory, and the
+consumer side yields an idle signal (an empty :class:`LogChunk`) per framing channel once
+it has been quiet for ``idle_flush`` seconds *and* none of its data is still queued: a
+backlog in the queue is not silence, and flushing there would cut a multi-line record that
+continues in the next queued chunk.
+
+:class:`Backoff` is the retry delay every reconnecting reader uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from sipwatch.model import LogChunk, Stream
+
+__all__ = ["Backoff", "FanIn"]
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, so many streams do not retry in lockstep."""
+
+    __slots__ = ("_cap", "_initial", "_next")
+
+    def __init__(self, initial: float, cap: float) -> None:
+        self._initial = initial
+        self._cap = max(cap, initial)
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._cap, delay * 2)
+        return delay * random.uniform(0.8, 1.0)
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+class FanIn:
+    """A bounded queue between reader tasks and the one ``chunks()`` consumer.
+
+    Create it inside the running loop (it makes a future).  Readers call :meth:`put`;
+    background tasks are registered with :meth:`watch` so that a bug in one surfaces through
+    :meth:`chunks` instead of a silent hang.  :meth:`close` must be called when done.
+    """
+
+    def __init__(self, *, idle_flush: float, queue_size: int) -> None:
+        self._idle_flush = idle_flush
+        self._queue: asyncio.Queue[LogChunk] = asyncio.Queue(maxsize=queue_size)
+        self._pending: dict[tuple[str, Stream], int] = {}  # chunks queued per channel
+        self._node: dict[tuple[str, Stream], str] = {}  # channel -> node, for idle signals
+        self._fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def put(self, chunk: LogChunk) -> None:
+        """Queue a chunk (waits while the queue is full) and count it for its channel."""
+        await self._queue.put(chunk)
+        # No await between the insertion inside put() and this line, so the consumer
+        # cannot see the chunk before it is counted.
+        key = (chunk.source, chunk.stream)
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def put_nowait(self, chunk: LogChunk) -> bool:
+        """Queue a chunk if there is room (a reader's last words while shutting down)."""
+        if self._queue.full():
+            return False
+        self._queue.put_nowait(chunk)
+        key = (chunk.source, chunk.stream)
+        self._pending[key] = self._pending.get(key, 0) + 1
+        return True
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        """Make an exception that ends ``task`` the exception of :meth:`chunks`."""
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not self._fatal.done():
+            self._fatal.set_exception(exc)
+
+    def close(self) -> None:
+        """Mark the fatal future retrieved (chunks() raised it, or is closing)."""
+        if not self._fatal.done():
+            self._fatal.cancel()
+        elif not self._fatal.cancelled():
+            self._fatal.exception()
+
+    async def chunks(self) -> AsyncGenerator[LogChunk, None]:
+        """Yield queued chunks and idle signals until cancelled or a watched task fails."""
+        loop = asyncio.get_running_loop()
+        idle: dict[tuple[str, Stream], float] = {}  # channel -> when its idle flush is due
+        pending = self._pending
+        nodes = self._node
+        queue = self._queue
+        fatal = self._fatal
+        flush_after = self._idle_flush
+        getter: asyncio.Future[LogChunk] | None = None
+        try:
+            while True:
+                if fatal.done():
+                    fatal.result()
+                if idle and min(idle.values()) <= loop.time():
+                    now = loop.time()
+                    for key, due in list(idle.items()):
+                        if due <= now and not pending.get(key):
+                            # Forget the quiet channel: pods come and go under new names.
+                            del idle[key]
+                            pending.pop(key, None)
+                            yield LogChunk(key[0], key[1], "", nodes.pop(key, ""))
+                if getter is None and not queue.empty():
+                    item = queue.get_nowait()
+                else:
+                    if getter is None:
+                        getter = asyncio.ensure_future(queue.get())
+                    dues = [due for key, due in idle.items() if not pending.get(key)]
+                    timeout = max(0.0, min(dues) - loop.time()) if dues else None
+                    done, _ = await asyncio.wait(
+                        (getter, fatal), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter not in done:
+                        continue
+                    item = getter.result()
+                    getter = None
+                key = (item.source, item.stream)
+                pending[key] -= 1
+                idle[key] = loop.time() + flush_after
+                if item.node:
+                    nodes[key] = item.node
+                yield item
+        finally:
+            if getter is not None:
+                getter.cancel()
