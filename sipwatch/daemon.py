@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -38,6 +38,9 @@ from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.pipeline.failures import FailureKey, FailureRecord
 from sipwatch.pipeline.handoff import DiagnosisHandoff
 from sipwatch.sources import LogSource
+
+if TYPE_CHECKING:
+    from sipwatch.sources.discovery import Detection
 
 log = structlog.get_logger("sipwatch.daemon")
 
@@ -66,13 +69,20 @@ class FailureSink(Protocol):
 
 
 def build_sources(
-    config: Config, metrics: SipwatchMetrics, on_status: Callable[[str, bool], None]
+    config: Config,
+    metrics: SipwatchMetrics,
+    on_status: Callable[[str, bool], None],
+    detection: Detection | None = None,
 ) -> list[tuple[str, LogSource]]:
     """The configured sources as (name, source) pairs (see ``sipwatch.sources``)."""
     from sipwatch.sources import SourceContext
     from sipwatch.sources import build_sources as build
 
-    return build(SourceContext(config=config, on_status=on_status, registry=metrics.registry))
+    return build(
+        SourceContext(
+            config=config, on_status=on_status, registry=metrics.registry, detection=detection
+        )
+    )
 
 
 class Daemon:
@@ -132,6 +142,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
+        detection: Detection | None = None
+        if self._sources is None:
+            # decide what to follow first (a pod, a Docker host, a jambonz VM): readiness and
+            # the registrar detection read config.sources and must see what is followed
+            from sipwatch.sources.discovery import resolve_sources
+
+            self.config, detection = resolve_sources(self.config)
         await self._detect_registrar_flavour()
         self._build_sinks()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # after the first build
@@ -166,7 +183,7 @@ class Daemon:
         sources = (
             self._sources
             if self._sources is not None
-            else build_sources(self.config, self.metrics, self._on_source_status)
+            else build_sources(self.config, self.metrics, self._on_source_status, detection)
         )
         self._source_list = list(sources)
         if not sources:
@@ -334,7 +351,11 @@ class Daemon:
         """
         async with self._reload_lock:
             try:
-                new = load_config(self.config_path)
+                # the sources keep running as they are: a reload changes what is concluded
+                # from them, not what is followed (restart sipwatch to follow other logs)
+                new = dataclasses.replace(
+                    load_config(self.config_path), sources=self.config.sources
+                )
                 if self._detected_flavour and new.jambonz.registrar_flavour == "auto":
                     jambonz = dataclasses.replace(
                         new.jambonz, registrar_flavour=self._detected_flavour
