@@ -58,6 +58,9 @@ def failure_dict(r: FailureRecord, causes: list[dict[str, Any]] | None) -> dict[
         "last_seen": _iso(r.last_seen),
         "registered_later": r.resolved_at is not None,
     }
+    if r.scanner:
+        d["scanner"] = True
+        d["distinct_users"] = r.distinct_users
     if causes is not None:
         d["causes"] = causes
     return d
@@ -102,6 +105,7 @@ def to_json(res: ReplayResult, causes: CauseMap | None = None) -> dict[str, Any]
         "retransmitted_requests": res.retransmitted_requests,
         "orphan_responses": res.orphan_responses,
         "service_events": dict(res.service_events),
+        "scanners": scanner_summary(res),
         "log": {
             "inputs": res.inputs,
             "lines": res.lines,
@@ -112,6 +116,27 @@ def to_json(res: ReplayResult, causes: CauseMap | None = None) -> dict[str, Any]
             "failure_records_dropped": res.failures.dropped,
         },
     }
+
+
+def scanner_summary(res: ReplayResult) -> list[dict[str, Any]]:
+    """The sources classified as scanners: their usernames were folded per source IP."""
+    failures: dict[str, int] = {}
+    for r in res.failure_records():
+        if r.scanner:
+            failures[r.source_ip] = failures.get(r.source_ip, 0) + r.count
+    out = []
+    for state in res.pipeline.scanners.scanners():
+        out.append(
+            {
+                "source_ip": state.ip,
+                "reason": state.reason,
+                "tool": state.tool or None,
+                "usernames": state.users.count() if state.users else 0,
+                "failures": failures.get(state.ip, 0),
+            }
+        )
+    out.sort(key=lambda s: -int(s["failures"]))
+    return out
 
 
 def render_json(res: ReplayResult, causes: CauseMap | None = None) -> str:
@@ -149,6 +174,20 @@ def render_text(res: ReplayResult, causes: CauseMap | None = None, *, limit: int
     if not shown:
         add("No failing registrations.")
         return "\n".join(lines) + "\n"
+    scanners = scanner_summary(res)
+    if scanners:
+        total = sum(int(s["usernames"]) for s in scanners)
+        add(
+            f"Scanners: {len(scanners)} source(s) tried about {total:,} usernames; their "
+            "failures are counted per source IP, not per user:"
+        )
+        for s in scanners[:5]:
+            why = f"User-Agent {s['tool']}" if s["tool"] else "many usernames rejected"
+            add(
+                f"  {printable(str(s['source_ip']), 40)}  ~{int(s['usernames']):,} usernames, "
+                f"{int(s['failures']):,} failures ({why})"
+            )
+        add("")
     add(f"Failing registrations ({len(shown)} groups, most frequent first):")
     header = f"  {'USER@DOMAIN':<36} {'SOURCE':<22} {'STATUS':<7} {'X-REASON':<28} {'COUNT':>5}"
     add(header)
