@@ -125,7 +125,8 @@ def scanner_summary(res: ReplayResult) -> list[dict[str, Any]]:
         if r.scanner:
             failures[r.source_ip] = failures.get(r.source_ip, 0) + r.count
     out = []
-    for state in res.pipeline.scanners.scanners():
+    states = sorted(res.pipeline.scanners.scanners(), key=lambda s: -failures.get(s.ip, 0))
+    for state in states:
         out.append(
             {
                 "source_ip": state.ip,
@@ -135,7 +136,6 @@ def scanner_summary(res: ReplayResult) -> list[dict[str, Any]]:
                 "failures": failures.get(state.ip, 0),
             }
         )
-    out.sort(key=lambda s: -int(s["failures"]))
     return out
 
 
