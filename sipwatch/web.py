@@ -5,7 +5,9 @@ pipeline updates without threads or locks.  Routes:
 
 * ``/metrics``  Prometheus text or OpenMetrics (content negotiation by prometheus-client);
 * ``/healthz``  the process and its loop answer (liveness: restart me if this fails);
-* ``/readyz``   every log source is connected (readiness: 503 names the ones that are not);
+* ``/readyz``   every log source is connected (readiness: 503 names the ones that are not),
+  plus ``details`` of the checks the daemon runs on its own configuration (the jambonz
+  secret proof), which do not change readiness;
 * ``/api/failures``  JSON list of the unresolved failures, most frequent first.
 
 Everything in ``/api/failures`` is attacker-controlled text; it is only ever emitted through
@@ -15,7 +17,7 @@ Everything in ``/api/failures`` is attacker-controlled text; it is only ever emi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +32,7 @@ MAX_LIMIT = 1000
 METRICS_KEY = web.AppKey("sipwatch_metrics", SipwatchMetrics)
 FAILURES_KEY = web.AppKey("sipwatch_failures", FailureTracker)
 READINESS_KEY: web.AppKey[Callable[[], dict[str, bool]]] = web.AppKey("sipwatch_readiness")
+DETAILS_KEY: web.AppKey[Callable[[], Mapping[str, Any]]] = web.AppKey("sipwatch_details")
 
 _JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
@@ -44,12 +47,16 @@ def make_app(
     metrics: SipwatchMetrics,
     failures: FailureTracker,
     readiness: Callable[[], dict[str, bool]],
+    details: Callable[[], Mapping[str, Any]] | None = None,
 ) -> web.Application:
-    """Build the aiohttp application (not started; see ``start_http``)."""
+    """Build the aiohttp application (not started; see ``start_http``).  ``details`` adds
+    a ``details`` object to ``/readyz`` (e.g. ``wiring.readiness_details``)."""
     app = web.Application()
     app[METRICS_KEY] = metrics
     app[FAILURES_KEY] = failures
     app[READINESS_KEY] = readiness
+    if details is not None:
+        app[DETAILS_KEY] = details
     exposition = make_aiohttp_handler(metrics.registry)
 
     async def metrics_handler(request: web.Request) -> web.StreamResponse:
@@ -77,6 +84,9 @@ async def _readyz(request: web.Request) -> web.Response:
         body["down"] = down
     if not sources:
         body["reason"] = "no sources registered"
+    details = request.app.get(DETAILS_KEY)
+    if details is not None:
+        body["details"] = dict(details())
     return _json(body, status=200 if ready else 503)
 
 

@@ -275,7 +275,7 @@ def client_password_decrypts(g: Gathered) -> Verdict:
     "encryption_secret_matches",
     source="db",
     needs_secret=True,
-    evidence=("secret_check", "other_clients_decrypting"),
+    evidence=("secret_check", "secret_sampled", "secret_decrypted"),
 )
 def encryption_secret_matches(g: Gathered) -> Verdict:
     """sipwatch's secret decrypts the encrypted client passwords of the database, i.e. it is

@@ -291,7 +291,11 @@ class FactCollector:
             # The clients path is where the secret matters: prove it (cached) whatever this
             # client's row looks like, so a wrong secret is reported even for plaintext rows.
             g.secret = await self.check_secret()
-            ev["secret_check"] = g.secret.describe()
+            ev.update(
+                secret_check=g.secret.describe(),
+                secret_sampled=g.secret.sampled,
+                secret_decrypted=g.secret.decrypted,
+            )
         clients = await self.db_cache.get_or_load(
             ("clients", acct.account_sid, username),
             lambda: jdb.lookup_clients(acct.account_sid, username),

@@ -95,6 +95,7 @@ TEXT_PLACEHOLDERS = frozenset(
         "webhook_probe_detail",
         "cached_proxy",
         "secret_check",
+        "secret_sampled",
         "distinct_users_from_ip",
         "scanner_reasons",
         "flavour",

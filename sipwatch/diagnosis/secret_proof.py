@@ -42,6 +42,8 @@ from sipwatch.diagnosis.crypto import DecryptError, StoredForm, classify_stored_
 
 #: The variable (and ``[jambonz] encryption_secret``) that holds sipwatch's copy of the secret.
 SECRET_VARIABLE = "SIPWATCH_JAMBONZ_ENCRYPTION_SECRET"  # noqa: S105 - a variable name
+#: The rule (rules/encryption_secret.yaml) that reports a disproven secret in a diagnosis.
+SECRET_MISMATCH_CAUSE = "encryption_secret_mismatch"  # noqa: S105 - a rule id
 SAMPLE_LIMIT = 50
 #: Client ids listed in a report of the rows that do not decrypt.
 LISTED_MAX = 10
