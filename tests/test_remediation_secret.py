@@ -236,3 +236,23 @@ async def test_auto_mode_never_encrypts_with_an_unproven_secret(
     assert (await raw_password(fresh_database, "pt"))[0] == PLAIN
     table = await rows(fresh_database, "SELECT result, reason FROM sipwatch_audit")
     assert [(a["result"], a["reason"]) for a in table] == [("refused", reason)]
+
+
+def test_the_remediation_doc_states_the_proof_and_what_is_never_automatic() -> None:
+    from pathlib import Path
+
+    from sipwatch.remediation import actions
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "remediation.md").read_text()
+    proof = doc.split("## Before anything is encrypted: the secret proof", 1)[1].split("\n## ")[0]
+    for verdict in ("proven", "partial", "mismatch", "unproven"):
+        assert f"| {verdict} |" in proof
+    assert SECRET_VARIABLE in proof and "--trust-secret" in proof
+    never = doc.split("## What is never done automatically, and why", 1)[1].split("\n## ")[0]
+    for reason in (
+        actions.SECRET_MISMATCH,
+        actions.SECRET_UNPROVEN,
+        actions.DEACTIVATED_ON_PURPOSE,
+        actions.IMPLICIT_TARGET,
+    ):
+        assert f"`{reason}`" in never
