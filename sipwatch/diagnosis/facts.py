@@ -36,7 +36,12 @@ from sipwatch.diagnosis.jambonz import (
     RealmLookup,
 )
 from sipwatch.diagnosis.redis_store import RedisUnavailable, RegistrationStore
-from sipwatch.diagnosis.secret_proof import SecretState, SecretStatus, prove_secret
+from sipwatch.diagnosis.secret_proof import (
+    SECRET_VARIABLE,
+    SecretState,
+    SecretStatus,
+    prove_secret,
+)
 from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.diagnosis.webhook_probe import ProbeResult, probe_registration_webhook
 
@@ -319,8 +324,7 @@ class FactCollector:
             return
         if self._secret is None or g.secret is None:
             f.unknown.append(
-                "password decryption: no jambonz secret configured "
-                "(set SIPWATCH_JAMBONZ_ENCRYPTION_SECRET)"
+                f"password decryption: no jambonz secret configured (set {SECRET_VARIABLE})"
             )
             return
         ev["legacy_crypto"] = self._legacy_crypto
@@ -344,8 +348,7 @@ class FactCollector:
         else:
             f.unknown.append(
                 "password decryption: the stored password does not decrypt and no other "
-                "encrypted password exists to tell a wrong row from a wrong "
-                "SIPWATCH_JAMBONZ_ENCRYPTION_SECRET"
+                f"encrypted password exists to tell a wrong row from a wrong {SECRET_VARIABLE}"
             )
 
     def _decrypts(self, stored: str | None) -> bool:

@@ -32,6 +32,7 @@ mismatch look ``partial``, so the sample is large enough (up to 50 rows) for tha
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,8 +41,19 @@ from typing import Any, Protocol
 
 from sipwatch.diagnosis.crypto import DecryptError, StoredForm, classify_stored_password, decrypt
 
+
+def _secret_variable() -> str:
+    """The environment variable of ``[jambonz] encryption_secret``, as the schema defines it."""
+    from sipwatch.config import JambonzConfig
+
+    [setting] = [f for f in dataclasses.fields(JambonzConfig) if f.name == "encryption_secret"]
+    env = setting.metadata["sipwatch"].env
+    assert isinstance(env, str)
+    return env
+
+
 #: The variable (and ``[jambonz] encryption_secret``) that holds sipwatch's copy of the secret.
-SECRET_VARIABLE = "SIPWATCH_JAMBONZ_ENCRYPTION_SECRET"  # noqa: S105 - a variable name
+SECRET_VARIABLE = _secret_variable()
 #: The rule (rules/encryption_secret.yaml) that reports a disproven secret in a diagnosis.
 SECRET_MISMATCH_CAUSE = "encryption_secret_mismatch"  # noqa: S105 - a rule id
 SAMPLE_LIMIT = 50

@@ -61,6 +61,7 @@ from sipwatch.diagnosis.jambonz import REALM_MAX, USERNAME_MAX, db_text, parent_
 from sipwatch.diagnosis.redis_store import ACTIVE_SET, registration_key
 from sipwatch.diagnosis.secret_proof import (
     SECRET_FIX,
+    SECRET_VARIABLE,
     SecretState,
     SecretStatus,
     prove_secret,
@@ -285,9 +286,8 @@ class SecretGate:
             return _Decision(
                 action._change(
                     PlanState.BLOCKED,
-                    "the jambonz encryption secret is not configured "
-                    "(SIPWATCH_JAMBONZ_ENCRYPTION_SECRET): the password could not be stored "
-                    "in the form the registrar reads",
+                    f"the jambonz encryption secret is not configured ({SECRET_VARIABLE}): "
+                    "the password could not be stored in the form the registrar reads",
                     target=target,
                     before=before,
                     reason="not_configured",
