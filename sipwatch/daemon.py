@@ -160,6 +160,7 @@ class Daemon:
             self.pipeline.failures,
             self.readiness,
             users=web_config.users if web_config else None,
+            details=self._readiness_details,
         )
         host, port = http.host, http.port
         try:
@@ -246,6 +247,13 @@ class Daemon:
                     log.info("log source up", source=name)
             self.metrics.set_source_up(name, state.up)
         self.source_states = states
+
+    def _readiness_details(self) -> dict[str, Any]:
+        """What /readyz says about the daemon's dependencies (they degrade the causes, not
+        the counting, so they are detail, not readiness)."""
+        from sipwatch.wiring import readiness_details
+
+        return dict(readiness_details(self.diagnoser))
 
     def readiness(self) -> dict[str, SourceState]:
         """Sources for /readyz.  Docker services are alternatives per role: a deployment runs
@@ -481,7 +489,10 @@ class Daemon:
         if record is None or self.diagnoser is None:
             return
         diagnosis = await self.diagnoser.diagnose(self.pipeline.symptom(record))
-        top = diagnosis.top
+        from sipwatch.wiring import device_causes
+
+        # sipwatch's own configuration problems (a wrong secret) are reported once elsewhere
+        top = next(iter(device_causes(diagnosis)), None)
         record.cause = (
             {
                 "id": top.id,

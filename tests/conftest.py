@@ -1,14 +1,132 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by every test module (pytest loads this file itself; no test module
+imports fixtures from another).
+
+The fixtures live in helper modules by subject: ``tests.jambonz_db`` (the jambonz database,
+Redis and webhook servers), ``tests.remediation_support`` (write-side backends) and
+``tests.fake_kube`` (a fake kube-apiserver).  Importing
+them here makes them available everywhere; the fixtures below are the ones several modules
+need that belong to no single subject.
+"""
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from sipwatch.diagnosis.db import DbSettings
+from sipwatch.remediation.writer import DbWriter
 from tests.fake_kube import FakeKubeApiServer, TlsFiles, make_tls, write_kubeconfig
+from tests.jambonz_db import (  # noqa: F401 - fixtures
+    MARIADB_HOST,
+    MARIADB_PORT,
+    MARIADB_USER,
+    REDIS_TEST_DB,
+    REDIS_URL_BASE,
+    TEST_SECRET,
+    Seeder,
+    admin_connect,
+    create_database,
+    database,
+    db_settings,
+    db_url,
+    drop_database,
+    jambonz_database,
+    jambonz_db,
+    redis_seeder,
+    registration_store,
+    seeder,
+    silent_server,
+    unique_name,
+    webhook_server,
+)
+from tests.remediation_support import backends, redis_client, writer  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def fresh_database() -> AsyncIterator[str]:
+    """A database of its own (jambonz schema, no rows at all) for tests that need to know
+    every row in it, e.g. which client passwords exist to prove a secret."""
+    name = unique_name()
+    await create_database(name)
+    try:
+        yield name
+    finally:
+        await drop_database(name)
+
+
+@pytest.fixture
+async def fresh_seeder(fresh_database: str) -> AsyncIterator[Seeder]:
+    conn = await admin_connect(fresh_database)
+    try:
+        yield Seeder(conn)
+    finally:
+        conn.close()
+
+
+CliEnv = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def cli_env_for(tmp_path: Path) -> CliEnv:
+    """Environment for running ``python -m sipwatch`` against a database: a config file of
+    its own (kill switch under tmp_path), the test Redis and the test secret.  Keyword
+    arguments override variables (``None`` removes one)."""
+
+    def make(db_name: str, **override: str | None) -> dict[str, str]:
+        config = tmp_path / "sipwatch.toml"
+        if not config.exists():
+            config.write_text(
+                "[remediation]\n"
+                f'kill_switch_file = "{tmp_path / "remediation.disabled"}"\n'
+                'allow_users = ["allowed*"]\n'
+            )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            SIPWATCH_CONFIG=str(config),
+            SIPWATCH_DB_URL=db_url(db_name),
+            SIPWATCH_REDIS_URL=f"{REDIS_URL_BASE}/{REDIS_TEST_DB}",
+            SIPWATCH_JAMBONZ_ENCRYPTION_SECRET=TEST_SECRET,
+            USER="oncall",
+            LOGNAME="oncall",
+        )
+        for key, value in override.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    return make
+
+
+@pytest.fixture
+def fresh_db_settings(fresh_database: str) -> DbSettings:
+    return DbSettings(
+        host=MARIADB_HOST,
+        port=MARIADB_PORT,
+        user=MARIADB_USER,
+        database=fresh_database,
+        connect_timeout=2.0,
+        read_timeout=3.0,
+        query_timeout=4.0,
+        pool_size=2,
+        readonly=False,
+    )
+
+
+@pytest.fixture
+def fresh_writer(fresh_db_settings: DbSettings) -> DbWriter:
+    return DbWriter(fresh_db_settings)
+
+
+# --------------------------------------------------------------- fake kube-apiserver
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ Other people's tests run against the same servers at the same time, so everythin
 named with a random suffix and cleaned up by name: the database this module created, the Redis
 keys and set members it wrote (never FLUSHDB), nothing else.
 
-Import the fixtures you use into a test module (pytest only auto-loads conftest.py).
+New test modules get these fixtures from ``tests/conftest.py``; older ones import them.
 """
 
 from __future__ import annotations
@@ -194,11 +194,28 @@ class Seeder:
         return sid
 
 
+WITNESS_REALM = "secret-witness.example.invalid"
+
+
+async def seed_secret_witness(name: str, secret: str = TEST_SECRET) -> None:
+    """One client whose password is encrypted with ``secret``, as on any jambonz that has
+    clients: sipwatch proves its secret against such rows before it encrypts anything."""
+    conn = await admin_connect(name)
+    try:
+        seeder = Seeder(conn, secret)
+        acct = await seeder.account(WITNESS_REALM)
+        await seeder.client(acct, "witness", password="witness-password-1")
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def jambonz_database() -> Iterator[str]:
-    """Name of a fresh database holding the jambonz schema; dropped at the end."""
+    """Name of a fresh database holding the jambonz schema and one secret witness (a client
+    encrypted with TEST_SECRET); dropped at the end."""
     name = unique_name()
     asyncio.run(create_database(name))
+    asyncio.run(seed_secret_witness(name))
     try:
         yield name
     finally:

@@ -1,7 +1,7 @@
 """Shared pieces of the remediation tests: a time bound for every test, backends wired to the
 real MariaDB/Redis of this machine, an independent jambonz decryptor and small DB helpers.
 
-Import the fixtures you use into a test module (pytest only auto-loads conftest.py).
+New test modules get these fixtures from ``tests/conftest.py``; older ones import them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -20,37 +19,7 @@ from sipwatch.diagnosis.crypto import (
     derive_key,
     encrypt,
 )
-
-# The algorithm of jambonz-api-server lib/utils/encrypt-decrypt.js (reference §2), run by Node.
-NODE_SCRIPT = r"""
-const crypto = require('crypto');
-const [mode, secret, legacy, data] = process.argv.slice(1);
-const algorithm = legacy === '1' ? 'aes-256-ctr' : 'aes-256-cbc';
-const secretKey = crypto.createHash('sha256').update(secret).digest('base64').substring(0, 32);
-if (mode === 'encrypt') {
-  const iv = crypto.randomBytes(16);
-  const cipher = crypto.createCipheriv(algorithm, secretKey, iv);
-  const encrypted = Buffer.concat([cipher.update(data), cipher.final()]);
-  process.stdout.write(JSON.stringify({iv: iv.toString('hex'), content: encrypted.toString('hex')}));
-} else {
-  const hash = JSON.parse(data);
-  const decipher = crypto.createDecipheriv(algorithm, secretKey, Buffer.from(hash.iv, 'hex'));
-  const out = Buffer.concat([decipher.update(Buffer.from(hash.content, 'hex')), decipher.final()]);
-  process.stdout.write(out.toString());
-}
-"""
-
-
-def node(
-    mode: str, secret: str, data: str, legacy: bool = False
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["node", "-e", NODE_SCRIPT, mode, secret, "1" if legacy else "0", data],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+from tests.node_crypto import node
 
 
 def test_key_is_first_32_chars_of_base64_sha256() -> None:

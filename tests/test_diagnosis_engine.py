@@ -339,7 +339,11 @@ async def test_client_password_undecryptable(seeder: Seeder, make_engine: Engine
     await seeder.client(acct, "henry")  # encrypted with TEST_SECRET
     d = await make_engine().diagnose(Symptom("gina", realm, status=500, challenged=True))
     assert ids(d) == ["client_password_undecryptable"]
-    assert cause(d, "client_password_undecryptable").evidence["other_clients_decrypting"] == "1/1"
+    # the other encrypted passwords of the database decrypt: this row is the odd one out
+    ok, sampled = (
+        cause(d, "client_password_undecryptable").evidence["other_clients_decrypting"].split("/")
+    )
+    assert 1 <= int(ok) <= int(sampled)
 
 
 async def test_credentials_mismatch(seeder: Seeder, make_engine: EngineFactory) -> None:
@@ -463,7 +467,7 @@ async def test_webhook_probes_can_be_turned_off(
     assert len(webhook_server.requests) == before
     assert ids(d) == ["webhook_denied"]
     assert cause(d, "webhook_denied").confidence == "suspected"
-    assert "webhook: probes disabled" in d.unknown
+    assert any(u.startswith("webhook: probes disabled") for u in d.unknown), d.unknown
 
 
 async def test_stale_cached_registration(
@@ -662,14 +666,14 @@ async def test_flood_is_served_from_the_cache(
             *(engine.diagnose(Symptom("mia", realm, **CREDS_403)) for _ in range(100))
         )
         assert all(ids(d) == ["client_inactive"] for d in results)
-        assert db.queries == 2  # one realm lookup, one clients lookup
+        assert db.queries == 3  # one realm lookup, one secret proof, one clients lookup
         await engine.diagnose(Symptom("mia", realm, status=403))
-        assert db.queries == 2
+        assert db.queries == 3
         uncached = DiagnosisEngine(
             rules, db=JambonzDb(db), redis=None, secret=TEST_SECRET, cache_ttl=0
         )
         await uncached.diagnose(Symptom("mia", realm))
-        assert db.queries == 4
+        assert db.queries == 6
     finally:
         await db.close()
 

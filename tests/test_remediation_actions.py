@@ -269,11 +269,14 @@ async def test_reencrypt_numeric_plaintext_and_blocked_forms(
 
 
 @bounded(20)
-async def test_reencrypt_with_legacy_ctr(seeder: Seeder, writer: DbWriter) -> None:
+async def test_reencrypt_with_legacy_ctr(fresh_seeder: Seeder, fresh_writer: DbWriter) -> None:
     from sipwatch.diagnosis.crypto import decrypt
 
+    seeder, writer = fresh_seeder, fresh_writer
     realm = unique_realm()
     acct = await seeder.account(realm)
+    # LEGACY_CRYPTO installs store AES-256-CTR rows: that is what proves the secret there
+    await seeder.client(acct, "other", stored=encrypt("other-pw-1", TEST_SECRET, legacy_ctr=True))
     await seeder.client(acct, "old", stored="ctr-password")
     b = Backends(db=writer, secret=Secret(TEST_SECRET), legacy_crypto=True)
     out = await get_action("reencrypt_password").apply(b, Target("old", realm))
@@ -281,7 +284,7 @@ async def test_reencrypt_with_legacy_ctr(seeder: Seeder, writer: DbWriter) -> No
     assert "CTR" in out.change.after["client"]["password"]
     [row] = await rows(
         writer.settings.database,
-        "SELECT password FROM clients WHERE account_sid = %s",
+        "SELECT password FROM clients WHERE account_sid = %s AND username = 'old'",
         (acct,),
     )
     assert decrypt(str(row["password"]), TEST_SECRET, legacy_ctr=True) == "ctr-password"
@@ -321,14 +324,15 @@ async def test_activate_client(seeder: Seeder, backends: Backends, jambonz_datab
 @bounded(20)
 async def test_activate_account(seeder: Seeder, backends: Backends, jambonz_database: str) -> None:
     realm = unique_realm()
-    acct = await seeder.account(realm, active=False, deactivated_reason="trial ended")
+    acct = await seeder.account(realm, active=False)  # no deactivation reason recorded
     action = get_action("activate_account")
     t = Target("frank", realm)
     change = await action.plan(backends, t)
     assert change.state is PlanState.CHANGE
-    assert change.before["account"]["deactivated_reason"] == "trial ended"
+    assert change.before["account"]["deactivated_reason"] is None
     assert change.statements == (
-        f"UPDATE accounts SET is_active = 1 WHERE account_sid = '{acct}' AND is_active = 0",
+        f"UPDATE accounts SET is_active = 1 WHERE account_sid = '{acct}' AND is_active = 0"
+        " AND deactivated_reason <=> NULL",
     )
     out = await action.apply(backends, t)
     assert out.applied and out.verified
@@ -343,7 +347,7 @@ async def test_activate_account(seeder: Seeder, backends: Backends, jambonz_data
 
 
 @bounded(20)
-async def test_set_account_realm_on_the_only_realmless_account(
+async def test_set_account_realm_only_on_the_named_account(
     seeder: Seeder, backends: Backends, jambonz_database: str
 ) -> None:
     # Other test modules use their own databases, so this one controls the realm-less set.
@@ -359,7 +363,12 @@ async def test_set_account_realm_on_the_only_realmless_account(
     acct = await seeder.account(None)
     realm = unique_realm()
     action = get_action("set_account_realm")
-    t = Target("gina", realm.upper())
+    # the only account without a realm is still not chosen for the operator
+    refused = await action.apply(backends, Target("gina", realm))
+    assert refused.change.state is PlanState.REFUSED and not refused.applied
+    assert refused.change.reason == "implicit_target"
+    assert acct in refused.change.summary and "--account" in refused.change.summary
+    t = Target("gina", realm.upper(), account_sid=acct)
     change = await action.plan(backends, t)
     assert change.state is PlanState.CHANGE, change.summary
     assert change.statements == (
@@ -374,12 +383,12 @@ async def test_set_account_realm_on_the_only_realmless_account(
     assert row["sip_realm"] == realm
     assert (await action.plan(backends, t)).state is PlanState.NOOP
 
-    # Two realm-less accounts: ambiguous, so the operator must name one.
+    # Two realm-less accounts: both listed, the operator names one.
     a1 = await seeder.account(None)
     a2 = await seeder.account(None)
     realm2 = unique_realm()
     c = await action.plan(backends, Target("h", realm2))
-    assert c.state is PlanState.BLOCKED and "--account" in c.summary
+    assert c.state is PlanState.REFUSED and a1 in c.summary and a2 in c.summary
     out = await action.apply(backends, Target("h", realm2, account_sid=a2))
     assert out.applied and out.verified
     got = await rows(
@@ -408,7 +417,9 @@ async def test_set_account_realm_refuses_to_break_or_steal(
     c = await action.plan(backends, Target("i", str(taken[0]["sip_realm"]), account_sid=acct))
     assert c.state is PlanState.BLOCKED and "another account" in c.summary
     for bad in ("203.0.113.9", "not a realm", "x" * 140 + ".example.com", "-bad.example.com"):
-        assert (await action.plan(backends, Target("i", bad))).state is PlanState.BLOCKED
+        assert (await action.plan(backends, Target("i", bad, account_sid=acct))).state is (
+            PlanState.BLOCKED
+        )
     # explicit replacement
     out = await action.apply(backends, Target("i", new, account_sid=acct, replace_realm=True))
     assert out.applied and out.verified

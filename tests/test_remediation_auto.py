@@ -116,7 +116,7 @@ async def test_dry_run_changes_nothing_and_audits_what_it_would_do(
     seeder: Seeder, engine: DiagnosisEngine, make: Any, jambonz_database: str
 ) -> None:
     realm = unique_realm()
-    acct = await seeder.account(realm, active=False, deactivated_reason="unpaid")
+    acct = await seeder.account(realm, active=False)  # no reason: a slip, not a decision
     await seeder.client(acct, "dry1", stored="plain-dry-pass")
     auto = await make(rem_config(mode="dry-run"))
     with capture_logs() as logs:

@@ -328,7 +328,7 @@ async def test_confirmation_allow_list_note_and_kill_switch(
 
     (tmp_path / "remediation.disabled").touch()
     r = await fix(cli_env, *args, "--yes")
-    assert r.rc == 1 and "kill switch" in r.out, r.all
+    assert r.rc == 5 and "kill switch" in r.out, r.all  # ExitCode.REFUSED
     assert (await client(jambonz_database, acct, "sleepy"))[0]["is_active"] == 0
     (tmp_path / "remediation.disabled").unlink()
 
@@ -371,7 +371,7 @@ async def test_scanner_shaped_username_is_refused(
         str(tmp_path / "y.pw"),
         "--yes",
     )
-    assert r.rc == 1, r.all
+    assert r.rc == 5, r.all  # ExitCode.REFUSED
     assert "Refused: the failure was classified as a scanner/attack" in r.out
     assert not (tmp_path / "y.pw").exists()
     assert await count_clients(jambonz_database, acct) == 0

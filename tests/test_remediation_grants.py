@@ -191,11 +191,13 @@ async def test_documented_grants(accounts: tuple[str, Account, Account]) -> None
         assert out.applied and out.verified, (action, out.detail)
     conn = await admin_connect(database)
     try:
-        await Seeder(conn).account(None)  # the only account without a realm
+        realmless = await Seeder(conn).account(None)
     finally:
         conn.close()
     new_realm = unique_realm()
-    out = await get_action("set_account_realm").apply(rw_b, Target("y", new_realm))
+    out = await get_action("set_account_realm").apply(
+        rw_b, Target("y", new_realm, account_sid=realmless)
+    )
     assert out.applied and out.verified, out.detail
     [newbie] = await rows(database, "SELECT password FROM clients WHERE username = %s", ("newbie",))
     assert jambonz_decrypt(str(newbie["password"]), TEST_SECRET) == pw.reveal()

@@ -41,9 +41,11 @@ from sipwatch import metrics as m
 from sipwatch.config import DEFAULT_LISTEN, REMEDIATION_ACTIONS, Config, load_config
 from sipwatch.diagnosis.checks import CHECKS
 from sipwatch.diagnosis.rules import (
+    EXAMPLE_DOMAIN,
     FLAVOURS,
     SEVERITIES,
     Rule,
+    RuleExample,
     SymptomPattern,
     default_rules_dir,
     load_rules,
@@ -699,27 +701,6 @@ def _buckets(name: str) -> tuple[float, ...]:
 # Rules reference
 # =============================================================================================
 
-# What each named check needs to be decided.  Checks are computed in diagnosis/facts.py; this
-# table says which ones survive without the database (``log``) and is tested to cover CHECKS.
-CHECK_SOURCES: Mapping[str, tuple[str, ...]] = {
-    "ip_used_as_domain": ("log",),
-    "scanner_signal": ("log",),
-    "account_found": ("database",),
-    "account_active": ("database",),
-    "account_has_webhook": ("database",),
-    "realm_served_by_sp_hook": ("database",),
-    "legacy_hook_found": ("database",),
-    "client_found": ("database",),
-    "client_active": ("database",),
-    "client_duplicate": ("database",),
-    "client_password_encrypted": ("database",),
-    "client_password_decrypts": ("database", "encryption secret"),
-    "webhook_reachable": ("database", "webhook probe"),
-    "webhook_http_ok": ("database", "webhook probe"),
-    "webhook_response_valid": ("database", "webhook probe"),
-    "registration_cached": ("redis",),
-    "db_would_reject": ("database",),
-}
 _FLAVOUR_NAMES = {"sidecar": "sbc-sip-sidecar", "legacy": "sbc-registrar (legacy)"}
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -735,12 +716,11 @@ class LogOnly:
 
 
 def _check_sources(name: str) -> tuple[str, ...]:
+    """What a check needs, from its registration (``@check`` in diagnosis/checks.py)."""
     try:
-        return CHECK_SOURCES[name]
+        return CHECKS[name].needs
     except KeyError:
-        raise ReferenceDocsError(
-            f"check {name!r} has no entry in CHECK_SOURCES (sipwatch/reference_docs.py)"
-        ) from None
+        raise ReferenceDocsError(f"check {name!r} is not registered") from None
 
 
 def log_only(rule: Rule) -> LogOnly:
@@ -758,6 +738,12 @@ def log_only(rule: Rule) -> LogOnly:
         if external:
             return LogOnly(
                 "suspected", f"Suspected from the log; {_needs_text(rule)} confirms." + legacy
+            )
+        if rule.max_confidence == "suspected":
+            return LogOnly(
+                "suspected",
+                "Suspected from the log alone; its evidence is indirect, so never confirmed."
+                + legacy,
             )
         return LogOnly("confirmed", "Yes: decided from the log alone." + legacy)
     if blocking and rule.suspect_when:
@@ -917,7 +903,8 @@ def render_rules(rules: Sequence[Rule] | None = None) -> str:
         "",
         "## Checks",
         "",
-        "The named checks rules can use (`sipwatch/diagnosis/checks.py`) and what each needs.",
+        "The named checks rules can use (each registered with `@check` in",
+        "`sipwatch/diagnosis/checks.py`) and what each needs.",
         "Without the database every check except the `log` ones is unknown.",
         "",
         "| Check | Needs | Meaning | Used by |",
@@ -926,7 +913,7 @@ def render_rules(rules: Sequence[Rule] | None = None) -> str:
     for name in sorted(CHECKS):
         users = [r.id for r in ordered if name in r.checks]
         out.append(
-            f"| `{name}` | {', '.join(_check_sources(name))} | {_md(CHECKS[name])} "
+            f"| `{name}` | {', '.join(_check_sources(name))} | {_md(CHECKS[name].meaning)} "
             f"| {', '.join(f'[{u}](#{u})' for u in users) or '-'} |"
         )
     return "\n".join(out) + "\n"
@@ -969,6 +956,8 @@ def _rule_section(r: Rule, lo: LogOnly) -> list[str]:
         rows.append(("Suppresses", ", ".join(f"[{s}](#{s})" for s in sorted(r.suppresses))))
     if r.fallback:
         rows.append(("Fallback", "yes: listed only when no other cause fired"))
+    if r.max_confidence == "suspected":
+        rows.append(("Confidence", "at most suspected: the evidence is indirect"))
     rows.append(("Remediation", _code(r.remediation) if r.remediation else "none"))
     rows.append(("Defined in", _code(_rule_source(r))))
     out = [f"### {r.id}", "", f"**{_md(r.title)}**", "", "| | |", "|---|---|"]
@@ -980,7 +969,44 @@ def _rule_section(r: Rule, lo: LogOnly) -> list[str]:
     out += [f"{i}. {_template_md(step)}" for i, step in enumerate(r.fix_steps, 1)]
     if r.fix_command:
         out += ["", "```sh", r.fix_command, "```"]
+    if r.examples:
+        out += ["", "Examples (golden cases, checked by the tests):", ""]
+        out += [f"- {_example_text(ex)}" for ex in r.examples]
     return out
+
+
+def _example_text(ex: RuleExample) -> str:
+    """One golden case in words: the symptom, the stubbed checks, the causes in order."""
+    s = ex.symptom
+    parts: list[str] = []
+    if s.status is not None:
+        parts.append("timeout" if s.status == 0 else f"status {s.status}")
+    if s.x_reason is not None:
+        parts.append(f"X-Reason {_code(s.x_reason)}" if s.x_reason else "no X-Reason")
+    if s.challenged is not None:
+        parts.append("after a challenge" if s.challenged else "before any challenge")
+    if s.registrar_events:
+        parts.append(
+            "registrar event " + " and ".join(_code(e) for e in sorted(s.registrar_events))
+        )
+    for name, value in (
+        ("domain", s.domain if s.domain != EXAMPLE_DOMAIN else None),
+        ("Request-URI host", s.request_uri_host),
+        ("User-Agent", s.user_agent),
+        ("Authorization user", s.auth_username),
+    ):
+        if value:
+            parts.append(f"{name} {_code(value)}")
+    if s.distinct_users_from_ip:
+        parts.append(f"{s.distinct_users_from_ip} usernames from the IP")
+    if ex.flavour != "sidecar":
+        parts.append(f"registrar {ex.flavour}")
+    facts = ", ".join(
+        f"{_code(n)} = {'unknown' if v is None else str(v).lower()}" for n, v in ex.facts.items()
+    )
+    symptom = "; ".join(parts) or "no symptom from the log"
+    causes = ", then ".join(f"[{c}](#{c})" for c in ex.expect) or "no cause"
+    return f"{symptom}{'; ' + facts if facts else ''} → {causes}"
 
 
 # =============================================================================================

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sipwatch.cli.arg_types import ip_address, sip_status
 from sipwatch.cli.exit_codes import ExitCode, help_epilog
 
 if TYPE_CHECKING:
@@ -22,16 +23,6 @@ if TYPE_CHECKING:
 
 # The engine, asyncmy, redis and aiohttp are imported when the command runs, not when
 # ``sipwatch --help`` builds its parsers.
-
-
-def _status(value: str) -> int:
-    try:
-        code = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("status must be a SIP status code") from None
-    if not 0 <= code <= 699:
-        raise argparse.ArgumentTypeError("status must be 0 (timeout) or 100-699")
-    return code
 
 
 def register(sub: SubParsers) -> None:
@@ -56,8 +47,8 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument("--user", required=True, help="the To user (AOR user) of the device")
     p.add_argument("--domain", required=True, help="the To host (SIP realm) of the device")
-    p.add_argument("--source-ip", help="the device's public IP address")
-    p.add_argument("--status", type=_status, help="final SIP status the device got (e.g. 403)")
+    p.add_argument("--source-ip", type=ip_address, help="the device's public IP address")
+    p.add_argument("--status", type=sip_status, help="final SIP status the device got (e.g. 403)")
     p.add_argument("--x-reason", help="X-Reason header of that response, if any")
     challenge = p.add_mutually_exclusive_group()
     challenge.add_argument(

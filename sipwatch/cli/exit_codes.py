@@ -3,7 +3,8 @@
 Scripts and systemd units act on these numbers, so they are stable and mean the same thing in
 every command.  Each command declares which of them it can return (``COMMAND_EXIT_CODES``);
 its ``--help`` lists exactly those (``help_epilog``), the README's table is rendered from
-this module (``markdown_table``) and a test runs every command into each of its codes.
+this module (``markdown_table``) and a test runs every command into each of its codes
+(``tests/test_exit_codes.py``): a code no command can reach is not listed.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class ExitCode(IntEnum):
 
 _DOCS: dict[ExitCode, str] = {
     ExitCode.OK: "done: report printed, change applied and verified, or nothing to do",
-    ExitCode.PROBLEM: "ran and found something to report, or a change was not applied",
-    ExitCode.USAGE: "bad arguments or configuration (also: listen address in use)",
+    ExitCode.PROBLEM: "nothing was changed: declined, the action cannot act here, or no cause "
+    "has an action",
+    ExitCode.USAGE: "bad arguments, configuration or rules (also: the listen address in use)",
     ExitCode.UNAVAILABLE: "input unreadable, or database/Redis/Docker unreachable or without "
     "the jambonz tables",
     ExitCode.FAILED: "the change failed or could not be verified (rolled back)",
@@ -57,7 +59,9 @@ COMMAND_EXIT_CODES: dict[str, tuple[ExitCode, ...]] = {
         _E.INTERRUPTED,
     ),
     "check-config": (_E.OK, _E.USAGE),
-    "run": (_E.OK, _E.USAGE, _E.INTERRUPTED),
+    # SIGINT and SIGTERM both stop the daemon cleanly (0); a listen address in use is a
+    # configuration problem (USAGE, and the unit's RestartPreventExitStatus=2).
+    "run": (_E.OK, _E.USAGE),
 }
 
 

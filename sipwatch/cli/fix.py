@@ -8,8 +8,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sipwatch.cli.arg_types import ip_address, sip_status
 from sipwatch.cli.exit_codes import help_epilog
-from sipwatch.config import REMEDIATION_ACTIONS
+from sipwatch.remediation.catalog import ACTION_IDS
 
 if TYPE_CHECKING:
     from sipwatch.cli.main import SubParsers
@@ -40,7 +41,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--domain", required=True, help="the device's SIP domain (To host / realm)")
     p.add_argument(
         "--action",
-        choices=REMEDIATION_ACTIONS,
+        choices=ACTION_IDS,
         help="the action to run (default: the one the most likely cause names)",
     )
     p.add_argument(
@@ -67,6 +68,13 @@ def register(sub: SubParsers) -> None:
         action="store_true",
         help="set_account_realm: replace the account's existing realm",
     )
+    p.add_argument(
+        "--trust-secret",
+        action="store_true",
+        help="create_client/reencrypt_password: encrypt even though no encrypted password in "
+        "the database can prove the jambonz secret is right (a database without any); a "
+        "secret the database disproves is refused whatever you pass",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the change, change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument(
@@ -75,8 +83,10 @@ def register(sub: SubParsers) -> None:
         metavar="SECONDS",
         help="after applying, wait this long for the device to register (200 OK)",
     )
-    p.add_argument("--source-ip", help="the device's public IP (for the diagnosis)")
-    p.add_argument("--status", type=int, help="the final SIP status the device got")
+    p.add_argument(
+        "--source-ip", type=ip_address, help="the device's public IP (for the diagnosis)"
+    )
+    p.add_argument("--status", type=sip_status, help="the final SIP status the device got")
     p.add_argument("--x-reason", help="the X-Reason of that response, if any")
     p.add_argument("--config", help="config file (default: $SIPWATCH_CONFIG or /etc/sipwatch)")
     p.add_argument("--db-url", help="mysql://user:password@host:port/jambones")

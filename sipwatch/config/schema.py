@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import unquote, urlsplit
 
 from sipwatch.config.secrets import Secret, mask_value, quiet_apprise
+from sipwatch.remediation.catalog import ACTION_IDS
 
 # ---------------------------------------------------------------------------------------------
 # Constants other modules rely on
@@ -64,17 +65,9 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 RemediationMode = Literal["off", "dry-run", "on"]
 REMEDIATION_MODES: tuple[str, ...] = get_args(RemediationMode)
-#: The remediation actions sipwatch knows.  ``remediation.actions`` keys must be one of these;
-#: the remediation package uses the same names.
-REMEDIATION_ACTIONS: tuple[str, ...] = (
-    "create_client",  # no clients row for the username -> create one (encrypted, generated pw)
-    "reencrypt_password",  # clients.password stored in clear text -> store it encrypted
-    "activate_client",  # clients.is_active = 0 -> 1
-    "activate_account",  # accounts.is_active = 0 -> 1 (the whole realm was refused)
-    "set_account_realm",  # no account owns the realm -> set accounts.sip_realm
-    "flush_cached_registration",  # DEL user:<aor> + ZREM active-user: force re-authentication
-    "restart_registrar",  # drachtio answers 503 "no connected clients" -> restart the sidecar
-)
+#: The remediation actions sipwatch knows (declared once, in ``sipwatch.remediation.catalog``).
+#: ``remediation.actions`` keys must be one of these.
+REMEDIATION_ACTIONS: tuple[str, ...] = ACTION_IDS
 FileFormat = Literal["auto", "plain", "cri"]
 #: ``sources.kubernetes.enabled``: a boolean, or "auto" (follow the jambonz pods when
 #: sipwatch finds itself in a pod and no source is configured explicitly).

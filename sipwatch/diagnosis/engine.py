@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sipwatch.diagnosis.checks import CHECK_EVIDENCE, MATCH_EVIDENCE
+from sipwatch.diagnosis.checks import CHECKS, MATCH_EVIDENCE
 from sipwatch.diagnosis.facts import FactCollector, Facts
 from sipwatch.diagnosis.jambonz import JambonzDb
 from sipwatch.diagnosis.redis_store import RegistrationStore
@@ -249,12 +249,14 @@ class DiagnosisEngine:
             return None
         else:
             confidence = "suspected" if unknown else "confirmed"
+        if rule.max_confidence == "suspected":
+            confidence = "suspected"  # indirect evidence by nature: never more than suspected
         return self._cause(rule, s, facts, confidence)
 
     def _cause(self, rule: Rule, s: Symptom, facts: Facts, confidence: Confidence) -> Cause:
         keys: list[str] = []
         for name in rule.checks:
-            keys.extend(CHECK_EVIDENCE[name])
+            keys.extend(CHECKS[name].evidence)
         for f in rule.match_fields:
             keys.extend(MATCH_EVIDENCE[f])
         evidence: dict[str, Any] = {}

@@ -1,8 +1,11 @@
-"""Compute the named checks (see ``checks.py``) for one symptom.
+"""Gather what the checks (``checks.py``) need for one symptom, then decide them all.
 
 The order mirrors the registrar's own decision path (reference §1a/§1b): realm → account →
 (webhook | clients) → password, then Redis and the webhook probe.  Every source is optional
-and bounded; whatever cannot be decided stays ``None`` and a line in ``unknown`` says why.
+and bounded; whatever cannot be gathered stays ``None`` (the checks that need it are then
+undecided) and a line in ``unknown`` says why.  The collector only gathers: the verdicts are
+the registered checks' (:func:`sipwatch.diagnosis.checks.decide_all`).
+
 Evidence holds only safe values: ids, flags, counts, masked URLs - never a password, a digest,
 a webhook secret or a DB URL with credentials.
 """
@@ -17,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sipwatch.diagnosis.cache import TtlCache
+from sipwatch.diagnosis.checks import Gathered, db_reject_reason, decide_all, scanner_reasons
 from sipwatch.diagnosis.crypto import (
+    DecryptError,
     StoredForm,
-    WrongSecretError,
     classify_stored_password,
     decrypt,
 )
@@ -30,10 +34,15 @@ from sipwatch.diagnosis.jambonz import (
     AuthHookLookup,
     JambonzDb,
     RealmLookup,
-    Webhook,
 )
 from sipwatch.diagnosis.redis_store import RedisUnavailable, RegistrationStore
-from sipwatch.diagnosis.symptom import Symptom, host_is_ip, host_is_ipv4
+from sipwatch.diagnosis.secret_proof import (
+    SECRET_VARIABLE,
+    SecretState,
+    SecretStatus,
+    prove_secret,
+)
+from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.diagnosis.webhook_probe import ProbeResult, probe_registration_webhook
 
 Flavour = Literal["sidecar", "legacy"]
@@ -55,7 +64,6 @@ SCANNER_USER_AGENTS = (
     "voip-scan",
 )
 _GARBAGE_CHARS = frozenset("'\"<>\\;`")
-_NUMERIC_USER = re.compile(r"^\+?[0-9]{1,32}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 REGISTRAR_SERVICE = {"sidecar": "sbc-sip-sidecar", "legacy": "sbc-registrar"}
 
@@ -140,6 +148,26 @@ class FactCollector:
         self.db_cache = TtlCache(cache_ttl)
         self.probe_cache = TtlCache(cache_ttl, max_entries=256)
         self.redis_cache = TtlCache(min(cache_ttl, 5.0))
+        self.secret_status: SecretStatus | None = None  # the latest proof, for /readyz
+
+    async def check_secret(self) -> SecretStatus:
+        """Prove sipwatch's secret against the database now (cached like other lookups).
+
+        Raises :class:`DbError` when the database cannot answer; with no database or no
+        secret the answer is "unproven" / "not configured"."""
+        if self._secret is None:
+            status = SecretStatus(SecretState.NOT_CONFIGURED, legacy_crypto=self._legacy_crypto)
+        elif self._db is None:
+            status = SecretStatus(SecretState.UNPROVEN, legacy_crypto=self._legacy_crypto)
+        else:
+            jdb, secret, legacy = self._db, self._secret, self._legacy_crypto
+
+            async def load() -> SecretStatus:
+                return await prove_secret(jdb.db, secret, legacy_crypto=legacy)
+
+            status = await self.db_cache.get_or_load(("secret",), load)
+        self.secret_status = status
+        return status
 
     async def collect(self, s: Symptom) -> Facts:
         f = Facts()
@@ -158,67 +186,57 @@ class FactCollector:
             distinct_users_from_ip=s.distinct_users_from_ip or None,
             failures_from_ip=s.failures_from_ip or None,
         )
-        v = f.values
-        v["ip_used_as_domain"] = host_is_ipv4(s.request_uri_host) or host_is_ip(s.domain)
-        strong = strong_scanner_reasons(s, self._scanner_min_users)
+        g = Gathered(
+            symptom=s,
+            scanner_min_users=self._scanner_min_users,
+            strong_scanner_reasons=strong_scanner_reasons(s, self._scanner_min_users),
+        )
         if self._flavour != "auto":
+            g.flavour = self._flavour
             f.flavour, f.flavour_source = self._flavour, "configured"
 
-        hook: Webhook | None = None
         hook_secret: str | None = None
         probe_realm = s.domain
         if self._db is None:
             f.unknown.append("database: not configured (set SIPWATCH_DB_URL or --db-url)")
-        elif strong:
+        elif g.strong_scanner_reasons:
             f.unknown.append("database: not queried for an attacker-shaped request")
         else:
             try:
                 async with asyncio.timeout(self._deadline):
-                    hook, hook_secret, probe_realm = await self._db_facts(s, f, self._db)
+                    hook_secret, probe_realm = await self._db_facts(s, f, g, self._db)
             except TimeoutError:
                 f.error("timeout", "database: diagnosis deadline exceeded")
             except DbError as exc:
                 kind = exc.kind if isinstance(exc, (DbTimeout, DbSchemaError)) else "db_unavailable"
                 f.error(kind, f"database: {exc.kind}: {exc}")
 
-        reasons = list(strong)
-        # A numeric user against an IP address is also what a real phone with its SBC's IP as
-        # "domain" sends (realm_is_ip), so it only supports other scanner evidence.
-        if (
-            (reasons or s.distinct_users_from_ip >= 2)
-            and _NUMERIC_USER.match(s.user)
-            and (v["ip_used_as_domain"] or v.get("account_found") is False)
-        ):
-            reasons.append("numeric username against an IP address or unknown realm")
-        v["scanner_signal"] = bool(reasons)
-        ev["scanner_reasons"] = reasons or None
-
-        await self._webhook_facts(f, hook, hook_secret, probe_realm)
-        await self._redis_facts(s, f)
-        reject, why = _would_reject(v, f.flavour)
-        v["db_would_reject"] = reject
-        ev["db_reject_reason"] = why
-        ev["flavour"] = f.flavour
-        ev["registrar_service"] = REGISTRAR_SERVICE[f.flavour]
+        await self._webhook_facts(f, g, hook_secret, probe_realm)
+        await self._redis_facts(s, f, g)
+        f.values = decide_all(g)
+        ev["scanner_reasons"] = scanner_reasons(g) or None
+        ev["db_reject_reason"] = db_reject_reason(g)[1]
+        f.flavour = g.flavour  # type: ignore[assignment]
+        ev["flavour"] = g.flavour
+        ev["registrar_service"] = REGISTRAR_SERVICE[g.flavour]
         return f
 
     # ------------------------------------------------------------------ database
 
     async def _db_facts(
-        self, s: Symptom, f: Facts, jdb: JambonzDb
-    ) -> tuple[Webhook | None, str | None, str]:
-        v, ev = f.values, f.evidence
+        self, s: Symptom, f: Facts, g: Gathered, jdb: JambonzDb
+    ) -> tuple[str | None, str]:
+        """Fill ``g`` from the database; returns (webhook secret, realm to probe with)."""
+        ev = f.evidence
         lookup: RealmLookup = await self.db_cache.get_or_load(
             ("realm", s.domain), lambda: jdb.lookup_account_by_sip_realm(s.domain)
         )
+        g.realm = lookup
         acct: Account | None = lookup.account
         ev["tried_realms"] = list(lookup.tried)
-        v["account_found"] = acct is not None
         if acct is None:
-            v["account_active"] = None
             ev["similar_realms"] = await self._similar_realms(jdb, s.domain)
         else:
-            v["account_active"] = acct.is_active
             ev.update(
                 account_sid=acct.account_sid,
                 account_name=acct.name,
@@ -229,44 +247,30 @@ class FactCollector:
             )
 
         if self._flavour == "auto":
-            f.flavour, f.flavour_source = _infer_flavour(s, acct)
+            flavour, f.flavour_source = _infer_flavour(s, acct)
+            g.flavour = f.flavour = flavour
 
-        hook: Webhook | None
         hook_secret: str | None
         probe_realm = acct.sip_realm if acct and acct.sip_realm else s.domain
-        if f.flavour == "legacy":
+        if g.flavour == "legacy":
             auth: AuthHookLookup = await self.db_cache.get_or_load(
                 ("authhook", s.domain), lambda: jdb.lookup_auth_hook(s.domain)
             )
-            hook, hook_secret = auth.webhook, auth.webhook_secret
-            v["legacy_hook_found"] = hook is not None
-            v["realm_served_by_sp_hook"] = auth.source == "service_provider"
-            v["account_has_webhook"] = hook is not None
+            g.auth_hook, g.hook, hook_secret = auth, auth.webhook, auth.webhook_secret
             ev["webhook_source"] = auth.source
             if auth.source == "service_provider" and auth.matched:
                 probe_realm = s.domain if _HOSTNAME.match(s.domain) else auth.matched
         else:
-            hook = acct.registration_hook if acct else None
+            g.hook = acct.registration_hook if acct else None
             hook_secret = acct.webhook_secret if acct else None
-            v["legacy_hook_found"] = None
-            v["realm_served_by_sp_hook"] = False
-            v["account_has_webhook"] = (hook is not None) if acct else None
-            ev["webhook_source"] = "account" if hook else None
-        if hook is not None:
-            ev["registration_webhook"] = hook.display_url
-            ev["webhook_method"] = hook.method
+            ev["webhook_source"] = "account" if g.hook else None
+        if g.hook is not None:
+            ev["registration_webhook"] = g.hook.display_url
+            ev["webhook_method"] = g.hook.method
 
-        for name in (
-            "client_found",
-            "client_active",
-            "client_duplicate",
-            "client_password_encrypted",
-            "client_password_decrypts",
-        ):
-            v[name] = None
-        if f.flavour == "sidecar" and acct is not None and hook is None:
-            await self._client_facts(s, f, jdb, acct)
-        return hook, hook_secret, probe_realm
+        if g.flavour == "sidecar" and acct is not None and g.hook is None:
+            await self._client_facts(s, f, g, jdb, acct)
+        return hook_secret, probe_realm
 
     async def _similar_realms(self, jdb: JambonzDb, domain: str) -> list[str]:
         """Realms under the same base domain, plus near-misses (typos) among all realms."""
@@ -281,16 +285,27 @@ class FactCollector:
                     found.append(near)
         return found[:5]
 
-    async def _client_facts(self, s: Symptom, f: Facts, jdb: JambonzDb, acct: Account) -> None:
-        v, ev = f.values, f.evidence
+    async def _client_facts(
+        self, s: Symptom, f: Facts, g: Gathered, jdb: JambonzDb, acct: Account
+    ) -> None:
+        ev = f.evidence
         username = s.lookup_username
         ev["lookup_username"] = username
         ev["lookup_username_source"] = "authorization" if s.auth_username else "to"
+        if self._secret is not None:
+            # The clients path is where the secret matters: prove it (cached) whatever this
+            # client's row looks like, so a wrong secret is reported even for plaintext rows.
+            g.secret = await self.check_secret()
+            ev.update(
+                secret_check=g.secret.describe(),
+                secret_sampled=g.secret.sampled,
+                secret_decrypted=g.secret.decrypted,
+            )
         clients = await self.db_cache.get_or_load(
             ("clients", acct.account_sid, username),
             lambda: jdb.lookup_clients(acct.account_sid, username),
         )
-        v["client_found"] = bool(clients)
+        g.clients = clients
         ev["client_rows"] = len(clients)
         if not clients:
             ev["other_realms"] = await self.db_cache.get_or_load(
@@ -299,58 +314,62 @@ class FactCollector:
             )
             return
         first = clients[0]  # digest-utils uses clients[0]
-        v["client_active"] = first.is_active
-        v["client_duplicate"] = len(clients) > 1
         ev.update(client_sid=first.client_sid, client_active=first.is_active)
         if len(clients) > 1:
             ev["client_sids"] = [c.client_sid for c in clients[:10]]
             ev["client_rows_active"] = [c.is_active for c in clients[:10]]
         form = classify_stored_password(first.password)
         ev["password_form"] = form.value
-        v["client_password_encrypted"] = form is StoredForm.ENCRYPTED
         if form is not StoredForm.ENCRYPTED:
             return
-        if self._secret is None:
+        if self._secret is None or g.secret is None:
             f.unknown.append(
-                "password decryption: no jambonz secret configured "
-                "(set SIPWATCH_JAMBONZ_ENCRYPTION_SECRET)"
+                f"password decryption: no jambonz secret configured (set {SECRET_VARIABLE})"
             )
             return
         ev["legacy_crypto"] = self._legacy_crypto
-        decrypts = self._decrypts(first.password)
-        v["client_password_decrypts"] = decrypts
-        ev["decrypt_result"] = "ok" if decrypts else "fails with the configured secret"
-        if not decrypts:
-            others = await self.db_cache.get_or_load(
-                ("others", acct.account_sid, first.client_sid),
-                lambda: jdb.other_client_passwords(acct.account_sid, first.client_sid),
+        if self._decrypts(first.password):
+            g.password_decrypts = True
+            ev["decrypt_result"] = "ok"
+            return
+        # The row does not decrypt.  Whose fault is it?  Only the other rows can tell.
+        others = g.secret.excluding(first.client_sid)
+        if others.sampled:
+            ev["other_clients_decrypting"] = f"{others.decrypted}/{others.sampled}"
+        if others.matches is True:
+            g.password_decrypts = False
+            ev["decrypt_result"] = "fails with the configured secret"
+        elif others.matches is False:
+            f.unknown.append(
+                "password decryption: not judged - sipwatch's secret decrypts no stored "
+                "password, so it is sipwatch's secret that is wrong (see "
+                "encryption_secret_mismatch), not this client's row"
             )
-            encrypted = [p for p in others if classify_stored_password(p) is StoredForm.ENCRYPTED]
-            ok = sum(1 for p in encrypted if self._decrypts(p))
-            ev["other_clients_decrypting"] = f"{ok}/{len(encrypted)}" if encrypted else None
+        else:
+            f.unknown.append(
+                "password decryption: the stored password does not decrypt and no other "
+                f"encrypted password exists to tell a wrong row from a wrong {SECRET_VARIABLE}"
+            )
 
     def _decrypts(self, stored: str | None) -> bool:
         assert self._secret is not None
         try:
             decrypt(stored, self._secret, legacy_ctr=self._legacy_crypto)
-        except WrongSecretError:
-            return False
-        except ValueError:
+        except DecryptError:
             return False
         return True
 
     # ------------------------------------------------------------------ webhook, redis
 
     async def _webhook_facts(
-        self, f: Facts, hook: Webhook | None, hook_secret: str | None, realm: str
+        self, f: Facts, g: Gathered, hook_secret: str | None, realm: str
     ) -> None:
-        v, ev = f.values, f.evidence
-        for name in ("webhook_reachable", "webhook_http_ok", "webhook_response_valid"):
-            v[name] = None
+        ev = f.evidence
+        hook = g.hook
         if hook is None:
             return
         if not self._probes:
-            f.unknown.append("webhook: probes disabled")
+            f.unknown.append("webhook: probes disabled (--webhook-probe calls it once)")
             return
 
         async def load() -> ProbeResult:
@@ -365,9 +384,7 @@ class FactCollector:
         except Exception as exc:  # a probe bug must not break the diagnosis
             f.unknown.append(f"webhook: probe failed ({type(exc).__name__})")
             return
-        v["webhook_reachable"] = probe.reachable
-        v["webhook_http_ok"] = probe.http_ok
-        v["webhook_response_valid"] = probe.response_valid
+        g.probe = probe
         ev.update(
             webhook_probe=probe.outcome,
             webhook_http_status=probe.http_status,
@@ -375,9 +392,8 @@ class FactCollector:
             webhook_probe_ms=probe.elapsed_ms,
         )
 
-    async def _redis_facts(self, s: Symptom, f: Facts) -> None:
-        v, ev = f.values, f.evidence
-        v["registration_cached"] = None
+    async def _redis_facts(self, s: Symptom, f: Facts, g: Gathered) -> None:
+        ev = f.evidence
         if self._redis is None:
             f.unknown.append("redis: not configured (set SIPWATCH_REDIS_URL or --redis-url)")
             return
@@ -387,7 +403,7 @@ class FactCollector:
         except RedisUnavailable as exc:
             f.error("redis_unavailable", f"redis: unavailable: {exc}")
             return
-        v["registration_cached"] = reg is not None
+        g.registration_cached = reg is not None
         ev["registered_now"] = reg is not None
         if reg is not None:
             ev.update(
@@ -408,35 +424,3 @@ def _infer_flavour(s: Symptom, acct: Account | None) -> tuple[Flavour, str]:
     ):
         return "legacy", "inferred: realm with an account refused before any challenge"
     return "sidecar", "assumed: sbc-sip-sidecar (current registrar)"
-
-
-def _would_reject(v: dict[str, bool | None], flavour: str) -> tuple[bool | None, str | None]:
-    """Would a fresh REGISTER be refused, given what the database shows?"""
-    if v.get("account_found") is None:
-        return None, None
-    webhook_broken = (
-        v.get("webhook_reachable") is False
-        or v.get("webhook_http_ok") is False
-        or v.get("webhook_response_valid") is False
-    )
-    if flavour == "legacy":
-        if v.get("legacy_hook_found") is False:
-            return True, "no registration webhook for the realm"
-        return (True, "registration webhook is broken") if webhook_broken else (None, None)
-    if not v["account_found"]:
-        return True, "no account owns the realm"
-    if v.get("account_active") is False:
-        return True, "account is deactivated"
-    if v.get("account_has_webhook"):
-        return (True, "registration webhook is broken") if webhook_broken else (None, None)
-    if v.get("client_found") is False:
-        return True, "no client with this username"
-    if v.get("client_active") is False:
-        return True, "client is deactivated"
-    if v.get("client_password_encrypted") is False:
-        return True, "stored password is not encrypted"
-    if v.get("client_password_decrypts") is False:
-        return True, "stored password does not decrypt"
-    if v.get("client_password_decrypts") is None:
-        return None, None
-    return False, None

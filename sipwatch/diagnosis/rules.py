@@ -26,13 +26,27 @@ A rule file holds one rule (a mapping) or a list of rules::
       steps: ["Activate it in the portal"]
       command: sipwatch fix --user {lookup_username} --domain {domain} --action activate_client
     remediation: activate_client     # remediation action id, or omitted
+    max_confidence: suspected        # optional: the evidence is indirect, never "confirmed"
+    examples:                        # golden cases, run by tests/test_rule_examples.py
+      - symptom: {status: 403, x_reason: Invalid credentials, challenged: true}
+        facts: {account_found: true, client_found: true, client_active: false}
+        flavour: sidecar             # optional (default sidecar)
+        expect: [client_inactive]    # every cause, most likely first ([] = none)
 
 Evaluation is tri-state because half the inputs can be unknown (no database, no X-Reason in
 the log, ``sipwatch diagnose`` without ``--status``).  A rule fires when nothing contradicts
 it (the log does not rule out every match alternative; no check has the wrong value) *and*
 something positively supports it (a matching symptom field or a passing check).  A check that
 could not run blocks the rule unless it is in ``unknown_ok`` or a ``suspect_when``
-alternative fully matches the log; either way the cause is then "suspected".
+alternative fully matches the log; either way the cause is then "suspected".  A rule whose
+evidence is indirect by nature (a SIP 500 that several things cause) sets ``max_confidence:
+suspected`` and says in its text what would confirm it.
+
+``examples`` are the rule's golden cases, as fail2ban ships a sample log with each filter: a
+symptom and stubbed check values, and the causes the whole rule set must give for them, most
+likely first.  The loader validates them (known symptom fields, registered checks, existing
+rule ids); the tests run every one against the engine, so a rule change that alters an
+answer shows up as a failing example of the rule it affects.
 """
 
 from __future__ import annotations
@@ -47,14 +61,15 @@ from typing import Any
 
 import yaml
 
-from sipwatch.config import REMEDIATION_ACTIONS
 from sipwatch.diagnosis.checks import CHECKS
 from sipwatch.diagnosis.symptom import Symptom
+from sipwatch.remediation.catalog import ACTION_IDS
 
 SEVERITIES = ("critical", "error", "warning", "info")
 FLAVOURS = ("sidecar", "legacy")
-# One list of remediation action ids for config, rules and the remediation package.
-KNOWN_ACTIONS = frozenset(REMEDIATION_ACTIONS)
+CONFIDENCES = ("confirmed", "suspected")
+# The remediation action ids, declared once in sipwatch.remediation.catalog.
+KNOWN_ACTIONS = frozenset(ACTION_IDS)
 # Placeholders usable in summary/steps (display-escaped) and in fix.command (shell-quoted).
 TEXT_PLACEHOLDERS = frozenset(
     {
@@ -79,6 +94,8 @@ TEXT_PLACEHOLDERS = frozenset(
         "webhook_probe",
         "webhook_probe_detail",
         "cached_proxy",
+        "secret_check",
+        "secret_sampled",
         "distinct_users_from_ip",
         "scanner_reasons",
         "flavour",
@@ -121,10 +138,30 @@ _RULE_KEYS = frozenset(
         "summary_suspected",
         "fix",
         "remediation",
+        "max_confidence",
+        "examples",
     }
 )
 _REQUIRED = ("id", "title", "severity", "summary", "fix")
 _MATCH_KEYS = frozenset({"status", "x_reason", "challenged", "registrar_events"})
+_EXAMPLE_KEYS = frozenset({"symptom", "facts", "flavour", "expect"})
+# Symptom fields an example may set, and the Python types they take.
+_EXAMPLE_SYMPTOM: Mapping[str, tuple[type, ...]] = {
+    "user": (str,),
+    "domain": (str,),
+    "source_ip": (str,),
+    "status": (int,),
+    "x_reason": (str,),
+    "challenged": (bool,),
+    "request_uri_host": (str,),
+    "auth_username": (str,),
+    "user_agent": (str,),
+    "registrar_events": (list,),
+    "distinct_users_from_ip": (int,),
+    "failures_from_ip": (int,),
+}
+EXAMPLE_USER = "alice"
+EXAMPLE_DOMAIN = "pbx.example.com"
 
 
 class RuleError(ValueError):
@@ -190,6 +227,17 @@ def evaluate_patterns(patterns: Sequence[SymptomPattern], s: Symptom) -> MatchSt
 
 
 @dataclass(frozen=True)
+class RuleExample:
+    """A golden case: this symptom with these check values gives these causes, in order."""
+
+    symptom: Symptom
+    facts: Mapping[str, bool | None]
+    flavour: str
+    expect: tuple[str, ...]
+    source: str  # "file:line"
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     title: str
@@ -210,6 +258,8 @@ class Rule:
     source: str  # "file:line" of the rule, for messages
     # said instead of ``summary`` when only the log supports the cause (no database facts)
     summary_suspected: str | None = None
+    max_confidence: str = "confirmed"
+    examples: tuple[RuleExample, ...] = ()
 
     @property
     def match_fields(self) -> tuple[str, ...]:
@@ -381,6 +431,85 @@ def _patterns(ctx: _Ctx, rid: str, doc: _LineDict, key: str) -> tuple[SymptomPat
     )
 
 
+def _example(ctx: _Ctx, rid: str, raw: Any, line: int) -> RuleExample:
+    if not isinstance(raw, dict) or not raw:
+        raise ctx.err(line, rid, "each example must be a mapping with symptom, facts, expect")
+    bad = sorted(map(str, set(raw) - _EXAMPLE_KEYS))
+    if bad:
+        raise ctx.err(
+            _line_of(raw, bad[0], line),
+            rid,
+            f"example: unknown key {bad[0]!r} (allowed: {', '.join(sorted(_EXAMPLE_KEYS))})",
+        )
+    if "expect" not in raw:
+        raise ctx.err(line, rid, "example: missing 'expect' (the cause ids, most likely first)")
+    symptom_raw: Any = raw.get("symptom") or {}
+    if not isinstance(symptom_raw, dict):
+        raise ctx.err(_line_of(raw, "symptom", line), rid, "example.symptom must be a mapping")
+    fields: dict[str, Any] = {"user": EXAMPLE_USER, "domain": EXAMPLE_DOMAIN}
+    for key, value in symptom_raw.items():
+        kl = _line_of(symptom_raw, key, line)
+        types = _EXAMPLE_SYMPTOM.get(str(key))
+        if types is None:
+            raise ctx.err(
+                kl,
+                rid,
+                f"example.symptom: unknown field {key!r} "
+                f"(allowed: {', '.join(sorted(_EXAMPLE_SYMPTOM))})",
+            )
+        if value is not None and (
+            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        ):
+            raise ctx.err(kl, rid, f"example.symptom.{key} has the wrong type")
+        if key == "registrar_events":
+            events: list[Any] = value if isinstance(value, list) else []
+            if not all(isinstance(e, str) for e in events):
+                raise ctx.err(kl, rid, "example.symptom.registrar_events must be strings")
+            fields[str(key)] = frozenset(events)
+        else:
+            fields[str(key)] = value
+    facts_raw: Any = raw.get("facts") or {}
+    if not isinstance(facts_raw, dict):
+        raise ctx.err(_line_of(raw, "facts", line), rid, "example.facts must be a mapping")
+    facts: dict[str, bool | None] = {}
+    for name, value in facts_raw.items():
+        fl = _line_of(facts_raw, name, line)
+        if name not in CHECKS:
+            raise ctx.err(fl, rid, f"example.facts: unknown check {name!r}")
+        if value is not None and not isinstance(value, bool):
+            raise ctx.err(fl, rid, f"example.facts.{name} must be true, false or null")
+        facts[str(name)] = value
+    flavour = raw.get("flavour", "sidecar")
+    if flavour not in FLAVOURS:
+        raise ctx.err(
+            _line_of(raw, "flavour", line), rid, f"example.flavour must be one of {FLAVOURS}"
+        )
+    expect = raw["expect"]
+    if not isinstance(expect, list) or not all(isinstance(e, str) for e in expect):
+        raise ctx.err(
+            _line_of(raw, "expect", line), rid, "example.expect must be a list of rule ids"
+        )
+    return RuleExample(
+        symptom=Symptom(**fields),
+        facts=facts,
+        flavour=flavour,
+        expect=tuple(expect),
+        source=f"{ctx.path}:{line}",
+    )
+
+
+def _examples(ctx: _Ctx, rid: str, doc: _LineDict) -> tuple[RuleExample, ...]:
+    raw = doc.get("examples")
+    if raw is None:
+        return ()
+    line = _line_of(doc, "examples", doc.line)
+    if not isinstance(raw, list) or not raw:
+        raise ctx.err(line, rid, "examples must be a non-empty list")
+    return tuple(
+        _example(ctx, rid, item, item.line if isinstance(item, _LineDict) else line) for item in raw
+    )
+
+
 def _rule(ctx: _Ctx, doc: Any, default_line: int) -> Rule:
     if not isinstance(doc, _LineDict):
         raise ctx.err(default_line, None, "a rule must be a mapping")
@@ -514,6 +643,13 @@ def _rule(ctx: _Ctx, doc: Any, default_line: int) -> Rule:
             raise ctx.err(cmd_line, rid, "fix.command must be a sipwatch command")
         if any(ch in command for ch in ";|&`$<>\n"):
             raise ctx.err(cmd_line, rid, "fix.command must be one plain command (no shell syntax)")
+    max_confidence = doc.get("max_confidence", "confirmed")
+    if max_confidence not in CONFIDENCES:
+        raise ctx.err(
+            _line_of(doc, "max_confidence", line),
+            rid,
+            f"max_confidence must be one of {', '.join(CONFIDENCES)}",
+        )
     remediation = doc.get("remediation")
     if remediation is not None and remediation not in KNOWN_ACTIONS:
         raise ctx.err(
@@ -540,6 +676,8 @@ def _rule(ctx: _Ctx, doc: Any, default_line: int) -> Rule:
         remediation=remediation,
         source=f"{ctx.path}:{line}",
         summary_suspected=summary_suspected,
+        max_confidence=max_confidence,
+        examples=_examples(ctx, rid, doc),
     )
 
 
@@ -574,6 +712,12 @@ def validate_rule_set(rules: Iterable[Rule]) -> list[Rule]:
         for target in sorted(r.suppresses):
             if target not in by_id:
                 raise RuleError(f"{r.source}: rule {r.id!r}: suppresses unknown rule {target!r}")
+        for ex in r.examples:
+            for cause in ex.expect:
+                if cause not in by_id:
+                    raise RuleError(
+                        f"{ex.source}: rule {r.id!r}: example expects unknown rule {cause!r}"
+                    )
     return out
 
 

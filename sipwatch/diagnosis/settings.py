@@ -22,12 +22,13 @@ from sipwatch.diagnosis.engine import DiagnosisEngine, DiagnosisMetrics
 from sipwatch.diagnosis.jambonz import JambonzDb
 from sipwatch.diagnosis.redis_store import RegistrationStore
 from sipwatch.diagnosis.rules import default_rules_dir, load_rules
+from sipwatch.diagnosis.secret_proof import SECRET_VARIABLE, SecretStatus
 
 FlavourSetting = Literal["sidecar", "legacy", "auto"]
 
 ENV_DB_URL = "SIPWATCH_DB_URL"
 ENV_REDIS_URL = "SIPWATCH_REDIS_URL"
-ENV_SECRET = "SIPWATCH_JAMBONZ_ENCRYPTION_SECRET"  # noqa: S105 - a variable name
+ENV_SECRET = SECRET_VARIABLE
 ENV_LEGACY_CRYPTO = "SIPWATCH_JAMBONZ_LEGACY_CRYPTO"
 ENV_FLAVOUR = "SIPWATCH_REGISTRAR_FLAVOUR"
 ENV_PROBES = "SIPWATCH_WEBHOOK_PROBES"
@@ -199,6 +200,16 @@ class DiagnosisRuntime:
     engine: DiagnosisEngine
     database: Database | None
     redis: RegistrationStore | None
+
+    @property
+    def secret_status(self) -> SecretStatus | None:
+        """The latest proof of sipwatch's jambonz secret (None until one was made)."""
+        return self.engine.collector.secret_status
+
+    async def check_secret(self) -> SecretStatus:
+        """Prove sipwatch's jambonz secret against the database now (cached for the cache
+        TTL).  Raises :class:`~sipwatch.diagnosis.db.DbError` when the database fails."""
+        return await self.engine.collector.check_secret()
 
     async def close(self) -> None:
         if self.database is not None:

@@ -10,8 +10,9 @@ The probe reproduces the request shape - method, JSON body or query string, Basi
 the webhook row has it, and the ``Jambonz-Signature`` HMAC - but the digest fields are
 dummies: a made-up username, a documentation-range source address and an all-zero response.
 It never sends a device's credentials.  A healthy webhook therefore answers ``fail``, which is
-a *valid* answer.  The body read is capped and the call has a deadline; the URL comes from the
-database, never from logs.
+a *valid* answer; one that answers ``ok`` to a made-up user with an all-zero digest checks no
+credentials at all (the ``webhook_accepts_any_credentials`` check).  The body read is capped
+and the call has a deadline; the URL comes from the database, never from logs.
 """
 
 from __future__ import annotations

@@ -6,6 +6,14 @@
   ``Error SyntaxError ... not valid JSON`` line (the registrar logs no Call-ID, so pairing
   is by time and realm).
 
+A registrar line is evidence only for the failure it can explain.  A line that names its
+realm is paired with failures of that realm; a line that names nobody (the sidecar's debug
+``checkAccountLimits: account is deactivated``, a decrypt error) is paired only with a
+failure whose own response is the one that line produces - a deactivated account answers 403
+"Account has been deactivated" before any challenge, a password that cannot be decrypted
+gives a 500 after it.  Otherwise one such line, within seconds of seven unrelated failures,
+would be pinned on all seven.
+
 Which usernames each source IP failed with (the scanner signal) is the scanner classifier's
 job (``sipwatch.pipeline.scanners``), not this module's.
 
@@ -16,27 +24,54 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Callable
 
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction, ServiceEvent
 from sipwatch.pipeline.failures import is_failure
 
-# event kinds that name their realm, and the attr that holds it
-_REALM_EVENTS = frozenset({"ipv4_realm_rejected", "unknown_realm", "db_error"})
-# events with no user/realm in them: paired with a failure by time only
-_TIMED_EVENTS = frozenset(
-    {
-        "plaintext_password",
-        "decrypt_error",
-        "webhook_error",
-        "webhook_no_status",
-        "auth_error",
-        "client_lookup_error",
-        "register_error",
-        "account_deactivated",
-        "limits",
-    }
-)
-# registrar-down signals: global, paired with 503s by time
+Status = int | str  # a SIP status, or "timeout"
+
+
+def _rejected_before_challenge(status: Status, x_reason: str, challenged: bool) -> bool:
+    return status == 403 and not challenged
+
+
+def _failed_after_challenge(status: Status, x_reason: str, challenged: bool) -> bool:
+    # digest-utils' catch: "rejecting with 403" in the log, but drachtio-srf answers 500
+    return status == 500 and challenged
+
+
+def _account_deactivated(status: Status, x_reason: str, challenged: bool) -> bool:
+    return _rejected_before_challenge(
+        status, x_reason, challenged
+    ) and x_reason.strip().lower().startswith("account has been deactivated")
+
+
+# What answer each registrar event produces (jambonz-register.md §1a, §4a): the event is
+# evidence for a failure only when that failure got this answer.
+_Fit = Callable[[Status, str, bool], bool]
+# events that name their realm (attr "realm"): same realm, and the answer they produce
+_REALM_EVENTS: dict[str, _Fit] = {
+    "ipv4_realm_rejected": _rejected_before_challenge,
+    "unknown_realm": _rejected_before_challenge,
+    "db_error": lambda status, x_reason, challenged: status == 500,
+}
+# events that name nobody: the answer they produce is all that ties them to a failure
+_TIMED_EVENTS: dict[str, _Fit] = {
+    "plaintext_password": _failed_after_challenge,
+    "decrypt_error": _failed_after_challenge,
+    "webhook_no_status": _failed_after_challenge,
+    "auth_error": _failed_after_challenge,
+    "client_lookup_error": _failed_after_challenge,
+    "register_error": _failed_after_challenge,
+    "account_deactivated": _account_deactivated,
+    "limits": lambda status, x_reason, challenged: status == 503,
+    # checked against the event's own status_code below when it has one
+    "webhook_error": lambda status, x_reason, challenged: (
+        challenged and isinstance(status, int) and status >= 400 and status != 403
+    ),
+}
+# registrar-down signals: global, paired with 503s and timeouts by time
 _DOWN_EVENTS = frozenset({"no_connected_clients", "no_providers", "drachtio_connect_error"})
 
 
@@ -53,7 +88,8 @@ class FailureContext:
     ) -> None:
         self.window = window
         self._max_request_info = max_request_info
-        self._events: list[tuple[float, str, str]] = []  # ts, kind, realm; sorted on demand
+        # ts, kind, realm, status the event names ("" if none); sorted on demand
+        self._events: list[tuple[float, str, str, str]] = []
         self._events_sorted = True
         self._max_events = max_events
         self._registered: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -70,7 +106,9 @@ class FailureContext:
             events = self._events
             if events and ev.ts < events[-1][0]:
                 self._events_sorted = False
-            events.append((ev.ts, ev.kind, ev.attrs.get("realm", "")))
+            events.append(
+                (ev.ts, ev.kind, ev.attrs.get("realm", ""), ev.attrs.get("status_code", ""))
+            )
             if len(events) > self._max_events:
                 self._sort_events()
                 del events[: len(events) // 2]  # keep the newest half
@@ -102,13 +140,22 @@ class FailureContext:
         return self._request_info.get((ip, user, domain), ("", ""))
 
     def events_near(
-        self, first: float, last: float, realm: str, status: int | str
+        self,
+        first: float,
+        last: float,
+        realm: str,
+        status: Status,
+        *,
+        x_reason: str,
+        challenged: bool,
     ) -> frozenset[str]:
-        """Event kinds that plausibly explain the failures seen at ``first`` and ``last``.
+        """Event kinds that explain the failures of one group (``realm``, final ``status``,
+        its ``x_reason`` and whether it came after a challenge) seen at ``first``/``last``.
 
         Only the moments of the first and the latest failure are looked at (± ``window``):
         a group can span hours, and an unrelated event in between (another user's 500) must
-        not be pinned on it."""
+        not be pinned on it.  Within the window, an event counts only if it fits this
+        failure (see the module docstring)."""
         kinds: set[str] = set()
         self._sort_events()
         windows = [(last - self.window, last + self.window)]
@@ -117,16 +164,20 @@ class FailureContext:
         events = self._events
         for lo, hi in windows:
             for i in range(bisect_left(events, (lo,)), len(events)):
-                ts, kind, ev_realm = events[i]
+                ts, kind, ev_realm, ev_status = events[i]
                 if ts > hi:
                     break
-                if kind in _REALM_EVENTS:
-                    if ev_realm and ev_realm == realm:
-                        kinds.add(kind)
-                elif kind in _DOWN_EVENTS:
-                    if status in (503, "timeout"):
-                        kinds.add(kind)
-                elif kind == "account_deactivated" or (isinstance(status, int) and status != 403):
+                if kind in _DOWN_EVENTS:
+                    fits = status in (503, "timeout")
+                elif kind in _REALM_EVENTS:
+                    fits = ev_realm == realm and _REALM_EVENTS[kind](status, x_reason, challenged)
+                elif kind in _TIMED_EVENTS:
+                    fits = _TIMED_EVENTS[kind](status, x_reason, challenged) and (
+                        not ev_status or ev_status == str(status)
+                    )
+                else:
+                    fits = False
+                if fits and ev_realm in ("", realm):
                     kinds.add(kind)
         return frozenset(kinds)
 

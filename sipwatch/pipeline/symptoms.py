@@ -31,7 +31,12 @@ def symptom_from_record(
         auth_username=auth_username or None,
         user_agent=record.user_agent or None,
         registrar_events=context.events_near(
-            record.first_seen, record.last_seen, record.domain, record.status
+            record.first_seen,
+            record.last_seen,
+            record.domain,
+            record.status,
+            x_reason=record.x_reason,
+            challenged=record.challenged,
         ),
         distinct_users_from_ip=max(
             scanners.distinct_users(record.source_ip), record.distinct_users

@@ -11,11 +11,25 @@ Every action has the same shape, so the fix command and the daemon treat them al
   do, so a retry, a second sipwatch instance or an operator racing us can never apply a
   change twice.
 
+Actions declare themselves: each class is registered with ``@implements(<spec>)``, where the
+spec is its declaration in :mod:`sipwatch.remediation.catalog` (the one list of action ids,
+light enough for the config schema and ``--help``).  Importing this module fails when the
+two disagree.
+
 Passwords: a client password is written only in jambonz's encrypted form (see
-``sipwatch.diagnosis.crypto``), and the encryption is checked by decrypting it again, before
-the write and from the database after the commit.  Plaintexts live in :class:`Secret`
-objects and never reach a :class:`Change`, a log line, the audit trail or an exception
-message.  All SQL uses bound parameters; the rendered SQL in a :class:`Change` is for people.
+``sipwatch.diagnosis.crypto``), and only after sipwatch's secret was proven to be jambonz's
+by decrypting the other encrypted passwords of the database
+(:mod:`sipwatch.diagnosis.secret_proof`): the only encryption helper here takes that proof as
+an argument, so no action can skip it.  The encryption is also checked by decrypting it
+again, before the write and from the database after the commit.  Plaintexts live in
+:class:`Secret` objects and never reach a :class:`Change`, a log line, the audit trail or an
+exception message.  All SQL uses bound parameters; the rendered SQL in a :class:`Change` is
+for people.
+
+Safety refusals (:attr:`PlanState.REFUSED`, with a stable ``reason``) are decisions no flag
+of the daemon can override: an unproven or wrong secret, an account deactivated on purpose,
+an account that was not named.  Only an operator at ``sipwatch fix`` can, where the refusal
+says how.
 """
 
 from __future__ import annotations
@@ -27,10 +41,10 @@ import secrets as _secrets
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -45,7 +59,16 @@ from sipwatch.diagnosis.crypto import (
 )
 from sipwatch.diagnosis.jambonz import REALM_MAX, USERNAME_MAX, db_text, parent_domain
 from sipwatch.diagnosis.redis_store import ACTIVE_SET, registration_key
+from sipwatch.diagnosis.secret_proof import (
+    SECRET_FIX,
+    SECRET_VARIABLE,
+    SecretState,
+    SecretStatus,
+    prove_secret,
+)
 from sipwatch.diagnosis.symptom import host_is_ip
+from sipwatch.remediation import catalog
+from sipwatch.remediation.catalog import ActionSpec
 from sipwatch.remediation.registrar import RegistrarContainer, RegistrarControl, RegistrarTarget
 from sipwatch.remediation.writer import DbWriter, Transaction
 from sipwatch.sources.docker import DockerSourceError
@@ -78,7 +101,15 @@ class BackendMissing(RemediationError):
 class PlanState(StrEnum):
     CHANGE = "change"  # the statements below would fix it
     NOOP = "noop"  # already in the wanted state: nothing to do
-    BLOCKED = "blocked"  # this action must not (or cannot) act here; see summary
+    BLOCKED = "blocked"  # this action cannot act here (nothing to act on, a person must decide)
+    REFUSED = "refused"  # a safety check says no; ``Change.reason`` says which
+
+
+# Stable reasons of REFUSED plans (audit trail, metrics, tests).
+SECRET_MISMATCH = "secret_mismatch"  # noqa: S105 - a reason id
+SECRET_UNPROVEN = "secret_unproven"  # noqa: S105 - a reason id
+DEACTIVATED_ON_PURPOSE = "deactivated_on_purpose"
+IMPLICIT_TARGET = "implicit_target"
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,8 @@ class Change:
     statements: tuple[str, ...] = ()
     before: Mapping[str, Any] = field(default_factory=dict)
     after: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""  # stable id of a REFUSED (or BLOCKED) plan
+    notes: tuple[str, ...] = ()  # what else the operator should know (e.g. the secret proof)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +140,8 @@ class Change:
             "statements": list(self.statements),
             "before": dict(self.before),
             "after": dict(self.after),
+            "reason": self.reason,
+            "notes": list(self.notes),
         }
 
 
@@ -129,6 +164,11 @@ class Target:
     which can differ from the To user).  ``account_sid`` and ``replace_realm`` are operator
     choices for ``set_account_realm``; ``since`` (epoch seconds) is when the failure was seen,
     so a registrar restarted after it is not restarted again.
+
+    Two operator consents exist only at ``sipwatch fix`` (the daemon never sets them):
+    ``trust_secret`` encrypts with a secret no stored password could prove (a database
+    without any encrypted password), and ``confirmed_reason`` is the deactivation reason the
+    operator read and confirmed before re-activating an account deactivated on purpose.
     """
 
     user: str
@@ -138,6 +178,8 @@ class Target:
     replace_realm: bool = False
     since: float | None = None
     source_ip: str | None = None  # where the failing REGISTER came from (audit only)
+    trust_secret: bool = False
+    confirmed_reason: str | None = None
 
     @property
     def client_username(self) -> str:
@@ -194,11 +236,100 @@ def check_password(password: str) -> str | None:
     return None
 
 
-def _encrypt_checked(plain: str, secret: Secret, legacy: bool) -> str:
-    """Encrypt like jambonz-api-server and prove the registrar will decrypt it back."""
-    stored = encrypt(plain, secret.reveal(), legacy_ctr=legacy)
+@dataclass(frozen=True)
+class ProvenSecret:
+    """sipwatch's secret, once the database proved it is jambonz's (or the operator trusted
+    it where nothing could prove it).  Only :class:`SecretGate` makes one."""
+
+    secret: Secret = field(repr=False)
+    legacy_crypto: bool
+    status: SecretStatus
+    trusted: bool = False  # unproven, encrypted on the operator's --trust-secret
+
+    def note(self) -> str:
+        if self.trusted:
+            return f"{self.status.describe()}; encrypting anyway because you passed --trust-secret"
+        return self.status.describe()
+
+
+class SecretGate:
+    """The secret proof of one decision, made at most once, inside the decision's transaction.
+
+    Every encrypting action passes through :meth:`check` right before it encrypts: it
+    answers either a :class:`ProvenSecret` (the only way to get one) or the plan that
+    refuses, so an action cannot write a password the registrar might not decrypt.
+    """
+
+    def __init__(self, tx: Transaction, b: Backends, exclude_client_sid: str = "") -> None:
+        self._tx = tx
+        self._b = b
+        self._exclude = exclude_client_sid
+        self._status: SecretStatus | None = None
+
+    async def status(self) -> SecretStatus:
+        if self._status is None:
+            secret = self._b.secret.reveal() if self._b.secret is not None else None
+            self._status = await prove_secret(
+                self._tx,
+                secret,
+                legacy_crypto=self._b.legacy_crypto,
+                exclude_client_sid=self._exclude,
+            )
+        return self._status
+
+    async def check(
+        self, action: Action, t: Target, *, target: str, before: Mapping[str, Any]
+    ) -> ProvenSecret | _Decision:
+        status = await self.status()
+        secret = self._b.secret
+        if status.state is SecretState.NOT_CONFIGURED or secret is None:
+            return _Decision(
+                action._change(
+                    PlanState.BLOCKED,
+                    f"the jambonz encryption secret is not configured ({SECRET_VARIABLE}): "
+                    "the password could not be stored in the form the registrar reads",
+                    target=target,
+                    before=before,
+                    reason="not_configured",
+                )
+            )
+        if status.state is SecretState.MISMATCH:
+            return _Decision(
+                action._change(
+                    PlanState.REFUSED,
+                    f"{status.describe()}. Writing would store a password the registrar "
+                    f"cannot decrypt, so nothing was written: {SECRET_FIX}",
+                    target=target,
+                    before=before,
+                    reason=SECRET_MISMATCH,
+                )
+            )
+        if status.state is SecretState.UNPROVEN and not t.trust_secret:
+            return _Decision(
+                action._change(
+                    PlanState.REFUSED,
+                    f"{status.describe()}, so a password encrypted with it might be one the "
+                    "registrar cannot decrypt. If you are sure the secret is right, run "
+                    "sipwatch fix again with --trust-secret (never done automatically)",
+                    target=target,
+                    before=before,
+                    reason=SECRET_UNPROVEN,
+                )
+            )
+        return ProvenSecret(
+            secret,
+            self._b.legacy_crypto,
+            status,
+            trusted=status.state is SecretState.UNPROVEN,
+        )
+
+
+def _encrypt_checked(plain: str, proven: ProvenSecret) -> str:
+    """Encrypt like jambonz-api-server with a proven secret and check it decrypts back."""
+    secret, legacy = proven.secret.reveal(), proven.legacy_crypto
+    stored = encrypt(plain, secret, legacy_ctr=legacy)
     try:
-        ok = decrypt(stored, secret.reveal(), legacy_ctr=legacy) == plain
+        ok = decrypt(stored, secret, legacy_ctr=legacy) == plain
     except DecryptError:
         ok = False
     if not ok or classify_stored_password(stored) is not StoredForm.ENCRYPTED:
@@ -232,11 +363,23 @@ class _Hidden:
 HIDDEN = _Hidden()
 
 
+@dataclass(frozen=True)
+class _Unknown:
+    """A value only known when the change is applied, shown as ``<what>`` (not a literal)."""
+
+    what: str
+
+
+NEW_CLIENT_SID = _Unknown("<new client_sid>")
+
+
 def _literal(value: object) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, _Hidden):
         return f"'{MASK}'"
+    if isinstance(value, _Unknown):
+        return value.what
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float):
@@ -279,11 +422,22 @@ class _Decision:
 
 
 class Action(ABC):
-    """One remediation action.  ``id`` is the rule ``remediation`` value it answers."""
+    """One remediation action: the implementation of a :class:`~catalog.ActionSpec`."""
 
-    id: ClassVar[str]
-    needs: ClassVar[str]  # "database" | "redis" | "docker"
-    needs_password: ClassVar[bool] = False
+    spec: ClassVar[ActionSpec]
+
+    @property
+    def id(self) -> str:
+        """The rule ``remediation`` value this action answers."""
+        return self.spec.id
+
+    @property
+    def needs(self) -> str:
+        return self.spec.needs
+
+    @property
+    def needs_password(self) -> bool:
+        return self.spec.needs_password
 
     @abstractmethod
     async def plan(self, b: Backends, t: Target, *, password: Secret | None = None) -> Change: ...
@@ -297,8 +451,6 @@ class Action(ABC):
 
 class DbAction(Action):
     """An action on jambonz tables: decide (optionally under lock), write, verify."""
-
-    needs = "database"
 
     @abstractmethod
     async def _decide(
@@ -345,6 +497,28 @@ class DbAction(Action):
         return Outcome(d.change, applied=True, verified=verified, detail=detail)
 
 
+# --------------------------------------------------------------------------- registry
+
+_ActionClass = TypeVar("_ActionClass", bound=type[Action])
+#: The implementation of every declared action, by id (filled by ``@implements``).
+ACTIONS: dict[str, Action] = {}
+
+
+def implements(spec: ActionSpec) -> Callable[[_ActionClass], _ActionClass]:
+    """Register the decorated class as the implementation of ``spec`` (one per spec)."""
+
+    def register(cls: _ActionClass) -> _ActionClass:
+        if catalog.ACTION_SPECS.get(spec.id) is not spec:
+            raise TypeError(f"{cls.__name__}: {spec.id!r} is not declared in catalog.py")
+        if spec.id in ACTIONS:
+            raise TypeError(f"{cls.__name__}: {spec.id!r} is implemented twice")
+        cls.spec = spec
+        ACTIONS[spec.id] = cls()
+        return cls
+
+    return register
+
+
 # --------------------------------------------------------------------------- DB lookups
 
 _ACCOUNT_BY_REALM = (
@@ -355,9 +529,10 @@ _ACCOUNT_BY_SID = (
     "SELECT account_sid, name, sip_realm, is_active, deactivated_reason, registration_hook_sid"
     " FROM accounts WHERE account_sid = %s"
 )
+CANDIDATES_LISTED = 10
 _ACCOUNTS_WITHOUT_REALM = (
     "SELECT account_sid, name, sip_realm, is_active, deactivated_reason, registration_hook_sid"
-    " FROM accounts WHERE sip_realm IS NULL LIMIT 3"
+    " FROM accounts WHERE sip_realm IS NULL ORDER BY name, account_sid LIMIT %s"
 )
 _CLIENTS_BY_NAME = (
     "SELECT client_sid, account_sid, username, password, is_active"
@@ -463,11 +638,13 @@ async def _single_client(
 # --------------------------------------------------------------------------- DB actions
 
 
+@implements(catalog.CREATE_CLIENT)
 class CreateClient(DbAction):
-    """Create the missing ``clients`` row, with an encrypted password jambonz can decrypt."""
+    """Create the missing ``clients`` row, with an encrypted password jambonz can decrypt.
 
-    id = "create_client"
-    needs_password = True
+    The plan shows ``<new client_sid>``: the id is drawn when the row is written (under
+    lock), and the applied change and its verification name the real one.
+    """
 
     async def _decide(
         self, tx: Transaction, b: Backends, t: Target, *, lock: bool, password: Secret | None
@@ -510,30 +687,23 @@ class CreateClient(DbAction):
                     before={"clients": [_client_view(r) for r in rows]},
                 )
             )
-        if b.secret is None:
-            return _Decision(
-                self._change(
-                    PlanState.BLOCKED,
-                    "the jambonz encryption secret is not configured "
-                    "(SIPWATCH_JAMBONZ_ENCRYPTION_SECRET): the password could not be stored "
-                    "in the form the registrar reads",
-                    target=where,
-                )
-            )
-        client_sid = str(uuid.uuid4())
+        before: dict[str, Any] = {"account": _account_view(account), "clients": []}
+        proven = await SecretGate(tx, b).check(self, t, target=where, before=before)
+        if isinstance(proven, _Decision):
+            return proven
+        client_sid = str(uuid.uuid4()) if lock else None
         stored = (
-            _encrypt_checked(password.reveal(), b.secret, b.legacy_crypto)
-            if password is not None
-            else None
+            _encrypt_checked(password.reveal(), proven) if password is not None and lock else None
         )
         sql = (
             "INSERT INTO clients (client_sid, account_sid, username, password, is_active)"
             " VALUES (%s, %s, %s, %s, %s)"
         )
+        shown_sid: object = client_sid if client_sid is not None else NEW_CLIENT_SID
         step = _Step(
             sql,
             (client_sid, account["account_sid"], name, stored, 1),
-            (client_sid, account["account_sid"], name, HIDDEN, 1),
+            (shown_sid, account["account_sid"], name, HIDDEN, 1),
         )
         form = ENCRYPTED_FORM_CTR if b.legacy_crypto else ENCRYPTED_FORM
         change = self._change(
@@ -541,13 +711,14 @@ class CreateClient(DbAction):
             f"create {where} with a new encrypted password",
             target=where,
             statements=(step.render(),),
-            before={"account": _account_view(account), "clients": []},
+            before=before,
             after={
-                "client_sid": client_sid,
+                "client_sid": client_sid if client_sid is not None else NEW_CLIENT_SID.what,
                 "username": name,
                 "is_active": 1,
                 "password": form,
             },
+            notes=(proven.note(),),
         )
         return _Decision(change, (step,), {"client_sid": client_sid})
 
@@ -557,7 +728,8 @@ class CreateClient(DbAction):
         ok, detail = await super()._verify(b, t, d, password)
         if not ok:
             return ok, detail
-        return await _verify_password(b, d.facts["client_sid"], password)
+        ok, detail = await _verify_password(b, d.facts["client_sid"], password)
+        return ok, f"client {d.facts['client_sid']} created; {detail}"
 
 
 async def _verify_password(
@@ -582,11 +754,10 @@ async def _verify_password(
     return True, "the stored password decrypts with the jambonz secret to the intended one"
 
 
+@implements(catalog.REENCRYPT_PASSWORD)
 class ReencryptPassword(DbAction):
     """Store a plaintext ``clients.password`` in encrypted form (same password, so the
     device keeps working)."""
-
-    id = "reencrypt_password"
 
     async def _decide(
         self, tx: Transaction, b: Backends, t: Target, *, lock: bool, password: Secret | None
@@ -615,17 +786,11 @@ class ReencryptPassword(DbAction):
                     before=before,
                 )
             )
-        if b.secret is None:
-            return _Decision(
-                self._change(
-                    PlanState.BLOCKED,
-                    "the jambonz encryption secret is not configured "
-                    "(SIPWATCH_JAMBONZ_ENCRYPTION_SECRET)",
-                    target=where,
-                    before=before,
-                )
-            )
-        new = _encrypt_checked(str(stored), b.secret, b.legacy_crypto)
+        gate = SecretGate(tx, b, exclude_client_sid=str(client["client_sid"]))
+        proven = await gate.check(self, t, target=where, before=before)
+        if isinstance(proven, _Decision):
+            return proven
+        new = _encrypt_checked(str(stored), proven)
         step = _Step(
             "UPDATE clients SET password = %s WHERE client_sid = %s AND password = %s",
             (new, client["client_sid"], stored),
@@ -640,6 +805,7 @@ class ReencryptPassword(DbAction):
             statements=(step.render(),),
             before=before,
             after={"client": after},
+            notes=(proven.note(),),
         )
         return _Decision(change, (step,), {"client_sid": client["client_sid"]})
 
@@ -653,10 +819,9 @@ class ReencryptPassword(DbAction):
         return await _verify_password(b, d.facts["client_sid"], Secret(str(plain)))
 
 
+@implements(catalog.ACTIVATE_CLIENT)
 class ActivateClient(DbAction):
     """Set ``clients.is_active = 1`` on the one client row with this username."""
-
-    id = "activate_client"
 
     async def _decide(
         self, tx: Transaction, b: Backends, t: Target, *, lock: bool, password: Secret | None
@@ -692,10 +857,16 @@ class ActivateClient(DbAction):
         )
 
 
+@implements(catalog.ACTIVATE_ACCOUNT)
 class ActivateAccount(DbAction):
-    """Set ``accounts.is_active = 1`` (``deactivated_reason`` is kept for the record)."""
+    """Set ``accounts.is_active = 1`` (``deactivated_reason`` is kept for the record).
 
-    id = "activate_account"
+    An account that carries a ``deactivated_reason`` was deactivated on purpose (an unpaid
+    invoice, a trial that ended, abuse): re-activating it is a business decision, not a
+    repair.  So it is refused unless the operator read the reason and confirmed it
+    (``Target.confirmed_reason``, set only by ``sipwatch fix`` after an interactive
+    confirmation); the write then also checks the reason is still the one confirmed.
+    """
 
     async def _decide(
         self, tx: Transaction, b: Backends, t: Target, *, lock: bool, password: Secret | None
@@ -715,10 +886,25 @@ class ActivateAccount(DbAction):
                     PlanState.NOOP, "the account is already active", target=where, before=before
                 )
             )
+        reason = account["deactivated_reason"]
+        if reason is not None and reason.strip() and t.confirmed_reason != reason:
+            return _Decision(
+                self._change(
+                    PlanState.REFUSED,
+                    f"{where} was deactivated on purpose (deactivated_reason: "
+                    f"'{reason[:255]}'); sipwatch re-activates it only when an operator names "
+                    "the action (sipwatch fix --action activate_account) and confirms after "
+                    "reading the reason, never automatically",
+                    target=where,
+                    before=before,
+                    reason=DEACTIVATED_ON_PURPOSE,
+                )
+            )
         step = _Step(
-            "UPDATE accounts SET is_active = 1 WHERE account_sid = %s AND is_active = 0",
-            (account["account_sid"],),
-            (account["account_sid"],),
+            "UPDATE accounts SET is_active = 1"
+            " WHERE account_sid = %s AND is_active = 0 AND deactivated_reason <=> %s",
+            (account["account_sid"], reason),
+            (account["account_sid"], reason),
         )
         after = {"account": dict(before["account"], is_active=1)}
         return _Decision(
@@ -742,16 +928,17 @@ def normalise_realm(domain: str) -> str | None:
     return realm
 
 
+@implements(catalog.SET_ACCOUNT_REALM)
 class SetAccountRealm(DbAction):
     """Give an account the SIP realm devices use.
 
-    The target account is the one the operator names (``--account``); without one, only an
-    account that has no realm at all is eligible, and only when it is the only one.  An
-    existing realm is replaced only when the operator asks (``replace_realm``): every device
-    of the old realm would stop registering.
+    The target account is always the one the operator names (``--account``): sipwatch never
+    picks one.  A fresh jambonz install has a seed "default account" without a realm, so
+    "the only account without a realm" is a trap, not a choice; without ``--account`` the plan
+    is refused and lists the candidates.  The daemon never names an account, so it never
+    changes a realm.  An existing realm is replaced only when the operator asks
+    (``replace_realm``): every device of the old realm would stop registering.
     """
-
-    id = "set_account_realm"
 
     async def _decide(
         self, tx: Transaction, b: Backends, t: Target, *, lock: bool, password: Secret | None
@@ -784,29 +971,35 @@ class SetAccountRealm(DbAction):
                     target=f"realm {realm}",
                 )
             )
-        if t.account_sid is not None:
-            account = await tx.fetch_one(_locked(_ACCOUNT_BY_SID, lock), (t.account_sid,))
-            if account is None:
-                return _Decision(
-                    self._change(
-                        PlanState.BLOCKED,
-                        "no account has that account_sid",
-                        target=f"realm {realm}",
-                    )
+        if t.account_sid is None:
+            candidates = await tx.fetch_all(_ACCOUNTS_WITHOUT_REALM, (CANDIDATES_LISTED + 1,))
+            listed = [_account_name(c) for c in candidates[:CANDIDATES_LISTED]]
+            more = " and more" if len(candidates) > CANDIDATES_LISTED else ""
+            which = (
+                f"accounts without a SIP realm: {'; '.join(listed)}{more}"
+                if listed
+                else "no account is without a SIP realm (name one to replace its realm, with "
+                "--replace-realm)"
+            )
+            return _Decision(
+                self._change(
+                    PlanState.REFUSED,
+                    f"sipwatch never picks the account that gets realm '{realm}': name it with "
+                    f"sipwatch fix --account ACCOUNT_SID. Candidates - {which}",
+                    target=f"realm {realm}",
+                    before={"candidates": [_account_view(c) for c in candidates[:10]]},
+                    reason=IMPLICIT_TARGET,
                 )
-        else:
-            candidates = await tx.fetch_all(_locked(_ACCOUNTS_WITHOUT_REALM, lock))
-            if len(candidates) != 1:
-                what = "no account" if not candidates else "several accounts"
-                return _Decision(
-                    self._change(
-                        PlanState.BLOCKED,
-                        f"{what} without a SIP realm: name the account to give realm "
-                        f"'{realm}' (sipwatch fix --account ACCOUNT_SID)",
-                        target=f"realm {realm}",
-                    )
+            )
+        account = await tx.fetch_one(_locked(_ACCOUNT_BY_SID, lock), (t.account_sid,))
+        if account is None:
+            return _Decision(
+                self._change(
+                    PlanState.BLOCKED,
+                    "no account has that account_sid",
+                    target=f"realm {realm}",
                 )
-            account = candidates[0]
+            )
         where = _account_name(account)
         old = account["sip_realm"]
         if old is not None and not t.replace_realm:
@@ -873,12 +1066,10 @@ def _registration_view(raw: Any, pttl: Any, score: Any) -> dict[str, Any]:
     }
 
 
+@implements(catalog.FLUSH_CACHED_REGISTRATION)
 class FlushCachedRegistration(Action):
     """Delete the cached registration so the next REGISTER is authenticated from scratch
     (the registrar answers re-REGISTERs from the same IP:port out of this cache)."""
-
-    id = "flush_cached_registration"
-    needs = "redis"
 
     async def _state(self, client: aioredis.Redis, key: str, limit: float) -> dict[str, Any]:
         try:
@@ -945,6 +1136,7 @@ class FlushCachedRegistration(Action):
 # --------------------------------------------------------------------------- Docker
 
 
+@implements(catalog.RESTART_REGISTRAR)
 class RestartRegistrar(Action):
     """Restart the registrar container (drachtio answers 503: no registrar connected).
 
@@ -952,9 +1144,6 @@ class RestartRegistrar(Action):
     ``min_uptime`` seconds ago.  A container that is not running is left alone: it exited
     for a reason (a missing ENCRYPTION_SECRET crashes it at start), and its logs say which.
     """
-
-    id = "restart_registrar"
-    needs = "docker"
 
     def __init__(self, wall_clock: Any = time.time) -> None:
         self._now = wall_clock
@@ -1058,20 +1247,11 @@ class RestartRegistrar(Action):
         return Outcome(change, applied=True, verified=verified, detail=detail)
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- completeness
 
-ACTIONS: Mapping[str, Action] = {
-    a.id: a
-    for a in (
-        CreateClient(),
-        ReencryptPassword(),
-        ActivateClient(),
-        ActivateAccount(),
-        SetAccountRealm(),
-        FlushCachedRegistration(),
-        RestartRegistrar(),
-    )
-}
+_missing = [a for a in catalog.ACTION_IDS if a not in ACTIONS]
+if _missing:  # pragma: no cover - a declared action without implementation is a bug
+    raise ImportError(f"remediation actions declared but not implemented: {', '.join(_missing)}")
 
 
 def get_action(action_id: str) -> Action:

@@ -16,6 +16,11 @@ and counted with ``metrics.observe_remediation(action, result)``, result one of 
 dry_run, refused, failed.  An applied change is "verified" a second time when the daemon
 later sees a 200 OK for the same user (:meth:`AutoRemediator.on_registered`).
 
+Safety refusals need a person: the daemon never encrypts with a secret the database did not
+prove (:mod:`sipwatch.diagnosis.secret_proof`; no ``--trust-secret`` here), never re-activates
+an account deactivated with a reason, and never picks the account that gets a realm.  Those
+plans come back REFUSED and are audited as such.
+
 Passwords: ``create_client`` in "on" mode generates the password and writes it to a 0600
 file in ``password_dir`` for the operator to put into the device; without a
 ``password_dir`` the action is refused (a client nobody knows the password of fixes
@@ -367,9 +372,12 @@ class AutoRemediator:
             )
         if change.state is PlanState.NOOP:
             return Decision(action, "noop", "nothing_to_do", change.summary, cause.id, change)
-        if change.state is PlanState.BLOCKED:
+        if change.state in (PlanState.BLOCKED, PlanState.REFUSED):
+            # REFUSED is a safety check (unproven secret, deactivated on purpose, no named
+            # account): the daemon has no way to consent, so it stops here for good.
+            reason = change.reason or "blocked"
             return await self._finish(
-                Decision(action, "refused", "blocked", change.summary, cause.id, change), t
+                Decision(action, "refused", reason, change.summary, cause.id, change), t
             )
         if mode == "dry-run":
             self.guard.record(action, key, mode)
@@ -426,8 +434,9 @@ class AutoRemediator:
                 return Decision(
                     action, "noop", "nothing_to_do", outcome.detail, cause.id, outcome.change
                 )
+            reason = outcome.change.reason or "blocked"
             return await self._finish(
-                Decision(action, "refused", "blocked", outcome.detail, cause.id, outcome.change),
+                Decision(action, "refused", reason, outcome.detail, cause.id, outcome.change),
                 t,
             )
         if not outcome.verified:

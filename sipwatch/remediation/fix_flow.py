@@ -18,6 +18,13 @@ kill switch and the scanner classification still do.  A generated password is sh
 the terminal, or written to ``--password-out`` (mode 0600); it is never logged, audited or
 printed anywhere else, and it is never written to a non-terminal stdout.
 
+Safety refusals (exit ``REFUSED``) end the command with the row untouched and an audit
+record: a secret the database does not prove (``--trust-secret`` only where there is no
+encrypted password to prove it with), an account that was not named (``--account``), and an
+account deactivated on purpose, which is re-activated only when the operator named
+``--action activate_account`` and typed the confirmation after reading the reason (``--yes``
+does not count: it means nobody read it).
+
 Exit codes: see ``sipwatch.cli.exit_codes`` (``COMMAND_EXIT_CODES["fix"]``).
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -49,6 +57,8 @@ from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.diagnosis.text import display_text
 from sipwatch.remediation import audit as au
 from sipwatch.remediation.actions import (
+    DEACTIVATED_ON_PURPOSE,
+    Action,
     BackendMissing,
     Backends,
     Change,
@@ -66,6 +76,7 @@ from sipwatch.remediation.registrar import RegistrarTarget
 from sipwatch.remediation.writer import DbWriter
 
 _DB_TIMEOUT = 10.0
+_REACTIVATE = "reactivate"
 
 
 class _Out:
@@ -100,6 +111,8 @@ def _print_change(out: _Out, change: Change) -> None:
         out(f"  Before: {_show(change.before)}")
     if change.after:
         out(f"  After:  {_show(change.after)}")
+    for note in change.notes:
+        out(f"  Note: {display_text(note, 1000)}")
 
 
 def _actor() -> str:
@@ -110,11 +123,28 @@ def _actor() -> str:
     return f"operator:{who} via sipwatch fix"
 
 
-async def _confirm(prompt: str) -> bool:
+async def _read_line() -> str:
+    """One line of stdin without a worker thread: a thread blocked in ``readline`` would keep
+    Ctrl-C (and the interpreter's exit) waiting until the operator pressed Enter."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    ready = asyncio.Event()
+    try:
+        loop.add_reader(fd, ready.set)
+    except (OSError, ValueError, NotImplementedError):  # a regular file: reading cannot block
+        return sys.stdin.readline()
+    try:
+        await ready.wait()
+    finally:
+        loop.remove_reader(fd)
+    return sys.stdin.readline()
+
+
+async def _confirm(prompt: str, word: str = "y") -> bool:
     sys.stderr.write(prompt)
     sys.stderr.flush()
-    line = await asyncio.to_thread(sys.stdin.readline)
-    return line.strip().lower() in ("y", "yes")
+    answer = (await _read_line()).strip().lower()
+    return answer == word or (word == "y" and answer == "yes")
 
 
 def _read_password_file(path: Path) -> str:
@@ -302,6 +332,42 @@ async def _run(
                 await redis_client.aclose()
 
 
+async def _confirm_reactivation(
+    args: argparse.Namespace,
+    out: _Out,
+    action: Action,
+    backends: Backends,
+    target: Target,
+    refused: Change,
+) -> tuple[Change, Target, bool] | None:
+    """An account deactivated on purpose.  Only an operator who named the action and typed
+    the confirmation after reading the reason re-activates it.  Returns the plan to go on
+    with (still refused unless confirmed), or None when the operator said no."""
+    account = refused.before.get("account") or {}
+    reason = account.get("deactivated_reason")
+    if not isinstance(reason, str):
+        return refused, target, False
+    if args.action != action.id:
+        out(
+            "Re-activating an account deactivated on purpose is never a default: name it "
+            f"with --action {action.id} and confirm after reading the reason."
+        )
+        return refused, target, False
+    if args.yes or args.dry_run:
+        out(
+            "--yes and --dry-run cannot confirm a deactivation reason: run the command "
+            "without them and confirm after reading the reason."
+        )
+        return refused, target, False
+    out(f"The account was deactivated on purpose. Reason: '{display_text(reason, 255)}'")
+    if not await _confirm(f"Type '{_REACTIVATE}' to re-activate it anyway: ", _REACTIVATE):
+        return None
+    confirmed = dataclasses.replace(target, confirmed_reason=reason)
+    change = await action.plan(backends, confirmed)
+    _print_change(out, change)
+    return change, confirmed, True
+
+
 async def _fix(
     args: argparse.Namespace,
     config: Config,
@@ -322,6 +388,7 @@ async def _fix(
         account_sid=args.account,
         replace_realm=args.replace_realm,
         source_ip=args.source_ip,
+        trust_secret=args.trust_secret,
     )
     actor = _actor()
 
@@ -355,7 +422,7 @@ async def _fix(
     if not verdict.allowed:
         out(f"Refused: {verdict.detail}.")
         await audit(au.REFUSED, verdict.reason, None, verdict.detail)
-        return ExitCode.PROBLEM
+        return ExitCode.REFUSED
     if not all(config.remediation.allows(u, r) for u, r in names):
         out(
             "Note: this user is not covered by remediation.allow_users / allow_realms; "
@@ -371,18 +438,30 @@ async def _fix(
         out.err(f"cannot plan {action_id}: {exc}")
         return ExitCode.UNAVAILABLE
     _print_change(out, change)
+    confirmed = False
+    if change.state is PlanState.REFUSED and change.reason == DEACTIVATED_ON_PURPOSE:
+        answer = await _confirm_reactivation(args, out, action, backends, target, change)
+        if answer is None:
+            out("Not applied.")
+            await audit(au.REFUSED, "operator_declined", change)
+            return ExitCode.PROBLEM
+        change, target, confirmed = answer
     if change.state is PlanState.NOOP:
         out("Nothing to do.")
         return ExitCode.OK
+    if change.state is PlanState.REFUSED:
+        out(f"Refused, nothing was changed: {display_text(change.summary, 2000)}")
+        await audit(au.REFUSED, change.reason or "refused", change, change.summary)
+        return ExitCode.REFUSED
     if change.state is PlanState.BLOCKED:
         out("Not applied: sipwatch will not make this change (see above).")
-        await audit(au.REFUSED, "blocked", change, change.summary)
+        await audit(au.REFUSED, change.reason or "blocked", change, change.summary)
         return ExitCode.PROBLEM
     if args.dry_run:
         out("Dry run: nothing was changed.")
         await audit(au.DRY_RUN, "ok", change, "dry-run")
         return ExitCode.OK
-    if not args.yes and not await _confirm("Apply this change? [y/N] "):
+    if not confirmed and not args.yes and not await _confirm("Apply this change? [y/N] "):
         out("Not applied.")
         await audit(au.REFUSED, "operator_declined", change)
         return ExitCode.PROBLEM
@@ -413,11 +492,13 @@ async def _fix(
         if password_file is not None:
             with contextlib.suppress(OSError):
                 password_file.unlink()
-        out(f"Not applied: {display_text(outcome.detail, 1000)}")
         if outcome.change.state is PlanState.NOOP:
+            out(f"Nothing to do: {display_text(outcome.detail, 1000)}")
             return ExitCode.OK
-        await audit(au.REFUSED, "blocked", outcome.change, outcome.detail)
-        return ExitCode.PROBLEM
+        out(f"Not applied: {display_text(outcome.detail, 1000)}")
+        refused = outcome.change.state is PlanState.REFUSED
+        await audit(au.REFUSED, outcome.change.reason or "blocked", outcome.change, outcome.detail)
+        return ExitCode.REFUSED if refused else ExitCode.PROBLEM
     if not outcome.verified:
         out(f"Applied, but the check afterwards failed: {display_text(outcome.detail, 1000)}")
         await audit(au.FAILED, "not_verified", outcome.change, outcome.detail)

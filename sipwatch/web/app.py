@@ -7,7 +7,9 @@ pipeline updates without threads or locks.  Routes:
 
 * ``/metrics``  Prometheus text or OpenMetrics (content negotiation by prometheus-client);
 * ``/healthz``  the process and its loop answer (liveness: restart me if this fails);
-* ``/readyz``   every log source is connected (readiness: 503 names the ones that are not);
+* ``/readyz``   every log source is connected (readiness: 503 names the ones that are not),
+  plus ``details`` of the checks the daemon runs on its own configuration (the jambonz
+  secret proof), which do not change readiness;
 * ``/api/failures``  JSON list of the unresolved failures, most frequent first.
 
 Everything in ``/api/failures`` is attacker-controlled text; it is only ever emitted through
@@ -37,7 +39,7 @@ MAX_LIMIT = 1000
 METRICS_KEY = web.AppKey("sipwatch_metrics", SipwatchMetrics)
 FAILURES_KEY = web.AppKey("sipwatch_failures", FailureTracker)
 Readiness = Callable[[], Mapping[str, "bool | SourceState"]]
-DETAILS_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("sipwatch_details")
+DETAILS_KEY: web.AppKey[Callable[[], Mapping[str, Any]]] = web.AppKey("sipwatch_details")
 READINESS_KEY: web.AppKey[Readiness] = web.AppKey("sipwatch_readiness")
 
 _JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
@@ -55,17 +57,20 @@ def make_app(
     readiness: Readiness,
     *,
     users: Mapping[str, bytes] | None = None,
-    details: Callable[[], dict[str, Any]] | None = None,
+    details: Callable[[], Mapping[str, Any]] | None = None,
 ) -> web.Application:
     """Build the aiohttp application (not started; see ``sipwatch.web.server.start_http``).
 
-    ``users`` (user -> bcrypt hash) turns on basic authentication (``sipwatch.web.auth``)."""
+    ``users`` (user -> bcrypt hash) turns on basic authentication (``sipwatch.web.auth``);
+    ``details`` adds a ``details`` object to ``/readyz`` (the dependencies the daemon checks,
+    e.g. ``wiring.readiness_details``)."""
     middlewares: list[Middleware] = [basic_auth_middleware(users)] if users else []
     app = web.Application(middlewares=middlewares)
     app[METRICS_KEY] = metrics
     app[FAILURES_KEY] = failures
     app[READINESS_KEY] = readiness
-    app[DETAILS_KEY] = details or dict
+    if details is not None:
+        app[DETAILS_KEY] = details
     exposition = make_aiohttp_handler(metrics.registry)
 
     async def metrics_handler(request: web.Request) -> web.StreamResponse:
@@ -102,7 +107,9 @@ async def _readyz(request: web.Request) -> web.Response:
         body["down"] = {name: states[name].reason or "down" for name in down}
     if not states:
         body["reason"] = "no sources registered"
-    body.update(request.app[DETAILS_KEY]())
+    details = request.app.get(DETAILS_KEY)
+    if details is not None:
+        body["details"] = dict(details())
     return _json(body, status=200 if ready else 503)
 
 

@@ -1,0 +1,61 @@
+"""Running the real ``sipwatch`` command line in a subprocess, and reading what it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def all(self) -> str:
+        return self.out + self.err
+
+
+async def sipwatch(
+    env: dict[str, str], *args: str, stdin: bytes = b"", timeout: float = 60
+) -> Result:
+    """``python -m sipwatch ARGS`` with ``stdin``; killed if it outlives ``timeout``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sipwatch",
+        *args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=str(ROOT),
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+def audit_lines(err: str) -> list[dict[str, Any]]:
+    """The ``remediation_audit`` JSON lines ``sipwatch fix`` writes to stderr."""
+    out = []
+    for line in err.splitlines():
+        if line.startswith("{"):
+            data = json.loads(line)
+            if data.get("event") == "remediation_audit":
+                out.append(data)
+    return out
