@@ -32,7 +32,8 @@ from sipwatch.diagnosis.secret_proof import (
 from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
-from sipwatch.web import make_app, start_http
+from sipwatch.web.app import make_app
+from sipwatch.web.server import start_http
 from sipwatch.wiring import DaemonSink, alert_for, make_diagnoser, readiness_details
 from tests.cli_support import sipwatch
 from tests.jambonz_db import TEST_SECRET, Seeder, db_url, unique_realm
