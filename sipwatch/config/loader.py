@@ -464,10 +464,11 @@ class _Loader:
                 "allow_realms are empty, so no user will be changed"
             )
         src = config.sources
-        if not (src.docker.enabled or src.files or src.stdin):
+        if not (src.docker.enabled or src.files or src.stdin or src.hep.listen):
             self.warnings.append(
                 "no log source is enabled (sources.docker.enabled = false, no sources.files, "
-                "sources.stdin = false); only `sipwatch replay` will have input"
+                "sources.stdin = false, no sources.hep.listen); only `sipwatch replay` will "
+                "have input"
             )
         if config.database.url is not None and config.jambonz.encryption_secret is None:
             self.warnings.append(

@@ -57,6 +57,7 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("file", "sipwatch.sources.file", lambda c: bool(c.sources.files)),
     SourceKind("stdin", "sipwatch.sources.stdin", lambda c: c.sources.stdin),
     SourceKind("docker", "sipwatch.sources.docker", lambda c: c.sources.docker.enabled),
+    SourceKind("hep", "sipwatch.sources.hep", lambda c: c.sources.hep.listen is not None),
 )
 
 
