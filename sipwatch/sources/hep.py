@@ -78,6 +78,7 @@ class HepSource:
         self.address: tuple[str, int] | None = None  # bound UDP address, once listening
         self.tcp_address: tuple[str, int] | None = None
         self._ready: asyncio.Event | None = None
+        self.listening = asyncio.Event()  # set once the sockets are bound and read
         self._tcp_writers: set[asyncio.StreamWriter] = set()
         if registry is not None:
             registry.register(HepCollector(self.stats))
@@ -98,6 +99,7 @@ class HepSource:
             if self.forwarder is not None:
                 await self.forwarder.start(self.address)
             loop.add_reader(fd, self._on_readable, sock)
+            self.listening.set()
             log.info(
                 "HEP source listening",
                 udp=_show(self.address),
@@ -113,6 +115,7 @@ class HepSource:
                 for batch in take():
                     yield batch
         finally:
+            self.listening.clear()
             with contextlib.suppress(Exception):
                 loop.remove_reader(fd)
             sock.close()
