@@ -215,4 +215,6 @@ def test_kernel_drops_are_read_from_proc() -> None:
 def test_receive_buffer_size_is_what_the_kernel_granted() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         got = size_receive_buffer(s, 1 << 20)
-        assert got == s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) and got >= 64 << 10
+        assert got == s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # the kernel's own accounting: 1 MiB granted (or capped by rmem_max), not 2 MiB
+        assert 64 << 10 <= got <= 1 << 20

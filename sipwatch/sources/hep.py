@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
@@ -213,24 +214,29 @@ class HepSource:
 
 
 def size_receive_buffer(sock: socket.socket, wanted: int) -> int:
-    """Ask for a ``wanted``-byte receive buffer; return what the kernel granted.
+    """Give the socket a ``wanted``-byte receive buffer; return what the kernel granted.
 
-    Linux caps SO_RCVBUF at net.core.rmem_max (and reports twice the size asked, its
-    bookkeeping overhead included); SO_RCVBUFFORCE passes the cap with CAP_NET_ADMIN.
+    Sizes are the kernel's own accounting, as getsockopt and /proc/net/udp report them: a
+    queued datagram is charged its payload plus the kernel's overhead (about 1,500 bytes for
+    a 600-byte SIP packet).  Linux doubles the value it is given to make room for that
+    overhead, so half is asked.  It caps the request at net.core.rmem_max, which
+    SO_RCVBUFFORCE passes when sipwatch has CAP_NET_ADMIN; otherwise the warning names the
+    sysctl to raise.
     """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+    ask = wanted // 2 if sys.platform.startswith("linux") else wanted
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ask)
     got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     force = getattr(socket, "SO_RCVBUFFORCE", None)
     if got < wanted and force is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, force, wanted)
+            sock.setsockopt(socket.SOL_SOCKET, force, ask)
             got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     if got < wanted:
         log.warning(
             "HEP receive buffer is smaller than configured; raise the kernel limit",
             wanted=wanted,
             granted=got,
-            hint=f"sysctl -w net.core.rmem_max={wanted}",
+            hint=f"sysctl -w net.core.rmem_max={ask}",
         )
     return got
 

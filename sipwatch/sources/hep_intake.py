@@ -174,8 +174,9 @@ class HepIntake:
     def _messages(self, packet: HepPacket, agent: _Agent) -> None:
         stats = self.stats
         payload = packet.payload
+        parts: tuple[tuple[bytes, bool], ...] | list[tuple[bytes, bool]]
         if packet.transport == "udp" and len(payload) < _SINGLE_MESSAGE:
-            parts = [(payload, False)]
+            parts = ((payload, False),)
         else:
             parts = split_sip_stream(payload)
         ts = packet.ts or self.clock()
