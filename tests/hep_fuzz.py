@@ -23,7 +23,7 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["sipwatch"]):
     from sipwatch.sources.hep_addresses import AddressSet
     from sipwatch.sources.hep_decode import (
         DECODE_ERRORS,
