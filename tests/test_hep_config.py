@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from prometheus_client.core import CounterMetricFamily
 
 from sipwatch.config import (
     DEFAULT_HEP_ALLOW,
@@ -12,6 +15,7 @@ from sipwatch.config import (
     parse_udp_url,
 )
 from sipwatch.sources import SOURCE_KINDS
+from sipwatch.sources.hep_stats import HepCollector, HepStats
 
 
 def problems(text: str, environ: dict[str, str] | None = None) -> list[str]:
@@ -98,3 +102,31 @@ def test_auth_key_is_a_masked_secret() -> None:
     assert "hunter2-hep" not in config.describe()
     assert "hunter2-hep" not in repr(config)
     assert "hunter2-hep" not in str(config.redacted())
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "deployment.md"
+
+
+def test_the_deployment_docs_hep_mode() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index("<!-- config:hep -->")
+    block = text[start:].split("```toml\n", 1)[1].split("```", 1)[0]
+    hep = parse_config(block, environ={}).sources.hep
+    assert hep.listen == "0.0.0.0:9060" and hep.forward[0].startswith("udp://")
+    # drachtio's options, as drachtio-log-format.md records them
+    for option in (
+        '<capture-server port="9060" hep-version="3" id="101">',
+        "--homer 10.0.0.20:9060 --homer-id 101",
+        "DRACHTIO_HOMER_ADDRESS=",
+        "DRACHTIO_HOMER_PORT=",
+        "DRACHTIO_HOMER_ID=",
+        "drachtio.homerId",
+    ):
+        assert option in text, option
+    # every family the HEP collector exports is in the metrics table
+    stats = HepStats(kernel_drops=lambda: 0)
+    families = list(HepCollector(stats).collect())
+    assert len(families) == 12
+    for family in families:
+        exposed = family.name + ("_total" if isinstance(family, CounterMetricFamily) else "")
+        assert f"`{exposed}`" in text, exposed
