@@ -324,3 +324,11 @@ def test_arbitrary_packets_never_raise(data: bytes, sender: str) -> None:
     intake.receive(b"HEP3" + len(data + b"HEP3..").to_bytes(2, "big") + data, sender)
     assert intake.stats.errors["internal"] == 0
     assert intake.pending <= 2
+
+
+def test_a_capture_time_far_ahead_is_not_believed() -> None:
+    intake = HepIntake(clock=lambda: 1795766400.0)
+    intake.receive(register_packet(seconds=1795766400 + 60), "127.0.0.1")  # clocks differ a bit
+    intake.receive(register_packet(seconds=2**32 - 1), "127.0.0.1")  # the year 2106
+    assert [m.ts for m in messages(intake)] == [1795766460.0, 1795766400.0]
+    assert intake.stats.notes["clock_ahead"] == 1

@@ -34,6 +34,9 @@ OTHER_NODE = "other"
 BATCH_LIMIT = 512  # messages per MessageBatch: a parse-queue item stays around 1 MiB at most
 DEFAULT_BACKLOG = 20_000  # messages waiting for the pipeline
 MAX_PARTS = 64  # SIP messages taken from one stream payload
+# A capture time this far ahead of our clock is not believed: the pipeline's clock is the
+# newest message time, and one packet from the year 2106 would time out every transaction.
+MAX_CLOCK_AHEAD = 300.0
 _SINGLE_MESSAGE = 8192  # a UDP payload below this is one whole message (no Content-Length scan)
 
 _CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*(\d{1,9})", re.IGNORECASE)
@@ -179,7 +182,11 @@ class HepIntake:
             parts = ((payload, False),)
         else:
             parts = split_sip_stream(payload)
-        ts = packet.ts or self.clock()
+        ts = packet.ts
+        if not ts or ts > self.clock() + MAX_CLOCK_AHEAD:
+            if ts:
+                stats.notes["clock_ahead"] += 1
+            ts = self.clock()
         added = 0
         for raw, truncated in parts:
             text = raw.decode("utf-8", "replace")

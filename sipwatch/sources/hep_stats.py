@@ -39,6 +39,7 @@ NOTES: tuple[str, ...] = (
     "ipv6_addresses_garbled",  # drachtio's IPv6 capture bug: the peer was taken from the Via
     "sip_truncated",  # a payload cut short (drachtio cuts at 16,000 bytes)
     "agent_over_limit",  # a packet of an agent beyond max_agents, counted under "other"
+    "clock_ahead",  # a capture time far in the future: the receive time was used instead
 )
 
 
