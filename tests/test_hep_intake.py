@@ -323,7 +323,7 @@ def test_arbitrary_packets_never_raise(data: bytes, sender: str) -> None:
     intake.receive(data, sender)
     intake.receive(b"HEP3" + len(data + b"HEP3..").to_bytes(2, "big") + data, sender)
     assert intake.stats.errors["internal"] == 0
-    assert intake.pending <= 2
+    assert intake.pending <= 2 * 64  # a stream payload holds at most 64 messages
 
 
 def test_a_capture_time_far_ahead_is_not_believed() -> None:
