@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import socket
 import sys
 from collections.abc import AsyncGenerator
@@ -226,7 +227,7 @@ def size_receive_buffer(sock: socket.socket, wanted: int) -> int:
     ask = wanted // 2 if sys.platform.startswith("linux") else wanted
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ask)
     got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    force = _SO_RCVBUFFORCE
     if got < wanted and force is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, force, ask)
@@ -239,6 +240,18 @@ def size_receive_buffer(sock: socket.socket, wanted: int) -> int:
             hint=f"sysctl -w net.core.rmem_max={ask}",
         )
     return got
+
+
+# Python's socket module does not export SO_RCVBUFFORCE; 33 is its number in Linux's generic
+# socket ABI, which these architectures use (alpha, mips, parisc and sparc differ).
+_SO_RCVBUFFORCE: int | None = getattr(socket, "SO_RCVBUFFORCE", None)
+if (
+    _SO_RCVBUFFORCE is None
+    and sys.platform.startswith("linux")
+    and platform.machine()
+    in ("x86_64", "aarch64", "armv7l", "armv8l", "i686", "riscv64", "ppc64le", "s390x")
+):
+    _SO_RCVBUFFORCE = 33
 
 
 def udp_socket_drops(inode: int, family: int) -> int | None:
