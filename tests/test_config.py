@@ -155,8 +155,8 @@ def test_unknown_keys_name_line_path_and_suggestion(tmp_path: Path) -> None:
     assert f"{path}:9: alerts.targets[1].urll: unknown key; did you mean 'url'?" in problems
     assert f"{path}:12: remediation.mod: unknown key; did you mean 'mode'?" in problems
     assert (
-        f"{path}:13: remediation.listen: unknown key; 'listen' belongs in metrics.listen"
-        in problems
+        f"{path}:13: remediation.listen: unknown key; 'listen' belongs in metrics.listen "
+        "or sources.hep.listen" in problems
     )
     frob = next(p for p in problems if "frobnicate" in p)
     assert frob.startswith(f"{path}:14: remediation.frobnicate: unknown key (known keys: mode,")

@@ -464,11 +464,17 @@ class _Loader:
                 "allow_realms are empty, so no user will be changed"
             )
         src = config.sources
-        if not (src.docker.enabled or src.files or src.stdin or src.kubernetes.enabled is True):
+        if not (
+            src.docker.enabled
+            or src.files
+            or src.stdin
+            or src.kubernetes.enabled is True
+            or src.hep.listen
+        ):
             self.warnings.append(
                 "no log source is enabled (sources.docker.enabled = false, "
-                "sources.kubernetes.enabled = false, no sources.files, sources.stdin = false); "
-                "only `sipwatch replay` will have input"
+                "sources.kubernetes.enabled = false, no sources.files, sources.stdin = false, "
+                "no sources.hep.listen); only `sipwatch replay` will have input"
             )
         if config.database.url is not None and config.jambonz.encryption_secret is None:
             self.warnings.append(

@@ -635,6 +635,138 @@ class FileSourceConfig:
     )
 
 
+#: Private and loopback networks: where a HEP capture agent (drachtio on the SBC) normally is.
+DEFAULT_HEP_ALLOW: tuple[str, ...] = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+HepSipTruth = Literal["hep", "logs"]
+
+
+def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Addresses or CIDR networks; a network with host bits set is a typo, not a wish."""
+    bad = []
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=True)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                bad.append(f"'{item[:60]}' is neither")
+            else:
+                bad.append(f"'{item[:60]}' has host bits set; did you mean \"{loose}\"?")
+    if bad:
+        raise ValueError(
+            'expected IP addresses or networks such as "10.0.0.0/8" or "2001:db8::/32"; '
+            + "; ".join(bad)
+        )
+    return value
+
+
+def parse_udp_url(text: str) -> HostPort:
+    """``udp://host:port`` (a HEP forward target; brackets around an IPv6 address)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() != "udp" or not rest or "/" in rest:
+        raise ValueError(
+            'expected "udp://host:port" (e.g. "udp://homer:9060"); HEP is forwarded over UDP'
+        )
+    if rest.startswith(":"):
+        raise ValueError('expected "udp://host:port"; the host is missing')
+    return parse_host_port(rest)
+
+
+def _check_forward(value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        parse_udp_url(item)
+    if len(set(value)) != len(value):
+        raise ValueError("a forward target is listed twice (it would get every packet twice)")
+    return value
+
+
+@dataclass(frozen=True)
+class HepSourceConfig:
+    """Receive drachtio's own capture feed: HEP (Homer Encapsulation Protocol) v3 or v2 over
+    UDP, sent by drachtio-server with ``--homer host:port --homer-id N``.
+
+    Every SIP message drachtio sends or receives arrives as one packet, byte-exact, with no
+    dependence on log levels, log rotation or access to the containers, and one sipwatch can
+    take the feed of many SBC nodes (the capture id names the node).  The port is open to
+    whoever can reach it, so packets are accepted only from ``allow_networks``.  Forward
+    targets keep Homer fed: drachtio can send to one capture server only.
+    """
+
+    listen: str | None = setting(
+        None,
+        doc='Address to receive HEP on, "host:port" (drachtio\'s --homer port, 9060 by '
+        'convention) or "[::]:port".  Unset: no HEP source.',
+        env="SIPWATCH_HEP_LISTEN",
+        parse=_parse_listen,
+        example='"0.0.0.0:9060"',
+    )
+    tcp: bool = setting(
+        False,
+        doc="Also accept HEP over TCP on the same address (HEP3 framed by its length; for "
+        "capture agents other than drachtio, which sends UDP only).",
+    )
+    allow_networks: tuple[str, ...] = setting(
+        DEFAULT_HEP_ALLOW,
+        doc="Senders (IP addresses or CIDR networks) whose packets are accepted; others are "
+        "dropped and counted.  Default: loopback and the private ranges.",
+        check=_check_networks,
+    )
+    auth_key: Secret | None = setting(
+        None,
+        doc="When set, only packets carrying this HEP auth key (chunk 0x000e) are accepted.  "
+        "drachtio cannot send one: set it only when every sender is a capture agent that "
+        "can (heplify, Kamailio, OpenSIPS).",
+        env="SIPWATCH_HEP_AUTH_KEY",
+        mask="text",
+        example='"the-capture-agents-auth-key"',
+    )
+    forward: tuple[str, ...] = setting(
+        (),
+        doc='Re-send every accepted packet, unchanged, to these "udp://host:port" targets '
+        "(Homer / heplify-server), so adopting sipwatch does not cost the Homer feed.  "
+        "Sending never delays intake: a target that cannot keep up loses packets (counted).",
+        check=_check_forward,
+    )
+    receive_buffer_bytes: int = setting(
+        16 << 20,
+        doc="Socket receive buffer (as the kernel counts it: a 600-byte SIP packet takes about "
+        "1,500 bytes): what absorbs a burst while sipwatch is busy; 16 MiB holds about 11,000 "
+        "packets, a 0.2 s stall at 50,000 packets/s.  Linux caps it at net.core.rmem_max "
+        "(which must then be at least half this value) unless sipwatch has CAP_NET_ADMIN; "
+        "the size granted is exported as sipwatch_hep_receive_buffer_bytes.",
+        minimum=64 << 10,
+        maximum=1 << 30,
+    )
+    sbc_addresses: tuple[str, ...] = setting(
+        (),
+        doc="The SBC's own SIP addresses (IPs or CIDR networks): a packet from one of them "
+        "is a message the SBC sent.  Empty: learned per capture agent (the address that "
+        "talks with many peers is the SBC's).",
+        check=_check_networks,
+    )
+    max_agents: int = setting(
+        32,
+        doc="Most capture agents (SBC nodes) tracked by id; packets of further ids are "
+        'counted under the node "other" (a sender can claim any id).',
+        minimum=1,
+        maximum=1024,
+    )
+    sip_truth: HepSipTruth = setting(
+        "hep",
+        doc="When a node is covered by both HEP and log sources, which one counts its SIP "
+        'messages: "hep" (log sources then contribute only their registrar and service '
+        'lines) or "logs" (HEP packets of that node are then not analysed, only forwarded).',
+    )
+
+
 @dataclass(frozen=True)
 class SourcesConfig:
     """Where log lines come from."""
@@ -674,6 +806,7 @@ class SourcesConfig:
     kubernetes: KubernetesSourceConfig = setting(
         doc="See [sources.kubernetes].", factory=KubernetesSourceConfig
     )
+    hep: HepSourceConfig = setting(doc="See [sources.hep].", factory=HepSourceConfig)
     files: tuple[FileSourceConfig, ...] = setting(
         (), doc="Log files to read ([[sources.files]] tables)."
     )

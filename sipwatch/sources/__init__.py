@@ -70,6 +70,7 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind(
         "kubernetes", "sipwatch.sources.kubernetes", lambda c: c.sources.kubernetes.enabled is True
     ),
+    SourceKind("hep", "sipwatch.sources.hep", lambda c: c.sources.hep.listen is not None),
 )
 
 

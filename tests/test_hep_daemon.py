@@ -1,0 +1,246 @@
+"""End to end: `sipwatch run` with a HEP listener gets a scenario's packets over real UDP
+and reports what `sipwatch replay` reports for the same scenario's drachtio log: the same
+counts and statuses (/metrics, /api/failures) and the same causes; a forward target gets
+every packet byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.hep_scenario import mixed_scenario
+from tests.hep_support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Families compared between the replay's exposition and the daemon's, summed over the
+# source label (a log file there, hep/101 here).  Float sums (_sum) are left out.
+COMPARED = (
+    "sipwatch_sip_messages_total",
+    "sipwatch_register_transactions_total",
+    "sipwatch_register_attempts_total",
+    "sipwatch_register_retransmissions_total",
+    "sipwatch_register_latency_seconds_bucket",
+    "sipwatch_register_latency_seconds_count",
+    "sipwatch_register_attempt_duration_seconds_bucket",
+    "sipwatch_register_attempt_duration_seconds_count",
+    "sipwatch_register_scanner_attempts_total",
+    "sipwatch_register_user_failures_total",
+    "sipwatch_register_ip_failures_total",
+)
+
+
+def samples(exposition: str) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The compared samples, their ``source`` label dropped and values summed."""
+    out: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    for line in exposition.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        if name not in COMPARED:
+            continue
+        pairs = []
+        for item in labels.rstrip("}").split('",'):
+            if item:
+                key, _, val = item.partition("=")
+                if key != "source":
+                    pairs.append((key, val.strip('"')))
+        out[(name, tuple(sorted(pairs)))] += float(value)
+    return out
+
+
+def sipwatch(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    result = subprocess.run(
+        [sys.executable, "-m", "sipwatch", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_for(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = pred()
+            if last:
+                return last
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+def iso_ms(ts: float) -> str:
+    """The replay report's time format."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def failure_key(f: dict[str, Any]) -> tuple[Any, ...]:
+    return (f["user"], f["domain"], f["source_ip"], f["status"])
+
+
+def events(log_file: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in log_file.read_text().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def test_run_with_hep_reports_what_replay_of_the_log_reports(tmp_path: Path) -> None:
+    sc = mixed_scenario(start=float(int(time.time()) - 7200))  # capture times in the past
+    packets = sc.packets()
+    log = tmp_path / "drachtio.log"
+    log.write_text(sc.log_text)
+    expected_metrics = samples(sipwatch("replay", "--format", "prometheus", str(log)))
+    report = json.loads(sipwatch("replay", "--format", "json", str(log)))
+    expected_failures = (
+        report["register_failures"]
+        + report["register_timeouts"]
+        + report["register_other_failures"]
+    )
+    expected_causes = {
+        failure_key(f): (f["causes"][0]["id"] if f["causes"] else None) for f in expected_failures
+    }
+    assert len(expected_failures) == 15 and expected_metrics  # the scenario is not trivial
+
+    homer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    homer.bind(("127.0.0.1", 0))
+    homer.settimeout(5)
+    hep_port = free_port()
+    http_port = free_port(socket.SOCK_STREAM)
+    cfg = tmp_path / "sipwatch.toml"
+    cfg.write_text(
+        f"""
+[sources.docker]
+enabled = false
+[sources.hep]
+listen = "127.0.0.1:{hep_port}"
+forward = ["udp://127.0.0.1:{homer.getsockname()[1]}"]
+[metrics]
+listen = "127.0.0.1:{http_port}"
+[logging]
+format = "json"
+"""
+    )
+    out = tmp_path / "sipwatch.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_for(lambda: any(e["event"] == "HEP source listening" for e in events(out)))
+        status, body = get(base + "/readyz")
+        assert status == 200 and json.loads(body)["sources"] == {"hep": True}, body
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as drachtio:
+            for packet in packets:
+                drachtio.sendto(packet, ("127.0.0.1", hep_port))
+
+        # Homer gets every packet, byte for byte, in order
+        assert [homer.recv(65535) for _ in packets] == packets
+
+        # the same counts and statuses as the replay of the log
+        def exposition_matches() -> bool:
+            return samples(get(base + "/metrics")[1]) == expected_metrics
+
+        wait_for(exposition_matches)
+        exposition = get(base + "/metrics")[1]
+        assert f'sipwatch_hep_packets_total{{agent="101"}} {float(len(packets))}' in exposition
+        assert (
+            'sipwatch_sip_messages_total{direction="recv",method="REGISTER",source="hep/101"'
+            in exposition
+        )
+
+        def diagnosed() -> dict[tuple[Any, ...], Any]:
+            got = {
+                (e["user"], e["domain"], e["source_ip"], e["status"]): e["cause"]
+                for e in events(out)
+                if e["event"] == "registration failure diagnosed"
+            }
+            return got if set(got) == set(expected_causes) else {}
+
+        # the same causes, failure by failure
+        assert wait_for(diagnosed) == expected_causes
+
+        status, body = get(base + "/api/failures?limit=1000")
+        assert status == 200
+        failures = json.loads(body)["failures"]
+        got = sorted(
+            (
+                f["side"],
+                f["user"],
+                f["domain"],
+                f["source_ip"],
+                f["status"],
+                f["x_reason"] or None,
+                f["count"],
+                f["challenged"],
+                f["user_agent"],
+                iso_ms(f["first_seen"]),
+                iso_ms(f["last_seen"]),
+            )
+            for f in failures
+        )
+        want = sorted(
+            (
+                f["side"],
+                f["user"],
+                f["domain"],
+                f["source_ip"],
+                f["status"],
+                f["x_reason"],
+                f["count"],
+                f["challenged"],
+                f["user_agent"],
+                f["first_seen"],
+                f["last_seen"],
+            )
+            for f in expected_failures
+        )
+        assert got == want
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        homer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    names = [e["event"] for e in events(out)]
+    assert "HEP capture agent seen" in names and "sipwatch stopped" in names
+    learned = [e for e in events(out) if e["event"] == "HEP: learned an SBC address"]
+    assert [e["address"] for e in learned] == ["10.0.0.5"]
