@@ -150,6 +150,17 @@ class Daemon:
 
             self.config, detection = resolve_sources(self.config)
         await self._detect_registrar_flavour()
+        truth = self.pipeline.settings.sip_truth
+        if truth != "all":
+            log.info(
+                "one source of SIP truth",
+                sip_messages_from="HEP capture" if truth == "hep" else "logs",
+                other_sources_give=(
+                    "registrar and drachtio service lines"
+                    if truth == "hep"
+                    else "nothing (HEP packets are only forwarded)"
+                ),
+            )
         self._build_sinks()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # after the first build
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)

@@ -67,6 +67,11 @@ class PipelineSettings:
     scanner_min_users: int = 10
     scanner_window: float = 60.0
     failure_table_size: int = 10_000
+    # Where SIP messages are taken from when a HEP feed and logs both carry them: "all" (no
+    # HEP configured), "hep" (log sources then give only registrar and drachtio service
+    # lines) or "logs" (HEP batches are only forwarded, not analysed).  One source of truth,
+    # so no message is counted twice.
+    sip_truth: str = "all"
 
     @classmethod
     def from_config(cls, config: Config, *, tz_offset: float | None = None) -> PipelineSettings:
@@ -78,6 +83,7 @@ class PipelineSettings:
             max_pending_attempts=config.sip.max_pending_attempts,
             scanner_min_users=config.diagnosis.scanner_distinct_users,
             scanner_window=config.diagnosis.scanner_window_seconds,
+            sip_truth=config.sources.hep.sip_truth if config.sources.hep.listen else "all",
         )
 
     def replace(self, **changes: Any) -> PipelineSettings:
@@ -115,6 +121,8 @@ class Pipeline:
             settings.failure_table_size, scanner_of=self.scanners.scanner_state
         )
         self.scanners.on_detect(self.failures.retract)
+        self._sip_from_logs = settings.sip_truth != "hep"
+        self._sip_from_wire = settings.sip_truth != "logs"
         self.log_now = 0.0  # newest log timestamp seen
         self.first_ts = 0.0  # oldest log timestamp seen
         self._observers: list[object] = []
@@ -148,13 +156,15 @@ class Pipeline:
         """One source item: log text (framed and parsed) or already-parsed wire messages."""
         if type(item) is LogChunk:
             events: Sequence[ParsedEvent] = self.parser.feed(item)
+            if events and self._sip_from_logs is False:
+                events = [ev for ev in events if type(ev) is not SipMessage]
             if events:
                 self._dispatch(events)
             for publish in self._on_parse_stats:
                 publish(self.parser, item.source)
         else:
             assert isinstance(item, MessageBatch)
-            if item.messages:
+            if item.messages and self._sip_from_wire:
                 self._dispatch(item.messages)
 
     def advance(self, now: float) -> None:
@@ -165,7 +175,10 @@ class Pipeline:
 
     def finish(self) -> None:
         """End of input: emit held records and time out everything still open."""
-        self._dispatch(self.parser.flush())
+        held = self.parser.flush()
+        if not self._sip_from_logs:
+            held = [ev for ev in held if type(ev) is not SipMessage]
+        self._dispatch(held)
         for source in list(self.parser.stats_by_source):
             for publish in self._on_parse_stats:
                 publish(self.parser, source)
