@@ -44,25 +44,11 @@ from sipwatch.diagnosis.secret_proof import (
 )
 from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.diagnosis.webhook_probe import ProbeResult, probe_registration_webhook
+from sipwatch.sip_meaning import scanner_tool
 
 Flavour = Literal["sidecar", "legacy"]
 JsonValue = Any
 
-# User-Agent fragments of known SIP scanners and brute-forcers (lower case).
-SCANNER_USER_AGENTS = (
-    "friendly-scanner",
-    "sipvicious",
-    "sipcli",
-    "vaxsipuseragent",
-    "sundayddr",
-    "iwar",
-    "sip-scan",
-    "sivus",
-    "smap",
-    "pplsip",
-    "sipptk",
-    "voip-scan",
-)
 _GARBAGE_CHARS = frozenset("'\"<>\\;`")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 REGISTRAR_SERVICE = {"sidecar": "sbc-sip-sidecar", "legacy": "sbc-registrar"}
@@ -97,10 +83,8 @@ def garbage_username(user: str) -> bool:
 
 
 def scanner_user_agent(ua: str | None) -> bool:
-    if not ua:
-        return False
-    low = ua.lower()
-    return any(frag in low for frag in SCANNER_USER_AGENTS)
+    """The User-Agent names a known scanning tool (``sip_meaning.SCANNER_USER_AGENTS``)."""
+    return bool(ua) and scanner_tool(ua or "") is not None
 
 
 def strong_scanner_reasons(s: Symptom, min_users: int) -> list[str]:
