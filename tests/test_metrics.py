@@ -226,13 +226,14 @@ def test_uses_injected_registry_not_the_global_one() -> None:
     assert value(metrics, m.BUILD_INFO, version=__version__) == 1.0
 
 
-def test_created_series_dropped_by_default_and_kept_on_request() -> None:
-    plain = SipwatchMetrics()
-    plain.observe_lines(SRC, 3)
-    assert "_created" not in render_text(plain.registry)
-    with_created = SipwatchMetrics(created_series=True)
-    with_created.observe_lines(SRC, 3)
-    assert "sipwatch_log_lines_created" in render_text(with_created.registry)
+def test_no_created_series() -> None:
+    """Counters and histograms expose no ``*_created`` gauges (one more series per child)."""
+    metrics = SipwatchMetrics()
+    metrics.observe_lines(SRC, 3)
+    metrics.observe_transaction(transaction())
+    text = render_text(metrics.registry)
+    assert "sipwatch_log_lines_total" in text
+    assert "_created" not in text
 
 
 def test_process_metrics_optional() -> None:
@@ -567,7 +568,7 @@ def test_scanner_spraying_100k_usernames_stays_bounded() -> None:
     )
     # Memory: 90,000 more usernames cost (next to) nothing.
     assert mem_100k - mem_10k < 64 * 1024, (mem_10k, mem_100k)
-    assert len(metrics._users) <= top_n + metrics._users.capacity
+    assert len(metrics.offenders.users) <= top_n + metrics.offenders.users.capacity
 
 
 def test_scanner_from_100k_ips_stays_bounded() -> None:
@@ -579,5 +580,5 @@ def test_scanner_from_100k_ips_stays_bounded() -> None:
         metrics.observe_attempt(att)
     assert len(series(metrics, m.IP_FAILURES)) <= top_n + 1
     assert len(series(metrics, m.IP_DISTINCT_USERS)) <= top_n
-    assert len(metrics._ips) <= top_n + metrics._ips.capacity
+    assert len(metrics.offenders.ips) <= top_n + metrics.offenders.ips.capacity
     assert value(metrics, m.LABEL_TRACKER_FOLDED, dimension="ip") == 100_000 - top_n

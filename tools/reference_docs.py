@@ -50,6 +50,9 @@ from sipwatch.diagnosis.rules import (
 )
 from sipwatch.ingest.framing import LogParser
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, OTHER
+from sipwatch.metrics.core import KIND_LABELS, SOURCE_LABELS, STAGE_LABELS
+from sipwatch.metrics.diagnosis import ACTION_LABELS, CAUSE_LABELS, TARGET_LABELS
+from sipwatch.metrics.offenders import EVICT_SCANNER, SCANNER_EVIDENCE
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
@@ -260,6 +263,7 @@ def exercise_daemon_paths(run: ExampleRun, root: Path = ROOT) -> None:
     and labels, never values); the label values are the ones the daemon uses.
     """
     metrics = run.metrics
+    metrics.watch_tracker(run.result.pipeline.tracker)  # the pipeline hands it over live
     for name in run.inputs:
         metrics.set_source_up(name, True)
     metrics.observe_queue("parse", 0, 1024)
@@ -310,6 +314,8 @@ _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
                 m.REGISTER_INFLIGHT_TRANSACTIONS,
                 m.REGISTER_INFLIGHT_ATTEMPTS,
                 m.REGISTER_SCANNER_ATTEMPTS,
+                m.REGISTER_ORPHAN_RESPONSES,
+                m.REGISTER_STATE_EVICTIONS,
             }
         ),
     ),
@@ -317,7 +323,15 @@ _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
         "Per-user and per-IP failures",
         "Series exist only for the top-N offenders; every other observation is summed in the "
         f"`{OTHER}` series (see [Cardinality bounds](#cardinality-bounds)).",
-        frozenset({m.USER_FAILURES, m.USER_FAILING, m.IP_FAILURES, m.IP_DISTINCT_USERS}),
+        frozenset(
+            {
+                m.USER_FAILURES,
+                m.USER_FAILING,
+                m.IP_FAILURES,
+                m.IP_DISTINCT_USERS,
+                m.SCANNER_SOURCES,
+            }
+        ),
     ),
     (
         "Label trackers",
@@ -359,15 +373,15 @@ def _ordered_codes(codes: Iterable[int]) -> str:
 
 
 # How many distinct values SipwatchMetrics keeps for the labels that come from configuration
-# or code before folding newcomers into "other" (its _CappedLabel limits; a test feeds one
-# more than each and checks the fold, so this table cannot drift from metrics.py).
+# or code before folding newcomers into "other" (its CappedLabel limits; a test feeds one
+# more than each and checks the fold).
 LABEL_CAPS: Mapping[str, int] = {
-    "source": 64,
-    "kind": 64,
-    "stage": 32,
-    "cause": 256,
-    "target": 32,
-    "action": 32,
+    "source": SOURCE_LABELS,
+    "kind": KIND_LABELS,
+    "stage": STAGE_LABELS,
+    "cause": CAUSE_LABELS,
+    "target": TARGET_LABELS,
+    "action": ACTION_LABELS,
 }
 
 
@@ -426,8 +440,15 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         "ip": f"Peer IP of one of the top-N failing sources (at most {m.IP_LABEL_MAX} "
         f"characters), or {_code(OTHER)} for all the others.",
         "dimension": f"Which top-N table: {_codes(('user', 'ip'))}.",
-        "reason": f"{_code(EVICT_DEMOTED)} (a bigger offender took the slot) or "
-        f"{_code(EVICT_EXPIRED)} (not seen for the series TTL).",
+        "reason": f"{_code(EVICT_DEMOTED)} (a bigger offender took the slot), "
+        f"{_code(EVICT_EXPIRED)} (not seen for the series TTL) or {_code(EVICT_SCANNER)} (the "
+        "name was one a scanner tried before it was recognised).",
+        "evidence": "What made a source IP a scanner: "
+        f"{_code(SCANNER_EVIDENCE[0])} (a known scanner User-Agent) or "
+        f"{_code(SCANNER_EVIDENCE[1])} (many distinct usernames rejected within the "
+        "`[diagnosis] scanner_window_seconds`).",
+        "_kind:" + m.REGISTER_STATE_EVICTIONS: "Which open state was dropped: "
+        f"{_codes(('transaction', 'attempt'))}.",
         "cause": f"Root-cause rule id ([rules reference](rules.md)): {_codes(rule_ids)}. At "
         f"most {caps['cause']} distinct ids.",
         "severity": "Rule severity: "
@@ -608,8 +629,14 @@ def render_metrics(run: ExampleRun | None = None, root: Path = ROOT) -> str:
         f"series only for the `[metrics] top_n` worst users and source IPs (default "
         f'{cfg.top_n}, per side). Everything else is summed into `user="{OTHER}"` / '
         f'`ip="{OTHER}"`, so each family has at most top_n + 1 series per side and status. '
-        "Offenders are chosen by a fixed-size heavy-hitter table, so a spray of one-shot "
-        "usernames neither grows memory nor churns series.",
+        "Offenders are ranked by recent failures in a fixed-size heavy-hitter table "
+        "(Space-Saving; counts halve every third of the series TTL), so arrival order does "
+        "not decide who gets a series and a spray of one-shot usernames neither grows memory "
+        "nor churns series.",
+        "- **Scanners**: a source IP the scanner classifier recognises (a scanner User-Agent, "
+        "or `[diagnosis] scanner_distinct_users` usernames rejected within "
+        "`scanner_window_seconds`) is counted per IP only; the per-user series of the "
+        f'usernames it tried before it was recognised are withdrawn (`reason="{EVICT_SCANNER}"`).',
         f"- **TTL**: a per-user or per-IP series not seen for `[metrics] series_ttl_seconds` "
         f'(default {_num(cfg.series_ttl_seconds)} s) is removed (`reason="{EVICT_EXPIRED}"`); '
         f'one displaced by a bigger offender is removed at once (`reason="{EVICT_DEMOTED}"`).',
