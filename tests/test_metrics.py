@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import subprocess
+import sys
 import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +22,7 @@ from sipwatch.metrics.cardinality import OTHER
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
+    MessageBatch,
     RegisterAttempt,
     RegisterTransaction,
     ServiceEvent,
@@ -24,7 +30,9 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
+from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.sip_meaning import scanner_tool
+from tools.synth import Device, Scenario
 
 SRC = "drachtio"
 
@@ -582,3 +590,118 @@ def test_scanner_from_100k_ips_stays_bounded() -> None:
     assert len(series(metrics, m.IP_DISTINCT_USERS)) <= top_n
     assert len(metrics.offenders.ips) <= top_n + metrics.offenders.ips.capacity
     assert value(metrics, m.LABEL_TRACKER_FOLDED, dimension="ip") == 100_000 - top_n
+
+
+# ----------------------------------------------------------------------- attack vs devices
+SPRAY_IP = "185.243.5.17"
+DEVICE_IPS = [f"203.0.113.{10 + i}" for i in range(4)]
+
+
+def _exchange(user: str, ip: str, ts: float, n: int, *, status: int = 403) -> list[SipMessage]:
+    """One inbound REGISTER and its final answer, as a wire capture (HEP) delivers them."""
+    request = message(
+        ts=ts,
+        source="hep/1",
+        peer_ip=ip,
+        call_id=f"{n}@{ip}",
+        via_branch=f"z9hG4bK{n}",
+        from_user=user,
+        to_user=user,
+        to_host="acme.sip.example.com",
+        user_agent="pjsip",
+    )
+    answer = dataclasses.replace(
+        request,
+        ts=ts + 0.0004,
+        direction=Direction.SEND,
+        is_request=False,
+        status=status,
+        reason="Forbidden",
+    )
+    return [request, answer]
+
+
+def _spray_batches(sprayed: int, start: float) -> Iterator[MessageBatch]:
+    """Four devices failing all along (each five times), and one source spraying ``sprayed``
+    usernames with no scanner User-Agent (recognised by its usernames alone); batches of
+    1,000 exchanges, so memory stays flat."""
+    batch: list[SipMessage] = []
+    ts = start
+    for n in range(sprayed):
+        ts += 0.002
+        if n % 20_000 == 0:
+            for i, ip in enumerate(DEVICE_IPS):
+                batch += _exchange(f"10{i}", ip, ts, -(n + i + 1))
+        batch += _exchange(f"{n:06d}", SPRAY_IP, ts, n)
+        if len(batch) >= 2000:
+            yield MessageBatch("hep/1", batch)
+            batch = []
+    yield MessageBatch("hep/1", batch)
+
+
+def test_a_100k_username_spray_never_pushes_real_devices_out_of_their_series() -> None:
+    """Issue 12.1, through the pipeline (tracker, scanner classifier, metrics) as a wire capture
+    feeds it:
+    the four failing devices keep their own per-user series with their exact counts, the
+    scanner has its own per-IP series, and the exposition does not grow with the spray."""
+    top_n = 20
+    metrics = SipwatchMetrics(top_n=top_n, process_metrics=False)
+    pipeline = Pipeline(PipelineSettings(), observers=[metrics])
+    sizes = []
+    for i, batch in enumerate(_spray_batches(100_000, 1_790_000_000.0)):
+        pipeline.feed(batch)
+        if i in (10, 99):
+            sizes.append(_total_series(metrics))
+    pipeline.finish()
+
+    users = {
+        lb["user"]: value(metrics, m.USER_FAILURES, **lb)
+        for _, lb in series(metrics, m.USER_FAILURES)
+    }
+    assert users == {f"10{i}@acme.sip.example.com": 5.0 for i in range(4)}
+    ips = {
+        lb["ip"]: value(metrics, m.IP_FAILURES, **lb) for _, lb in series(metrics, m.IP_FAILURES)
+    }
+    assert ips == {SPRAY_IP: 100_000.0} | {ip: 5.0 for ip in DEVICE_IPS}
+    assert value(metrics, m.SCANNER_SOURCES, evidence="usernames") == 1
+    # the names tried before the source was recognised were withdrawn, never left behind
+    withdrawn = value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="user", reason="scanner")
+    assert withdrawn == pipeline.settings.scanner_min_users - 1
+    # bounded: the exposition has the same size after 10,000 and 100,000 sprayed names
+    assert sizes[0] == sizes[1] == _total_series(metrics)
+    assert len(metrics.offenders.users) <= top_n + metrics.offenders.users.capacity + 1
+
+
+def test_replay_prometheus_gives_each_broken_device_its_own_series(tmp_path: Path) -> None:
+    """Issue 12.1 as reported: `sipwatch replay --format prometheus` over a log with four
+    broken devices and a 30-username scanner gives each of the four its own series (and the
+    scanner its per-IP one), whichever comes first in the log."""
+    sc = Scenario(1_790_000_000.0)
+    devices = [Device(f"10{i}", "acme.sip.example.com", ip) for i, ip in enumerate(DEVICE_IPS)]
+    for n in range(30):
+        bot = Device(f"{n:04d}", "acme.sip.example.com", SPRAY_IP, 5070 + n)
+        sc.register_rejected(bot, 403, "Forbidden", None, challenged=False)
+    for _ in range(2):
+        for dev in devices:
+            sc.register_rejected(dev, 403, "Forbidden", "Invalid credentials", challenged=True)
+        sc.tick(30.0)
+    log = tmp_path / "drachtio.log"
+    log.write_text("".join(sc.drachtio), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sipwatch", "replay", "--format", "prometheus", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(proc.stdout)
+        for s in f.samples
+    }
+    users = {
+        dict(labels)["user"]: v for (name, labels), v in samples.items() if name == m.USER_FAILURES
+    }
+    assert users == {f"10{i}@acme.sip.example.com": 2.0 for i in range(4)}
+    ips = {dict(labels)["ip"]: v for (name, labels), v in samples.items() if name == m.IP_FAILURES}
+    assert ips == {SPRAY_IP: 30.0} | {ip: 2.0 for ip in DEVICE_IPS}
