@@ -1247,7 +1247,7 @@ def render_overview_svg(run: ExampleRun | None = None, root: Path = ROOT) -> str
         _Stat(
             "REGISTER attempts",
             f"{attempts:.0f}",
-            _threshold_color(dashboard, "Attempts", attempts, "green"),
+            _threshold_color(dashboard, "Attempts in range", attempts, "green"),
             f"{res.register_by_status.total()} transactions",
         ),
         _Stat(
