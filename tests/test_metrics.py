@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from sipwatch import __version__
 from sipwatch import metrics as m
+from sipwatch.ingest.framing import LogParser
+from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.metrics import SipwatchMetrics, render_text
 from sipwatch.metrics.cardinality import OTHER
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
+    LogChunk,
     MessageBatch,
     RegisterAttempt,
     RegisterTransaction,
@@ -29,6 +32,7 @@ from sipwatch.model import (
     ServiceOrigin,
     Side,
     SipMessage,
+    Stream,
 )
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.sip_meaning import scanner_tool
@@ -705,3 +709,75 @@ def test_replay_prometheus_gives_each_broken_device_its_own_series(tmp_path: Pat
     assert users == {f"10{i}@acme.sip.example.com": 2.0 for i in range(4)}
     ips = {dict(labels)["ip"]: v for (name, labels), v in samples.items() if name == m.IP_FAILURES}
     assert ips == {SPRAY_IP: 30.0} | {ip: 2.0 for ip in DEVICE_IPS}
+
+
+# ----------------------------------------------------------------------- stage collectors
+def test_parser_counters_are_read_at_scrape_time() -> None:
+    """observe_parse_stats only hands the parser over; later parsing shows without a call."""
+    metrics = SipwatchMetrics(process_metrics=False)
+    parser = LogParser()
+    parser.feed(LogChunk("registrar", Stream.TEXT, '{"level":30,"time":1,"msg":"up"}\n'))
+    metrics.observe_parse_stats(parser, "registrar")
+    metrics.observe_parse_stats(parser, "registrar")  # the same parser is read once
+    assert value(metrics, m.LOG_LINES, source="registrar") == 1
+    parser.feed(LogChunk("registrar", Stream.TEXT, '{"level":30\n{"level":30,"msg":"x"}\n'))
+    parser.flush()  # the last record is held until the input shows it is complete
+    assert value(metrics, m.LOG_LINES, source="registrar") == 3
+    assert value(metrics, m.LOG_RECORDS, source="registrar", kind="pino") == 2
+    assert value(metrics, m.PARSE_ERRORS, source="registrar", kind="pino_json") == 1
+    metrics.observe_parse_error("registrar", "pino_json")  # counted outside the parser
+    assert value(metrics, m.PARSE_ERRORS, source="registrar", kind="pino_json") == 2
+
+
+def test_tracker_state_is_read_at_scrape_time() -> None:
+    metrics = SipwatchMetrics(process_metrics=False)
+    tracker = RegisterTracker(max_pending=2)
+    metrics.watch_tracker(tracker)
+    for n in range(3):  # three open REGISTERs: one is dropped by the bound
+        tracker.on_message(message(call_id=f"c{n}", via_branch=f"z9hG4bK{n}"))
+    tracker.on_message(message(direction=Direction.SEND, is_request=False, status=200,
+                               call_id="stray", via_branch="z9hG4bKstray"))  # fmt: skip
+    assert value(metrics, m.REGISTER_INFLIGHT_TRANSACTIONS) == tracker.inflight_transactions == 2
+    assert value(metrics, m.REGISTER_STATE_EVICTIONS, kind="transaction") == 1
+    assert value(metrics, m.REGISTER_ORPHAN_RESPONSES) == 1
+
+
+def test_scanner_sources_by_evidence() -> None:
+    metrics = SipwatchMetrics(process_metrics=False)
+    pipeline = Pipeline(PipelineSettings(scanner_min_users=3), observers=[metrics])
+    ts = 1_790_000_000.0
+    batch = [m for n in range(3) for m in _exchange(f"u{n}", "198.51.100.9", ts + n, n)]
+    batch += _exchange("admin", "198.51.100.10", ts, 99)
+    batch[-2].user_agent = "friendly-scanner"
+    pipeline.feed(MessageBatch("hep/1", batch))
+    assert value(metrics, m.SCANNER_SOURCES, evidence="usernames") == 1
+    assert value(metrics, m.SCANNER_SOURCES, evidence="user_agent") == 1
+    # the two names counted before the third gave the sprayer away were withdrawn
+    assert value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="user", reason="scanner") == 2
+    assert series(metrics, m.USER_FAILURES) == []
+
+
+@pytest.mark.parametrize("latency", [0.0001, 0.00025, 0.001, 0.00010001, 32.0, 40.0])
+def test_histogram_buckets_match_prometheus_client(latency: float) -> None:
+    """Bucket bounds are inclusive (le) and spelled as the library spells them."""
+    ours = SipwatchMetrics(process_metrics=False)
+    ours.observe_transaction(transaction(started=100.0, finished=100.0 + latency))
+    registry = CollectorRegistry()
+    theirs = Histogram(
+        "sipwatch_register_latency_seconds",
+        "x",
+        ["source", "side", "result"],
+        buckets=m.LATENCY_BUCKETS,
+        registry=registry,
+    )
+    theirs.labels(SRC, "inbound", "failure").observe(100.0 + latency - 100.0)
+
+    def buckets(reg: CollectorRegistry) -> dict[str, float]:
+        return {
+            s.labels["le"]: s.value
+            for f in reg.collect()
+            for s in f.samples
+            if s.name == m.REGISTER_LATENCY + "_bucket"
+        }
+
+    assert buckets(ours.registry) == buckets(registry)

@@ -75,8 +75,6 @@ class SipwatchMetrics:
     observe_event: Callable[[ServiceEvent], None]
     observe_parse_stats: Callable[[LogParser, str], None]
     observe_lines: Callable[[str, int], None]
-    observe_record: Callable[..., None]
-    observe_parse_error: Callable[..., None]
     observe_transaction: Callable[[RegisterTransaction], None]
     watch_tracker: Callable[[RegisterTracker], None]
     set_inflight: Callable[[int, int], None]
@@ -126,8 +124,6 @@ class SipwatchMetrics:
         self.observe_event = ingest.observe_event
         self.observe_parse_stats = ingest.observe_parse_stats
         self.observe_lines = ingest.observe_lines
-        self.observe_record = ingest.observe_record
-        self.observe_parse_error = ingest.observe_parse_error
         self.observe_transaction = register.observe_transaction
         self.watch_tracker = register.watch_tracker
         self.set_inflight = register.set_inflight
@@ -142,6 +138,14 @@ class SipwatchMetrics:
         self.observe_diagnosis_error = diagnosis.observe_diagnosis_error
         self.observe_alert = diagnosis.observe_alert
         self.observe_remediation = diagnosis.observe_remediation
+
+    def observe_record(self, source: str, kind: str, count: int = 1) -> None:
+        """Framed records counted outside the parser (the parser's own are read at scrape)."""
+        self.ingest.observe_record(source, kind, count)
+
+    def observe_parse_error(self, source: str, kind: str, count: int = 1) -> None:
+        """A chunk the pipeline could not parse at all (the daemon's ``internal`` error)."""
+        self.ingest.observe_parse_error(source, kind, count)
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
         """A completed attempt counts by outcome, and per user/IP when it failed."""
