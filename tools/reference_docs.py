@@ -605,6 +605,7 @@ def render_metrics(run: ExampleRun | None = None, root: Path = ROOT) -> str:
         "",
         "- [HTTP endpoints](#http-endpoints)",
         "- [Cardinality bounds](#cardinality-bounds)",
+        "- [Counting exactly](#counting-exactly)",
     ]
     sections: dict[str, list[FamilyDoc]] = {}
     for fam in families:
@@ -651,6 +652,29 @@ def render_metrics(run: ExampleRun | None = None, root: Path = ROOT) -> str:
         f"most {m.DISTINCT_USERS_CAP} users per IP.",
         "- **No `*_created` series**: counters and histograms do not expose their creation "
         "timestamps (they would double the per-user series).",
+    ]
+    out += [
+        "",
+        "## Counting exactly",
+        "",
+        "The bundled dashboards and alert rules never read a sipwatch counter with `rate()` or "
+        "`increase()`: those extrapolate (a count of 369 shows as 370.2), and they never see "
+        "the first increment of a new series - a device that failed once, or a burst that "
+        "arrives between two scrapes as a new label set, counts 0. They read the difference "
+        "of two scraped values instead, or the whole value of a series born (or reset by a "
+        "restart) inside the window:",
+        "",
+        "```promql",
+        "# failures per user over the dashboard's time range (tables, stats)",
+        "(c - last_over_time(c[1h] offset $__range) >= 0 or c)",
+        "# failures per step, for bars whose legend total is the range total at any zoom",
+        "(last_over_time(c[$__interval]) - last_over_time(c[1h] offset $__interval) >= 0"
+        " or last_over_time(c[$__interval]))",
+        "```",
+        "",
+        "`last_over_time()` over a range, not `c offset ...`: a failed scrape marks every "
+        "series stale, and an instant selector would then find no earlier value and count a "
+        "counter's whole history again. Use the same form in your own queries.",
     ]
     for title in titles:
         out += ["", f"## {title}"]

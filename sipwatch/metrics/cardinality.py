@@ -21,14 +21,15 @@ key whose true frequency exceeds ``total / capacity`` is guaranteed to be in the
 
 Exposure is by rank, not by arrival: while a slot is free a key is exposed at once (so a
 single failure is visible), and afterwards a key takes the slot of the weakest exposed key
-when its *guaranteed* count (``count - error``) beats that key's count by a margin
+when its *guaranteed* count (``count - error``) beats that key's by a margin
 (``_HYSTERESIS``, against flapping between two keys failing at the same rate).  So whenever
 the keys ranked top-N by (aged) count are clearly ahead of the others - by more than the
 margin - the exposed set is exactly those keys whatever the order the observations came in
-(tests/test_cardinality.py checks every permutation of such streams).  A spray of one-shot
-keys inherits Space-Saving errors, so its guaranteed counts stay at one: it can take the slot
-only of an exposed key that did not fail at all in the last ``half_life`` (whose aged count is
-zero), at most once per slot and period, and it never displaces a key failing now.
+(tests/test_cardinality.py checks random and adversarial orders of such streams).  A spray
+of one-shot keys inherits Space-Saving errors, so its guaranteed counts stay at one: it can
+take the slot only of an exposed key that did not fail at all in the last ``half_life``
+(whose aged count is zero), at most once per slot and period, and it never displaces a key
+failing now.
 
 The tracker only decides; the caller owns the metric series and is told through callbacks
 (``on_evict``) so it can remove them.
