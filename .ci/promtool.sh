@@ -1,5 +1,6 @@
 #!/bin/sh
 # Obtain promtool (from Debian's `prometheus` package) into <repo>/.tools/ and print its path.
+# The whole package is unpacked, so the Prometheus server is there too (.ci/prometheus.sh).
 #
 # Why this way: no PyPI package ships promtool, and installing the `prometheus` package would
 # also install and start the Prometheus service.  `apt-get download` + `dpkg -x` unpacks the
@@ -15,7 +16,7 @@ dest="$tools/prometheus"
 promtool="$dest/usr/bin/promtool"
 
 usable() {
-    [ -x "$promtool" ] && "$promtool" --version >/dev/null 2>&1
+    [ -x "$promtool" ] && "$promtool" --version >/dev/null 2>&1 && [ -x "$dest/usr/bin/prometheus" ]
 }
 
 if usable; then
@@ -56,10 +57,12 @@ fi
 
 deb=$(ls "$work"/prometheus_*.deb)
 dpkg -x "$deb" "$work/root"
-if [ ! -x "$work/root/usr/bin/promtool" ]; then
-    echo "promtool.sh: $deb has no usr/bin/promtool" >&2
-    exit 1
-fi
+for binary in promtool prometheus; do
+    if [ ! -x "$work/root/usr/bin/$binary" ]; then
+        echo "promtool.sh: $deb has no usr/bin/$binary" >&2
+        exit 1
+    fi
+done
 
 rm -rf "$dest"
 mv "$work/root" "$dest"

@@ -470,9 +470,6 @@ class Daemon:
         if pipeline.log_now:
             pipeline.advance(pipeline.log_now + (time.monotonic() - self.log_now_at))
         metrics = self.metrics
-        metrics.set_inflight(
-            pipeline.tracker.inflight_transactions, pipeline.tracker.inflight_attempts
-        )
         metrics.observe_queue("diagnosis", self.handoff.depth(), self.handoff.capacity)
         metrics.observe_queue("parse", self.chunks.qsize(), self.chunks.maxsize)
         metrics.expire()

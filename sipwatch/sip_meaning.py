@@ -57,6 +57,27 @@ SCANNER_USER_AGENTS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
+#: SIP request methods (RFC 3261 and the extensions in the IANA registry that SBCs meet).
+SIP_METHODS: Final = frozenset(
+    {
+        "REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "SUBSCRIBE", "NOTIFY",
+        "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH",
+    }
+)  # fmt: skip
+
+#: Final answers a REGISTER meets in practice (IANA SIP response codes; jambonz passes a
+#: registration webhook's HTTP status through as the SIP status, hence 404, 405, 500...).
+REGISTER_STATUS_CODES: Final = frozenset(
+    {
+        100, 200, 202, 301, 302, 305, 380,
+        400, 401, 402, 403, 404, 405, 406, 407, 408, 410, 412, 413, 414, 415, 416, 420, 421,
+        423, 429, 480, 481, 482, 483, 484, 485, 486, 487, 488, 489, 491, 493, 494,
+        500, 501, 502, 503, 504, 505, 513, 580,
+        600, 603, 604, 606, 607, 608,
+    }
+)  # fmt: skip
+
+
 def is_challenge(status: int) -> bool:
     """A 401/407: the registrar asks for (new) credentials."""
     return status in CHALLENGE_STATUSES

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -147,3 +148,31 @@ async def kube(kube_tls: TlsFiles) -> AsyncIterator[FakeKubeApiServer]:
 def kubeconfig(tmp_path: Path, kube: FakeKubeApiServer) -> Path:
     """A kubeconfig file for ``kube`` (CA, token, namespace jambonz)."""
     return write_kubeconfig(tmp_path / "kubeconfig", kube)
+
+
+# --------------------------------------------------------------- Prometheus tools
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _ci_tool(script: str) -> str:
+    """Run a ``.ci/`` script that fetches a tool into ``.tools/`` and prints its path."""
+    proc = subprocess.run(
+        [str(REPO / ".ci" / script)], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip().splitlines()[-1]
+    assert Path(path).is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool from Debian's ``prometheus`` package (``.ci/promtool.sh``)."""
+    return _ci_tool("promtool.sh")
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The Prometheus server from the same package (``.ci/prometheus.sh``)."""
+    return _ci_tool("prometheus.sh")

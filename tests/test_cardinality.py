@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, TopNTracker
@@ -148,3 +150,73 @@ def test_zero_top_n_folds_everything() -> None:
 def test_invalid_parameters(top_n: int, ttl: float) -> None:
     with pytest.raises(ValueError):
         TopNTracker(top_n=top_n, ttl=ttl)
+
+
+# ----------------------------------------------------------------------- ranking, not arrival
+def _stream(counts: dict[str, int]) -> list[str]:
+    return [key for key, n in counts.items() for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_exposed_set_is_the_top_n_whatever_the_arrival_order(seed: int) -> None:
+    """When the top-N are clearly ahead (by more than the hysteresis margin), the exposed
+    set is exactly them for any order of the observations - also when the one-shots and the
+    weak keys arrive first and fill every slot."""
+    counts = {f"dev{i}": 5 + i for i in range(4)}  # the four worst: 5..8 failures each
+    counts |= {f"weak{i}": 1 + i % 3 for i in range(30)}  # 1..3 failures each
+    stream = _stream(counts)
+    rng = random.Random(seed)
+    rng.shuffle(stream)
+    if seed % 4 == 0:  # adversarial: every weak key first
+        stream.sort(key=lambda k: k.startswith("dev"))
+    tracker, _, _ = make(top_n=4, capacity=64, ttl=1000.0)
+    for key in stream:
+        tracker.observe(key)
+    assert tracker.exposed == frozenset(f"dev{i}" for i in range(4))
+
+
+def test_one_shots_that_came_first_do_not_keep_their_slots() -> None:
+    """Twenty one-off probes take every slot; a half-life later a device failing once is
+    exposed (their aged counts are 0) - before aging, the one-shots were pinned until TTL."""
+    tracker, clock, evicted = make(top_n=20, capacity=64, ttl=900.0)
+    for i in range(20):
+        assert tracker.observe(f"probe{i}") is True
+    assert tracker.observe("phone") is False  # a tie (1 vs 1) keeps the incumbent
+    clock.now += tracker.half_life
+    assert tracker.observe("phone") is True
+    assert "phone" in tracker.exposed
+    assert evicted == [("probe0", EVICT_DEMOTED)]  # the oldest one-shot gave way
+
+
+def test_aging_forgets_idle_candidates_and_keeps_steady_offenders() -> None:
+    tracker, clock, _ = make(top_n=2, capacity=32, ttl=900.0)
+    for _ in range(8):
+        tracker.observe("steady")
+    for i in range(20):
+        tracker.observe(f"once{i}")
+    assert len(tracker) == 21
+    clock.now += tracker.half_life
+    tracker.expire()
+    # the one-shots halved to 0 and are forgotten (the exposed once0 keeps its series at 0)
+    assert len(tracker) == 2
+    assert tracker.count("steady") == 4
+    assert tracker.exposed == frozenset({"steady", "once0"})
+
+
+def test_a_distributed_spray_never_displaces_devices_failing_now() -> None:
+    """100,000 one-shot usernames (a spray from many IPs, which the scanner classifier cannot
+    pin on one source) while four devices fail every few seconds: the devices keep their
+    series, and the spray churns at most one series per slot and half-life."""
+    tracker, clock, evicted = make(top_n=6, capacity=64, ttl=900.0)
+    devices = [f"dev{i}" for i in range(4)]
+    for i in range(100_000):
+        if i % 50 == 0:  # every device fails once per 50 spray attempts
+            for dev in devices:
+                assert tracker.observe(dev) is True or i == 0
+        tracker.observe(f"spray{i}")
+        clock.now += 0.01  # 1,000 s in all: three half-lives
+    assert set(devices) <= tracker.exposed
+    assert not any(key in devices for key, _ in evicted)
+    demoted = sum(why == EVICT_DEMOTED for _, why in evicted)
+    assert demoted <= 2 * 4  # the two spare slots, at most once per half-life
+    assert len(tracker) <= 6 + 64 + 1

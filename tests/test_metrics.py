@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import subprocess
+import sys
 import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from sipwatch import __version__
 from sipwatch import metrics as m
+from sipwatch.ingest.framing import LogParser
+from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.metrics import SipwatchMetrics, render_text
 from sipwatch.metrics.cardinality import OTHER
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
+    LogChunk,
+    MessageBatch,
     RegisterAttempt,
     RegisterTransaction,
     ServiceEvent,
     ServiceOrigin,
     Side,
     SipMessage,
+    Stream,
 )
+from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.sip_meaning import scanner_tool
+from tools.synth import Device, Scenario
 
 SRC = "drachtio"
 
@@ -226,13 +238,14 @@ def test_uses_injected_registry_not_the_global_one() -> None:
     assert value(metrics, m.BUILD_INFO, version=__version__) == 1.0
 
 
-def test_created_series_dropped_by_default_and_kept_on_request() -> None:
-    plain = SipwatchMetrics()
-    plain.observe_lines(SRC, 3)
-    assert "_created" not in render_text(plain.registry)
-    with_created = SipwatchMetrics(created_series=True)
-    with_created.observe_lines(SRC, 3)
-    assert "sipwatch_log_lines_created" in render_text(with_created.registry)
+def test_no_created_series() -> None:
+    """Counters and histograms expose no ``*_created`` gauges (one more series per child)."""
+    metrics = SipwatchMetrics()
+    metrics.observe_lines(SRC, 3)
+    metrics.observe_transaction(transaction())
+    text = render_text(metrics.registry)
+    assert "sipwatch_log_lines_total" in text
+    assert "_created" not in text
 
 
 def test_process_metrics_optional() -> None:
@@ -567,7 +580,7 @@ def test_scanner_spraying_100k_usernames_stays_bounded() -> None:
     )
     # Memory: 90,000 more usernames cost (next to) nothing.
     assert mem_100k - mem_10k < 64 * 1024, (mem_10k, mem_100k)
-    assert len(metrics._users) <= top_n + metrics._users.capacity
+    assert len(metrics.offenders.users) <= top_n + metrics.offenders.users.capacity
 
 
 def test_scanner_from_100k_ips_stays_bounded() -> None:
@@ -579,5 +592,192 @@ def test_scanner_from_100k_ips_stays_bounded() -> None:
         metrics.observe_attempt(att)
     assert len(series(metrics, m.IP_FAILURES)) <= top_n + 1
     assert len(series(metrics, m.IP_DISTINCT_USERS)) <= top_n
-    assert len(metrics._ips) <= top_n + metrics._ips.capacity
+    assert len(metrics.offenders.ips) <= top_n + metrics.offenders.ips.capacity
     assert value(metrics, m.LABEL_TRACKER_FOLDED, dimension="ip") == 100_000 - top_n
+
+
+# ----------------------------------------------------------------------- attack vs devices
+SPRAY_IP = "185.243.5.17"
+DEVICE_IPS = [f"203.0.113.{10 + i}" for i in range(4)]
+
+
+def _exchange(user: str, ip: str, ts: float, n: int, *, status: int = 403) -> list[SipMessage]:
+    """One inbound REGISTER and its final answer, as a wire capture (HEP) delivers them."""
+    request = message(
+        ts=ts,
+        source="hep/1",
+        peer_ip=ip,
+        call_id=f"{n}@{ip}",
+        via_branch=f"z9hG4bK{n}",
+        from_user=user,
+        to_user=user,
+        to_host="acme.sip.example.com",
+        user_agent="pjsip",
+    )
+    answer = dataclasses.replace(
+        request,
+        ts=ts + 0.0004,
+        direction=Direction.SEND,
+        is_request=False,
+        status=status,
+        reason="Forbidden",
+    )
+    return [request, answer]
+
+
+def _spray_batches(sprayed: int, start: float) -> Iterator[MessageBatch]:
+    """Four devices failing all along (each five times), and one source spraying ``sprayed``
+    usernames with no scanner User-Agent (recognised by its usernames alone); batches of
+    1,000 exchanges, so memory stays flat."""
+    batch: list[SipMessage] = []
+    ts = start
+    for n in range(sprayed):
+        ts += 0.002
+        if n % 20_000 == 0:
+            for i, ip in enumerate(DEVICE_IPS):
+                batch += _exchange(f"10{i}", ip, ts, -(n + i + 1))
+        batch += _exchange(f"{n:06d}", SPRAY_IP, ts, n)
+        if len(batch) >= 2000:
+            yield MessageBatch("hep/1", batch)
+            batch = []
+    yield MessageBatch("hep/1", batch)
+
+
+def test_a_100k_username_spray_never_pushes_real_devices_out_of_their_series() -> None:
+    """Issue 12.1, through the pipeline (tracker, scanner classifier, metrics) as a wire capture
+    feeds it:
+    the four failing devices keep their own per-user series with their exact counts, the
+    scanner has its own per-IP series, and the exposition does not grow with the spray."""
+    top_n = 20
+    metrics = SipwatchMetrics(top_n=top_n, process_metrics=False)
+    pipeline = Pipeline(PipelineSettings(), observers=[metrics])
+    sizes = []
+    for i, batch in enumerate(_spray_batches(100_000, 1_790_000_000.0)):
+        pipeline.feed(batch)
+        if i in (10, 99):
+            sizes.append(_total_series(metrics))
+    pipeline.finish()
+
+    users = {
+        lb["user"]: value(metrics, m.USER_FAILURES, **lb)
+        for _, lb in series(metrics, m.USER_FAILURES)
+    }
+    assert users == {f"10{i}@acme.sip.example.com": 5.0 for i in range(4)}
+    ips = {
+        lb["ip"]: value(metrics, m.IP_FAILURES, **lb) for _, lb in series(metrics, m.IP_FAILURES)
+    }
+    assert ips == {SPRAY_IP: 100_000.0} | {ip: 5.0 for ip in DEVICE_IPS}
+    assert value(metrics, m.SCANNER_SOURCES, evidence="usernames") == 1
+    # the names tried before the source was recognised were withdrawn, never left behind
+    withdrawn = value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="user", reason="scanner")
+    assert withdrawn == pipeline.settings.scanner_min_users - 1
+    # bounded: the exposition has the same size after 10,000 and 100,000 sprayed names
+    assert sizes[0] == sizes[1] == _total_series(metrics)
+    assert len(metrics.offenders.users) <= top_n + metrics.offenders.users.capacity + 1
+
+
+def test_replay_prometheus_gives_each_broken_device_its_own_series(tmp_path: Path) -> None:
+    """Issue 12.1 as reported: `sipwatch replay --format prometheus` over a log with four
+    broken devices and a 30-username scanner gives each of the four its own series (and the
+    scanner its per-IP one), whichever comes first in the log."""
+    sc = Scenario(1_790_000_000.0)
+    devices = [Device(f"10{i}", "acme.sip.example.com", ip) for i, ip in enumerate(DEVICE_IPS)]
+    for n in range(30):
+        bot = Device(f"{n:04d}", "acme.sip.example.com", SPRAY_IP, 5070 + n)
+        sc.register_rejected(bot, 403, "Forbidden", None, challenged=False)
+    for _ in range(2):
+        for dev in devices:
+            sc.register_rejected(dev, 403, "Forbidden", "Invalid credentials", challenged=True)
+        sc.tick(30.0)
+    log = tmp_path / "drachtio.log"
+    log.write_text("".join(sc.drachtio), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sipwatch", "replay", "--format", "prometheus", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(proc.stdout)
+        for s in f.samples
+    }
+    users = {
+        dict(labels)["user"]: v for (name, labels), v in samples.items() if name == m.USER_FAILURES
+    }
+    assert users == {f"10{i}@acme.sip.example.com": 2.0 for i in range(4)}
+    ips = {dict(labels)["ip"]: v for (name, labels), v in samples.items() if name == m.IP_FAILURES}
+    assert ips == {SPRAY_IP: 30.0} | {ip: 2.0 for ip in DEVICE_IPS}
+
+
+# ----------------------------------------------------------------------- stage collectors
+def test_parser_counters_are_read_at_scrape_time() -> None:
+    """observe_parse_stats only hands the parser over; later parsing shows without a call."""
+    metrics = SipwatchMetrics(process_metrics=False)
+    parser = LogParser()
+    parser.feed(LogChunk("registrar", Stream.TEXT, '{"level":30,"time":1,"msg":"up"}\n'))
+    metrics.observe_parse_stats(parser, "registrar")
+    metrics.observe_parse_stats(parser, "registrar")  # the same parser is read once
+    assert value(metrics, m.LOG_LINES, source="registrar") == 1
+    parser.feed(LogChunk("registrar", Stream.TEXT, '{"level":30\n{"level":30,"msg":"x"}\n'))
+    parser.flush()  # the last record is held until the input shows it is complete
+    assert value(metrics, m.LOG_LINES, source="registrar") == 3
+    assert value(metrics, m.LOG_RECORDS, source="registrar", kind="pino") == 2
+    assert value(metrics, m.PARSE_ERRORS, source="registrar", kind="pino_json") == 1
+    metrics.observe_parse_error("registrar", "pino_json")  # counted outside the parser
+    assert value(metrics, m.PARSE_ERRORS, source="registrar", kind="pino_json") == 2
+
+
+def test_tracker_state_is_read_at_scrape_time() -> None:
+    metrics = SipwatchMetrics(process_metrics=False)
+    tracker = RegisterTracker(max_pending=2)
+    metrics.watch_tracker(tracker)
+    for n in range(3):  # three open REGISTERs: one is dropped by the bound
+        tracker.on_message(message(call_id=f"c{n}", via_branch=f"z9hG4bK{n}"))
+    tracker.on_message(message(direction=Direction.SEND, is_request=False, status=200,
+                               call_id="stray", via_branch="z9hG4bKstray"))  # fmt: skip
+    assert value(metrics, m.REGISTER_INFLIGHT_TRANSACTIONS) == tracker.inflight_transactions == 2
+    assert value(metrics, m.REGISTER_STATE_EVICTIONS, kind="transaction") == 1
+    assert value(metrics, m.REGISTER_ORPHAN_RESPONSES) == 1
+
+
+def test_scanner_sources_by_evidence() -> None:
+    metrics = SipwatchMetrics(process_metrics=False)
+    pipeline = Pipeline(PipelineSettings(scanner_min_users=3), observers=[metrics])
+    ts = 1_790_000_000.0
+    batch = [m for n in range(3) for m in _exchange(f"u{n}", "198.51.100.9", ts + n, n)]
+    batch += _exchange("admin", "198.51.100.10", ts, 99)
+    batch[-2].user_agent = "friendly-scanner"
+    pipeline.feed(MessageBatch("hep/1", batch))
+    assert value(metrics, m.SCANNER_SOURCES, evidence="usernames") == 1
+    assert value(metrics, m.SCANNER_SOURCES, evidence="user_agent") == 1
+    # the two names counted before the third gave the sprayer away were withdrawn
+    assert value(metrics, m.LABEL_TRACKER_EVICTIONS, dimension="user", reason="scanner") == 2
+    assert series(metrics, m.USER_FAILURES) == []
+
+
+@pytest.mark.parametrize("latency", [0.0001, 0.00025, 0.001, 0.00010001, 32.0, 40.0])
+def test_histogram_buckets_match_prometheus_client(latency: float) -> None:
+    """Bucket bounds are inclusive (le) and spelled as the library spells them."""
+    ours = SipwatchMetrics(process_metrics=False)
+    ours.observe_transaction(transaction(started=100.0, finished=100.0 + latency))
+    registry = CollectorRegistry()
+    theirs = Histogram(
+        "sipwatch_register_latency_seconds",
+        "x",
+        ["source", "side", "result"],
+        buckets=m.LATENCY_BUCKETS,
+        registry=registry,
+    )
+    theirs.labels(SRC, "inbound", "failure").observe(100.0 + latency - 100.0)
+
+    def buckets(reg: CollectorRegistry) -> dict[str, float]:
+        return {
+            s.labels["le"]: s.value
+            for f in reg.collect()
+            for s in f.samples
+            if s.name == m.REGISTER_LATENCY + "_bucket"
+        }
+
+    assert buckets(ours.registry) == buckets(registry)

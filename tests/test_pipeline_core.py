@@ -99,3 +99,22 @@ def test_one_source_of_sip_truth(truth: str, expect_sip_from: set[str]) -> None:
     assert messages == 4 * len(expect_sip_from)
     # the registrar's line only a log has is kept whichever carries the SIP messages
     assert recorder.seen.count("event startup") == 1
+
+
+def test_a_source_that_knows_its_node_is_published_once_for_per_node_views() -> None:
+    from sipwatch.metrics import SipwatchMetrics, render_text
+
+    metrics = SipwatchMetrics(process_metrics=False)
+    pipeline = Pipeline(PipelineSettings(), [metrics])
+    text, wire = scenario()
+    pipeline.feed(LogChunk("jambonz-sbc-sip-abcde", Stream.TEXT, text, node="sbc-node-1"))
+    pipeline.feed(MessageBatch("hep/101", wire, node="101"))
+    pipeline.feed(LogChunk("jambonz-sbc-sip-abcde", Stream.TEXT, "", node="sbc-node-1"))
+    exposition = render_text(metrics.registry)
+    info = sorted(
+        line for line in exposition.splitlines() if line.startswith("sipwatch_source_node")
+    )
+    assert info == [
+        'sipwatch_source_node_info{node="101",source="hep/101"} 1.0',
+        'sipwatch_source_node_info{node="sbc-node-1",source="jambonz-sbc-sip-abcde"} 1.0',
+    ]

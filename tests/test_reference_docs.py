@@ -168,6 +168,7 @@ CAP_FEEDERS: dict[str, tuple[str, Callable[[SipwatchMetrics, str], None]]] = {
     "source": ("sipwatch_log_lines_total", lambda mt, v: mt.observe_lines(v, 1)),
     "kind": ("sipwatch_parse_errors_total", lambda mt, v: mt.observe_parse_error("f", v)),
     "stage": ("sipwatch_queue_depth", lambda mt, v: mt.observe_queue(v, 0, 1)),
+    "node": ("sipwatch_source_node_info", lambda mt, v: mt.observe_source_node(f"s-{v}", v)),
     "cause": ("sipwatch_root_causes_total", lambda mt, v: mt.observe_root_cause(v, "error")),
     "target": ("sipwatch_alerts_total", lambda mt, v: mt.observe_alert(v, "sent")),
     "action": ("sipwatch_remediations_total", lambda mt, v: mt.observe_remediation(v, "applied")),

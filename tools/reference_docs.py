@@ -52,6 +52,9 @@ from sipwatch.diagnosis.rules import (
 )
 from sipwatch.ingest.framing import LogParser
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, OTHER
+from sipwatch.metrics.core import KIND_LABELS, NODE_LABELS, SOURCE_LABELS, STAGE_LABELS
+from sipwatch.metrics.diagnosis import ACTION_LABELS, CAUSE_LABELS, TARGET_LABELS
+from sipwatch.metrics.offenders import EVICT_SCANNER, SCANNER_EVIDENCE
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
@@ -262,8 +265,10 @@ def exercise_daemon_paths(run: ExampleRun, root: Path = ROOT) -> None:
     and labels, never values); the label values are the ones the daemon uses.
     """
     metrics = run.metrics
+    metrics.watch_tracker(run.result.pipeline.tracker)  # the pipeline hands it over live
     for name in run.inputs:
         metrics.set_source_up(name, True)
+    metrics.observe_source_node("jambonz-sbc-sip-7xk2p", "sbc-node-1")  # a pod on its node
     metrics.observe_queue("parse", 0, 1024)
     metrics.observe_queue("diagnosis", 0, 256)
     metrics.set_inflight(0, 0)
@@ -290,6 +295,7 @@ _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
                 m.SERVICE_EVENTS,
                 m.SOURCE_UP,
                 m.SOURCE_RECONNECTS,
+                m.SOURCE_NODE,
                 m.SOURCE_LAST_EVENT,
                 m.QUEUE_DEPTH,
                 m.QUEUE_CAPACITY,
@@ -312,6 +318,8 @@ _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
                 m.REGISTER_INFLIGHT_TRANSACTIONS,
                 m.REGISTER_INFLIGHT_ATTEMPTS,
                 m.REGISTER_SCANNER_ATTEMPTS,
+                m.REGISTER_ORPHAN_RESPONSES,
+                m.REGISTER_STATE_EVICTIONS,
             }
         ),
     ),
@@ -319,7 +327,15 @@ _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
         "Per-user and per-IP failures",
         "Series exist only for the top-N offenders; every other observation is summed in the "
         f"`{OTHER}` series (see [Cardinality bounds](#cardinality-bounds)).",
-        frozenset({m.USER_FAILURES, m.USER_FAILING, m.IP_FAILURES, m.IP_DISTINCT_USERS}),
+        frozenset(
+            {
+                m.USER_FAILURES,
+                m.USER_FAILING,
+                m.IP_FAILURES,
+                m.IP_DISTINCT_USERS,
+                m.SCANNER_SOURCES,
+            }
+        ),
     ),
     (
         "Label trackers",
@@ -361,15 +377,16 @@ def _ordered_codes(codes: Iterable[int]) -> str:
 
 
 # How many distinct values SipwatchMetrics keeps for the labels that come from configuration
-# or code before folding newcomers into "other" (its _CappedLabel limits; a test feeds one
-# more than each and checks the fold, so this table cannot drift from metrics.py).
+# or code before folding newcomers into "other" (its CappedLabel limits; a test feeds one
+# more than each and checks the fold).
 LABEL_CAPS: Mapping[str, int] = {
-    "source": 64,
-    "kind": 64,
-    "stage": 32,
-    "cause": 256,
-    "target": 32,
-    "action": 32,
+    "source": SOURCE_LABELS,
+    "kind": KIND_LABELS,
+    "stage": STAGE_LABELS,
+    "node": NODE_LABELS,
+    "cause": CAUSE_LABELS,
+    "target": TARGET_LABELS,
+    "action": ACTION_LABELS,
 }
 
 
@@ -393,6 +410,9 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         f"stdin. Comes from configuration; the first {caps['source']} distinct names are kept, "
         "later ones "
         f"become {_code(OTHER)}.",
+        "node": "The SBC node a source describes: a Kubernetes pod's node, or a HEP capture "
+        f"agent id. At most {caps['node']} distinct nodes. Join on `source` to split any "
+        "per-source metric by node.",
         "direction": f"{_codes(d.value for d in Direction)}: received by or sent by drachtio.",
         "type": f"{_codes(('request', 'response'))}.",
         "method": f"SIP method: {_codes(sorted(m.SIP_METHODS))}; anything else is "
@@ -428,8 +448,15 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         "ip": f"Peer IP of one of the top-N failing sources (at most {m.IP_LABEL_MAX} "
         f"characters), or {_code(OTHER)} for all the others.",
         "dimension": f"Which top-N table: {_codes(('user', 'ip'))}.",
-        "reason": f"{_code(EVICT_DEMOTED)} (a bigger offender took the slot) or "
-        f"{_code(EVICT_EXPIRED)} (not seen for the series TTL).",
+        "reason": f"{_code(EVICT_DEMOTED)} (a bigger offender took the slot), "
+        f"{_code(EVICT_EXPIRED)} (not seen for the series TTL) or {_code(EVICT_SCANNER)} (the "
+        "name was one a scanner tried before it was recognised).",
+        "evidence": "What made a source IP a scanner: "
+        f"{_code(SCANNER_EVIDENCE[0])} (a known scanner User-Agent) or "
+        f"{_code(SCANNER_EVIDENCE[1])} (many distinct usernames rejected within the "
+        "`[diagnosis] scanner_window_seconds`).",
+        "_kind:" + m.REGISTER_STATE_EVICTIONS: "Which open state was dropped: "
+        f"{_codes(('transaction', 'attempt'))}.",
         "cause": f"Root-cause rule id ([rules reference](rules.md)): {_codes(rule_ids)}. At "
         f"most {caps['cause']} distinct ids.",
         "severity": "Rule severity: "
@@ -586,6 +613,7 @@ def render_metrics(run: ExampleRun | None = None, root: Path = ROOT) -> str:
         "",
         "- [HTTP endpoints](#http-endpoints)",
         "- [Cardinality bounds](#cardinality-bounds)",
+        "- [Counting exactly](#counting-exactly)",
     ]
     sections: dict[str, list[FamilyDoc]] = {}
     for fam in families:
@@ -610,8 +638,14 @@ def render_metrics(run: ExampleRun | None = None, root: Path = ROOT) -> str:
         f"series only for the `[metrics] top_n` worst users and source IPs (default "
         f'{cfg.top_n}, per side). Everything else is summed into `user="{OTHER}"` / '
         f'`ip="{OTHER}"`, so each family has at most top_n + 1 series per side and status. '
-        "Offenders are chosen by a fixed-size heavy-hitter table, so a spray of one-shot "
-        "usernames neither grows memory nor churns series.",
+        "Offenders are ranked by recent failures in a fixed-size heavy-hitter table "
+        "(Space-Saving; counts halve every third of the series TTL), so arrival order does "
+        "not decide who gets a series and a spray of one-shot usernames neither grows memory "
+        "nor churns series.",
+        "- **Scanners**: a source IP the scanner classifier recognises (a scanner User-Agent, "
+        "or `[diagnosis] scanner_distinct_users` usernames rejected within "
+        "`scanner_window_seconds`) is counted per IP only; the per-user series of the "
+        f'usernames it tried before it was recognised are withdrawn (`reason="{EVICT_SCANNER}"`).',
         f"- **TTL**: a per-user or per-IP series not seen for `[metrics] series_ttl_seconds` "
         f'(default {_num(cfg.series_ttl_seconds)} s) is removed (`reason="{EVICT_EXPIRED}"`); '
         f'one displaced by a bigger offender is removed at once (`reason="{EVICT_DEMOTED}"`).',
@@ -626,6 +660,29 @@ def render_metrics(run: ExampleRun | None = None, root: Path = ROOT) -> str:
         f"most {m.DISTINCT_USERS_CAP} users per IP.",
         "- **No `*_created` series**: counters and histograms do not expose their creation "
         "timestamps (they would double the per-user series).",
+    ]
+    out += [
+        "",
+        "## Counting exactly",
+        "",
+        "The bundled dashboards and alert rules never read a sipwatch counter with `rate()` or "
+        "`increase()`: those extrapolate (a count of 369 shows as 370.2), and they never see "
+        "the first increment of a new series - a device that failed once, or a burst that "
+        "arrives between two scrapes as a new label set, counts 0. They read the difference "
+        "of two scraped values instead, or the whole value of a series born (or reset by a "
+        "restart) inside the window:",
+        "",
+        "```promql",
+        "# failures per user over the dashboard's time range (tables, stats)",
+        "(c - last_over_time(c[1h] offset $__range) >= 0 or c)",
+        "# failures per step, for bars whose legend total is the range total at any zoom",
+        "(last_over_time(c[$__interval]) - last_over_time(c[1h] offset $__interval) >= 0"
+        " or last_over_time(c[$__interval]))",
+        "```",
+        "",
+        "`last_over_time()` over a range, not `c offset ...`: a failed scrape marks every "
+        "series stale, and an instant selector would then find no earlier value and count a "
+        "counter's whole history again. Use the same form in your own queries.",
     ]
     for title in titles:
         out += ["", f"## {title}"]
@@ -1246,7 +1303,7 @@ def render_overview_svg(run: ExampleRun | None = None, root: Path = ROOT) -> str
         _Stat(
             "REGISTER attempts",
             f"{attempts:.0f}",
-            _threshold_color(dashboard, "Attempts", attempts, "green"),
+            _threshold_color(dashboard, "Attempts in range", attempts, "green"),
             f"{res.register_by_status.total()} transactions",
         ),
         _Stat(

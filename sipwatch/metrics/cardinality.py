@@ -9,19 +9,30 @@ keeps failing" is the first question an operator asks.  The compromise (query-ex
   into a single ``other`` bucket, so the exposed series count never exceeds ``top_n`` (+1);
 * who the offenders are is decided by a Space-Saving heavy-hitter table of fixed size
   (``capacity`` candidates), so memory is bounded whatever the number of distinct keys;
+* counts age: every ``half_life`` seconds all of them are halved (TinyLFU's "reset", Einziger
+  et al. 2017), so the ranking is by *recent* failures and an early arrival's head start
+  fades - a one-shot key exposed first does not keep its slot against keys failing now;
 * series whose key has not been seen for ``ttl`` seconds are dropped, so a fixed problem
   disappears from the exposition instead of lingering forever.
 
 Space-Saving (Metwally, Agrawal, El Abbadi 2005): when the candidate table is full, a new key
 replaces the candidate with the smallest count and inherits that count as its ``error``.  Any
 key whose true frequency exceeds ``total / capacity`` is guaranteed to be in the table.
-Promotion to an exposed series compares the *guaranteed* count (``count - error``), so a spray
-of one-shot keys never displaces an exposed offender and never churns series.
 
-Exposed entries are pinned: they are never the Space-Saving victim; they leave only when a
-candidate clearly beats the weakest of them (hysteresis avoids flapping) or when they expire.
+Exposure is by rank, not by arrival: while a slot is free a key is exposed at once (so a
+single failure is visible), and afterwards a key takes the slot of the weakest exposed key
+when its *guaranteed* count (``count - error``) beats that key's by a margin
+(``_HYSTERESIS``, against flapping between two keys failing at the same rate).  So whenever
+the keys ranked top-N by (aged) count are clearly ahead of the others - by more than the
+margin - the exposed set is exactly those keys whatever the order the observations came in
+(tests/test_cardinality.py checks random and adversarial orders of such streams).  A spray
+of one-shot keys inherits Space-Saving errors, so its guaranteed counts stay at one: it can
+take the slot only of an exposed key that did not fail at all in the last ``half_life``
+(whose aged count is zero), at most once per slot and period, and it never displaces a key
+failing now.
+
 The tracker only decides; the caller owns the metric series and is told through callbacks
-(``on_evict``) so it can ``.remove()`` them.
+(``on_evict``) so it can remove them.
 """
 
 from __future__ import annotations
@@ -60,7 +71,7 @@ class _Entry:
 class TopNTracker(Generic[K]):
     """Decide which keys get their own metric series; fold the rest into ``other``.
 
-    Memory: at most ``top_n + capacity`` entries, each holding the caller's key (which the
+    Memory: at most ``top_n + capacity + 1`` entries, each holding the caller's key (which the
     caller must keep bounded in size, e.g. truncated strings).
     """
 
@@ -70,6 +81,7 @@ class TopNTracker(Generic[K]):
         top_n: int,
         capacity: int | None = None,
         ttl: float = 900.0,
+        half_life: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_evict: Callable[[K, str], None] | None = None,
     ) -> None:
@@ -81,6 +93,10 @@ class TopNTracker(Generic[K]):
         # Enough candidates that a real offender failing steadily beats background noise.
         self.capacity = max(1, capacity if capacity is not None else max(8 * top_n, 128))
         self.ttl = ttl
+        # A third of the TTL: a key idle for a TTL has lost seven eighths of its weight.
+        self.half_life = half_life if half_life is not None else ttl / 3.0
+        if self.half_life <= 0:
+            raise ValueError("half_life must be > 0")
         self._clock = clock
         self._on_evict = on_evict
         # All entries (exposed + candidates) in last-seen order: oldest first, for expiry.
@@ -91,8 +107,10 @@ class TopNTracker(Generic[K]):
         self._buckets: dict[int, dict[K, None]] = {}
         # Cached weakest exposed entry; None means "recompute".
         self._floor: tuple[int, K] | None = None
-        self._expire_every = min(ttl / 8.0, 60.0)
-        self._next_expire = clock() + self._expire_every
+        now = clock()
+        self._expire_every = min(ttl / 8.0, self.half_life, 60.0)
+        self._next_expire = now + self._expire_every
+        self._aged_at = now
         self.folded = 0  # observations that went to ``other``
         self.evicted = {EVICT_DEMOTED: 0, EVICT_EXPIRED: 0}  # exposed keys that lost their series
 
@@ -115,7 +133,7 @@ class TopNTracker(Generic[K]):
         return key in self._exposed
 
     def count(self, key: K) -> int | None:
-        """Guaranteed (lower-bound) observation count of a tracked key, else None."""
+        """Guaranteed (lower-bound) aged observation count of a tracked key, else None."""
         entry = self._entries.get(key)
         return None if entry is None else entry.guaranteed
 
@@ -162,9 +180,11 @@ class TopNTracker(Generic[K]):
         return False
 
     def expire(self) -> int:
-        """Drop entries not seen for ``ttl`` seconds; returns how many exposed keys went."""
+        """Age the counts when a half-life has passed and drop entries not seen for ``ttl``
+        seconds; returns how many exposed keys went."""
         now = self._clock()
         self._next_expire = now + self._expire_every
+        self._age(now)
         cutoff = now - self.ttl
         removed = 0
         while self._entries:
@@ -183,6 +203,29 @@ class TopNTracker(Generic[K]):
         return removed
 
     # ---------------------------------------------------------------- internals
+    def _age(self, now: float) -> None:
+        """Halve every count once per elapsed half-life; forget candidates that reach 0.
+
+        Exposed keys keep their series at count 0: they stay until a key failing now takes
+        the slot (any guaranteed count beats 0) or until they expire."""
+        periods = int((now - self._aged_at) // self.half_life)
+        if periods <= 0:
+            return
+        self._aged_at += periods * self.half_life
+        shift = min(periods, 62)
+        buckets: dict[int, dict[K, None]] = {}
+        for key, entry in list(self._entries.items()):  # oldest first: victims in that order
+            entry.count >>= shift
+            entry.error >>= shift
+            if entry.exposed:
+                continue
+            if entry.count == 0:
+                del self._entries[key]
+            else:
+                buckets.setdefault(entry.count, {})[key] = None
+        self._buckets = buckets
+        self._floor = None
+
     def _admit(self, key: K, amount: int, now: float) -> _Entry:
         """Insert a new candidate, replacing the smallest one when the table is full."""
         error = 0
@@ -210,7 +253,10 @@ class TopNTracker(Generic[K]):
         floor_entry = self._entries[floor_key]
         floor_entry.exposed = False
         self._exposed.discard(floor_key)
-        self._bucket_add(floor_key, floor_entry.count)
+        if floor_entry.count > 0:  # back among the candidates
+            self._bucket_add(floor_key, floor_entry.count)
+        else:  # aged to nothing: forgotten, as candidates at 0 are
+            del self._entries[floor_key]
         self._expose(key, entry)
         self.evicted[EVICT_DEMOTED] += 1
         self._notify(floor_key, EVICT_DEMOTED)
@@ -223,12 +269,13 @@ class TopNTracker(Generic[K]):
         self._floor = None
 
     def _weakest(self) -> tuple[int, K]:
+        """The exposed key with the smallest guaranteed count (ties: the least recently
+        seen, so the choice never depends on set order)."""
         if self._floor is None:
             best: tuple[int, K] | None = None
-            for k in self._exposed:
-                g = self._entries[k].guaranteed
-                if best is None or g < best[0]:
-                    best = (g, k)
+            for k, e in self._entries.items():  # oldest first
+                if e.exposed and (best is None or e.guaranteed < best[0]):
+                    best = (e.guaranteed, k)
             assert best is not None  # only called with a full exposed set
             self._floor = best
         return self._floor

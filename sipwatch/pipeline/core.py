@@ -18,8 +18,9 @@ diagnosis hand-off).  ``sipwatch.replay.driver`` drives the pipeline synchronous
 what a log says (a parity test holds them to it).
 
 An observer implements any of ``observe_message``, ``observe_event``, ``observe_transaction``,
-``observe_attempt`` and ``observe_parse_stats``, and ``watch_scanners(classifier)`` if it
-needs the scanner classifier; hooks it lacks cost nothing (the dispatch lists are built once).
+``observe_attempt``, ``observe_parse_stats`` and ``observe_source_node``, and
+``watch_scanners(classifier)`` / ``watch_tracker(tracker)`` if it reads those stages' state;
+hooks it lacks cost nothing (the dispatch lists are built once).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from sipwatch.diagnosis.symptom import Symptom
 
 Completed = RegisterTransaction | RegisterAttempt
+_MAX_NODE_SOURCES = 1024
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ class Pipeline:
         self._on_transaction: list[Callable[[RegisterTransaction], None]] = []
         self._on_attempt: list[Callable[[RegisterAttempt], None]] = []
         self._on_parse_stats: list[Callable[[LogParser, str], None]] = []
+        self._on_node: list[Callable[[str, str], None]] = []
+        self._nodes: dict[str, str] = {}  # source -> the SBC node it said it describes
         for observer in (self.scanners, self.context, self.failures, *observers):
             self.add_observer(observer)
 
@@ -143,6 +147,7 @@ class Pipeline:
             ("observe_transaction", self._on_transaction),
             ("observe_attempt", self._on_attempt),
             ("observe_parse_stats", self._on_parse_stats),
+            ("observe_source_node", self._on_node),
         ):
             hook = getattr(observer, name, None)
             if hook is not None:
@@ -150,10 +155,15 @@ class Pipeline:
         watch = getattr(observer, "watch_scanners", None)
         if watch is not None:  # it asks the classifier about traffic, or hears detections
             watch(self.scanners)
+        watch_tracker = getattr(observer, "watch_tracker", None)
+        if watch_tracker is not None:  # it reads the tracker's plain counters when asked
+            watch_tracker(self.tracker)
 
     # ------------------------------------------------------------------ input
     def feed(self, item: SourceItem) -> None:
         """One source item: log text (framed and parsed) or already-parsed wire messages."""
+        if item.node and self._nodes.get(item.source) != item.node:
+            self._node_seen(item.source, item.node)
         if type(item) is LogChunk:
             events: Sequence[ParsedEvent] = self.parser.feed(item)
             if events and self._sip_from_logs is False:
@@ -192,6 +202,13 @@ class Pipeline:
         return symptom_from_record(record, self.context, self.scanners)
 
     # ------------------------------------------------------------------ internals
+    def _node_seen(self, source: str, node: str) -> None:
+        if len(self._nodes) >= _MAX_NODE_SOURCES and source not in self._nodes:
+            return  # more sources than any deployment has: keep what is known
+        self._nodes[source] = node
+        for hook in self._on_node:
+            hook(source, node)
+
     def _registered(self, user: str, domain: str) -> bool:
         return self.context.registered_before(user, domain, math.inf)
 

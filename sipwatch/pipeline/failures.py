@@ -135,8 +135,6 @@ class FailureTracker:
         side, user, domain, _ip, status = key
         record = self._records.get(key)
         if record is not None:
-            if scanner is not None:
-                record.distinct_users = scanner.users.count() if scanner.users else 0
             record.count += 1
             record.last_seen = max(record.last_seen, ts)
             record.first_seen = min(record.first_seen, ts)
@@ -166,7 +164,9 @@ class FailureTracker:
             challenged=tx.has_auth,
             user_agent=tx.user_agent[:_TEXT_MAX],
             scanner=scanner is not None,
-            distinct_users=scanner.users.count() if scanner and scanner.users else 0,
+            # estimated when read (``_refresh``): counting on every folded failure of a
+            # spray would cost more than the rest of the pipeline
+            distinct_users=0,
         )
         if scanner is None:
             self._singletons[key] = None
@@ -204,7 +204,7 @@ class FailureTracker:
                 target.count += old.count
                 target.first_seen = min(target.first_seen, old.first_seen)
                 target.last_seen = max(target.last_seen, old.last_seen)
-                target.distinct_users = state.users.count() if state.users else 0
+                target.distinct_users = 0  # see _refresh
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
         """A successful attempt resolves every record of that (side, user, domain)."""
@@ -221,7 +221,16 @@ class FailureTracker:
 
     def get(self, key: FailureKey) -> FailureRecord | None:
         """The record of one (side, user, domain, source IP, status) group, if stored."""
-        return self._records.get(key)
+        record = self._records.get(key)
+        if record is not None and record.scanner:
+            self._refresh(record)
+        return record
+
+    def _refresh(self, record: FailureRecord) -> None:
+        """A scanner record's estimate of the usernames its source tried, as of now."""
+        state = self._scanner_of(record.source_ip) if self._scanner_of else None
+        if state is not None and state.users is not None:
+            record.distinct_users = max(record.distinct_users, state.users.count())
 
     def records(
         self, *, include_resolved: bool = True, resolved_since: float | None = None
@@ -235,6 +244,9 @@ class FailureTracker:
             or (include_resolved and (resolved_since is None or r.resolved_at >= resolved_since))
         ]
         selected.sort(key=lambda r: (-r.count, -r.last_seen))
+        for record in selected:
+            if record.scanner:
+                self._refresh(record)
         return selected
 
     def _make_room(self) -> bool:
