@@ -2,33 +2,64 @@
 
 Kept apart from ``daemon.py`` so the pipeline can be tested with any diagnoser or sink, and
 so the heavy imports (asyncmy, redis, apprise) happen only when the daemon starts.
+
+A ``DependencyHealth`` (``sipwatch.dependencies``), when the daemon passes one, is fed from
+here: the diagnoser probes its database and Redis and reports failed checks, the sink turns
+each change into a system alert and its end.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
 from sipwatch.config import Config
+from sipwatch.dependencies import DependencyChange, DependencyHealth, ProbeFailed, dependency
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureRecord
+from sipwatch.sip_meaning import TIMEOUT
 
 log = structlog.get_logger("sipwatch.wiring")
+
+PROBE_REALM = "sipwatch-probe.invalid"  # RFC 2606: can never be a real account's realm
+
+
+class _ReportingMetrics:
+    """The diagnosis engine's metrics sink that also tells the dependency tracker which
+    checks failed (the engine reports them only as ``observe_diagnosis_error``)."""
+
+    def __init__(self, metrics: SipwatchMetrics, health: DependencyHealth) -> None:
+        self._metrics = metrics
+        self._health = health
+
+    def observe_root_cause(self, cause_id: str, severity: str) -> None:
+        self._metrics.observe_root_cause(cause_id, severity)
+
+    def observe_diagnosis_error(self, kind: str) -> None:
+        self._metrics.observe_diagnosis_error(kind)
+        self._health.suspect(kind)
 
 
 class Diagnoser:
     """The diagnosis engine plus the connections it owns (closed on shutdown / reload)."""
 
-    def __init__(self, config: Config, metrics: SipwatchMetrics) -> None:
+    def __init__(
+        self, config: Config, metrics: SipwatchMetrics, health: DependencyHealth | None = None
+    ) -> None:
         import os
 
         from sipwatch.diagnosis.settings import build_runtime, settings_from_config
 
         settings = settings_from_config(config, env=os.environ)
-        self.runtime = build_runtime(settings, metrics=metrics)
+        reporting: Any = metrics if health is None else _ReportingMetrics(metrics, health)
+        self.runtime = build_runtime(settings, metrics=reporting)
+        self._unprobe: list[Callable[[], None]] = []
+        if health is not None:
+            self._add_probes(health)
         log.info(
             "diagnosis ready",
             rules=len(self.runtime.engine.rules),
@@ -36,46 +67,108 @@ class Diagnoser:
             redis=self.runtime.redis is not None,
         )
 
+    def _add_probes(self, health: DependencyHealth) -> None:
+        """The same reads diagnosis makes first, so "up" means diagnosis can work: the
+        accounts table (reachable, schema present) and a registration key in Redis."""
+        from sipwatch.diagnosis.db import DbError
+        from sipwatch.diagnosis.jambonz import JambonzDb
+        from sipwatch.diagnosis.redis_store import RedisUnavailable
+
+        database, redis = self.runtime.database, self.runtime.redis
+        if database is not None:
+            jambonz = JambonzDb(database)
+
+            async def probe_database() -> None:
+                try:
+                    await jambonz.lookup_account_by_sip_realm(PROBE_REALM)
+                except DbError as exc:  # its text names the password-free URL
+                    raise ProbeFailed(f"{exc.kind}: {exc}") from None
+
+            self._unprobe.append(health.add_probe("database", probe_database))
+        if redis is not None:
+            store = redis
+
+            async def probe_redis() -> None:
+                try:
+                    await store.lookup(f"sipwatch-probe@{PROBE_REALM}")
+                except RedisUnavailable as exc:
+                    raise ProbeFailed(f"{exc.kind}: {exc}") from None
+
+            self._unprobe.append(health.add_probe("redis", probe_redis))
+
     async def diagnose(self, symptom: Any) -> Any:
         return await self.runtime.engine.diagnose(symptom)
 
     async def aclose(self) -> None:
+        for remove in self._unprobe:
+            remove()
         await self.runtime.close()
 
 
-def make_diagnoser(config: Config, metrics: SipwatchMetrics) -> Diagnoser | None:
+def make_diagnoser(
+    config: Config, metrics: SipwatchMetrics, health: DependencyHealth | None = None
+) -> Diagnoser | None:
     if not config.diagnosis.enabled:
         return None
-    return Diagnoser(config, metrics)
+    return Diagnoser(config, metrics, health)
 
 
-# rule severities (critical/error/warning/info) -> alert severities (critical/warning/info)
-_ALERT_SEVERITY = {"critical": "critical", "error": "warning", "warning": "warning", "info": "info"}
+# --- what reaches the on-call human -----------------------------------------------------------
+
+#: Causes that are one fault of the whole system (one incident, however many devices fail),
+#: ending when any device registers after the last failure (or the failures stop).
+SYSTEM_CAUSES = frozenset({"registrar_down", "registrar_db_error"})
+SCANNER_CAUSE = "scanner"
+_EVIDENCE_ITEMS = 12
 _MAX_ALERTED = 10_000
-_SYSTEM_CAUSES = frozenset({"registrar_down", "registrar_db_error", "registrar_internal_error"})
+_MAX_LOGGED = 10_000
+
+
+def is_outage_status(status: int | str) -> bool:
+    """A 5xx answer or a timeout: the SBC or registrar failed, whoever was asking.  Never
+    evidence of an attack (``sip_meaning.REJECTION_STATUSES`` are the answers that are)."""
+    return status == TIMEOUT or (isinstance(status, int) and status >= 500)
+
+
+def reported_cause(record: FailureRecord, diagnosis: Any) -> Any:
+    """The cause sipwatch reports for a diagnosed failure group - in its log line and in
+    the alert alike: the most likely one, except that an outage answer (5xx, timeout) is
+    never put down to a scanner, even from an address that sprayed usernames before (an
+    office NAT failing together during a registrar outage is the outage)."""
+    causes: Sequence[Any] = diagnosis.causes
+    if is_outage_status(record.status):
+        causes = [c for c in causes if c.id != SCANNER_CAUSE]
+    return causes[0] if causes else None
 
 
 def alert_for(record: FailureRecord, diagnosis: Any) -> Any:
-    """The AlertInput for a diagnosed failure group (its most likely cause)."""
-    from sipwatch.alerts import AlertInput
+    """The AlertInput for a diagnosed failure group (see ``reported_cause``), or None."""
+    from sipwatch.alerts import AlertInput, normalise_severity
+    from sipwatch.alerts.render import evidence_text
 
-    top = diagnosis.top
-    if top is None:
+    cause = reported_cause(record, diagnosis)
+    if cause is None:
         return None
-    if diagnosis.attack:
+    if cause.id == SCANNER_CAUSE:
         kind = "security"
-    elif top.id in _SYSTEM_CAUSES:
+    elif cause.id in SYSTEM_CAUSES:
         kind = "system"
     else:
         kind = "registration"
-    evidence = {str(k): str(v) for k, v in list(top.evidence.items())[:12] if v is not None}
+    items = [(k, v) for k, v in cause.evidence.items() if v is not None][:_EVIDENCE_ITEMS]
+    evidence = {str(k): evidence_text(v) for k, v in items}
+    # The username count the text states is the one in the evidence (same diagnosis).
+    distinct = cause.evidence.get("distinct_users_from_ip")
+    if not isinstance(distinct, int) or isinstance(distinct, bool):
+        distinct = record.distinct_users
+    folded = record.scanner  # a scanner's per-IP record: its user/domain are placeholders
     return AlertInput(
         kind=kind,
-        severity=_ALERT_SEVERITY.get(top.severity, "warning"),
-        cause_id=top.id,
-        summary=top.summary,
-        user=record.user,
-        domain=record.domain,
+        severity=normalise_severity(cause.severity),
+        cause_id=cause.id,
+        summary=cause.summary,
+        user="" if folded else record.user,
+        domain="" if folded else record.domain,
         source_ip=record.source_ip,
         status=record.status,
         x_reason=record.x_reason,
@@ -83,16 +176,39 @@ def alert_for(record: FailureRecord, diagnosis: Any) -> Any:
         first_seen=record.first_seen,
         last_seen=record.last_seen,
         evidence=evidence,
-        fix_steps=tuple(top.fix_steps),
-        fix_command=top.fix_command,
+        fix_steps=tuple(cause.fix_steps),
+        fix_command=cause.fix_command,
         user_agent=record.user_agent,
+        side=record.side,
+        distinct_users=distinct if kind == "security" else 0,
+        ends_when="registrar" if kind == "system" else "",
+    )
+
+
+def dependency_alert(change: DependencyChange) -> Any:
+    """The system alert for a dependency that went down."""
+    from sipwatch.alerts import AlertInput
+
+    what = dependency(change.name)
+    return AlertInput(
+        kind="system",
+        severity=what.severity,
+        cause_id=what.cause_id,
+        summary=f"{change.name} is unreachable: {what.impact}",
+        subject=change.name,
+        first_seen=change.since,
+        last_seen=change.since,
+        evidence={"reason": change.reason or "unknown"},
+        fix_steps=what.fix,
     )
 
 
 class DaemonSink:
     """What the daemon does with a diagnosis: log it, alert on it, and (opt-in) remediate."""
 
-    def __init__(self, config: Config, metrics: SipwatchMetrics) -> None:
+    def __init__(
+        self, config: Config, metrics: SipwatchMetrics, health: DependencyHealth | None = None
+    ) -> None:
         self.alerts: Any = None
         if config.alerts.targets:
             from sipwatch.alerts import AlertManager
@@ -112,9 +228,14 @@ class DaemonSink:
             )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
-        # (source IP, user) -> domains alerted on: a phone fixed by changing its domain
-        # (realm_is_ip, realm_unknown) registers under a new AOR from the same IP.
+        # (source IP, user) -> domains remediation may have changed: a phone fixed by changing
+        # its domain (realm_is_ip, realm_unknown) registers under a new AOR from the same IP.
         self._alerted: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+        # failure group -> the cause last logged for it: one info line per group and cause
+        self._logged: OrderedDict[tuple[object, ...], str] = OrderedDict()
+        self._unsubscribe: Callable[[], None] | None = None
+        if health is not None and self.alerts is not None:
+            self._unsubscribe = health.subscribe(self.on_dependency)
 
     async def _ensure_started(self) -> None:
         if self._started:
@@ -125,20 +246,36 @@ class DaemonSink:
         if self.auto is not None:
             await self.auto.start()
 
-    async def on_diagnosis(self, record: FailureRecord, diagnosis: Any) -> None:
-        top = diagnosis.top
-        log.info(
+    def _log_diagnosis(self, record: FailureRecord, diagnosis: Any, cause: Any) -> None:
+        from sipwatch.alerts import normalise_severity
+
+        cause_id = cause.id if cause is not None else None
+        key = record.key
+        first_time = self._logged.get(key) != cause_id
+        self._logged[key] = cause_id or ""
+        self._logged.move_to_end(key)
+        if len(self._logged) > _MAX_LOGGED:
+            self._logged.popitem(last=False)
+        (log.info if first_time else log.debug)(
             "registration failure diagnosed",
             user=record.user,
             domain=record.domain,
             source_ip=record.source_ip,
             status=record.status,
             count=record.count,
-            cause=top.id if top else None,
-            severity=top.severity if top else None,
-            attack=diagnosis.attack,
+            cause=cause_id,
+            severity=normalise_severity(cause.severity) if cause is not None else None,
+            attack=cause_id == SCANNER_CAUSE,
         )
+
+    async def on_diagnosis(self, record: FailureRecord, diagnosis: Any) -> None:
+        cause = reported_cause(record, diagnosis)
+        self._log_diagnosis(record, diagnosis, cause)
         await self._ensure_started()
+        if self.alerts is not None:  # first: remediation may take a while
+            alert = alert_for(record, diagnosis)
+            if alert is not None:
+                self.alerts.submit(alert)
         if self.auto is not None:
             decision = await self.auto.consider(
                 diagnosis, user=record.user, domain=record.domain, source_ip=record.source_ip
@@ -151,10 +288,6 @@ class DaemonSink:
                 result=str(decision.result),
                 reason=decision.reason,
             )
-        if self.alerts is not None:
-            alert = alert_for(record, diagnosis)
-            if alert is not None:
-                self.alerts.submit(alert)
         if not diagnosis.attack:
             key = (record.source_ip, record.user)
             domains = self._alerted.setdefault(key, set())
@@ -170,22 +303,37 @@ class DaemonSink:
             task = asyncio.ensure_future(self.auto.on_registered(user, domain))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self.alerts is not None:
+            # Only this device identity: a 200 for alice@acme ends nothing of alice@127.0.0.1.
+            self.alerts.resolve_device(user, domain, at, "inbound")
+
+    def on_dependency(self, change: DependencyChange) -> None:
+        """A dependency went down (system alert) or is back (that alert ends)."""
         if self.alerts is None:
             return
-        self.alerts.resolve(user, domain, at)
-        for old_domain in failed_domains or ():
-            if old_domain != domain:
-                self.alerts.resolve(user, old_domain, at)
+        if change.up:
+            what = dependency(change.name)
+            self.alerts.end("system", what.cause_id, change.name, how="reachable again")
+        else:
+            self.alerts.submit(dependency_alert(change))
+            if not self._started:  # no failure diagnosed yet: start delivering now
+                task = asyncio.ensure_future(self._ensure_started())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.alerts is not None and self._started:
+        if self.alerts is not None:  # also when never started: what is queued goes out
             await self.alerts.stop(5.0)
         if self.auto is not None and self._started:
             await self.auto.close()
 
 
-def make_sink(config: Config, metrics: SipwatchMetrics) -> DaemonSink:
-    return DaemonSink(config, metrics)
+def make_sink(
+    config: Config, metrics: SipwatchMetrics, health: DependencyHealth | None = None
+) -> DaemonSink:
+    return DaemonSink(config, metrics, health)
