@@ -199,3 +199,59 @@ async def test_scanner_is_one_updated_incident_with_consistent_numbers(tmp_path:
     assert stated >= 50
     for payload in (r.payload for r in http.delivered):
         assert "['" not in payload["message"] and "\uff3b'" not in payload["message"]
+
+
+SPRAY = 100_000  # usernames, as in issue 13.6
+CHUNK = 5_000
+
+
+def _spray_log(path: Path, reals: list[Device]) -> None:
+    """The flood, written before the daemon reads it (generating it takes a while, and
+    the test's event loop must stay free to answer the webhook meanwhile)."""
+    sc = Scenario(T0)
+    with path.open("w") as out:
+        for n in range(SPRAY):
+            scan = Device(f"{n:06d}", SBC, "185.243.5.17", 5060, user_agent="PolycomVVX")
+            scan.call_id, scan.tag = f"c{n}@185.243.5.17", f"t{n}"
+            sc.register_rejected(scan, 403, "Forbidden", None, challenged=False)
+            if n == SPRAY * 9 // 10:
+                for dev in reals:
+                    for _ in range(3):
+                        _failure(sc, dev, "credentials_rejected")
+            if len(sc.drachtio) >= 2 * CHUNK:
+                out.write("".join(sc.drachtio))
+                sc.drachtio.clear()
+        out.write("".join(sc.drachtio))
+
+
+async def test_real_devices_are_alerted_amid_a_scanner_flood(tmp_path: Path) -> None:
+    """Issue 13.6: a scanner tries 100,000 usernames from one address (a plain User-Agent:
+    only the username count gives it away); five real devices start failing at 90 % of the
+    stream.  All five are alerted, and the scanner is one message."""
+    reals = [Device(f"real{i}", DOMAIN, f"203.0.113.{60 + i}") for i in range(5)]
+    stream = tmp_path / "flood.log"
+    _spray_log(stream, reals)
+    async with (
+        HttpReceiver() as http,
+        FileDaemon(tmp_path, alerts_toml(http.url()), start_timeout=60) as d,
+    ):
+        with stream.open() as source:
+            while text := source.read(1 << 20):  # the SBC logging, as fast as it can
+                d.append(text)
+                await asyncio.sleep(0.005)
+        await d.wait_metric(lambda v: v >= 2 * SPRAY, "sipwatch_sip_messages_total", timeout=240)
+        await until(
+            lambda: all(
+                any(dev.user in r.payload["message"] for r in http.delivered) for dev in reals
+            ),
+            timeout=60,
+        )
+        await settle(1.0)
+        drops = await d.metric("sipwatch_queue_drops_total")
+    messages = [r.payload for r in http.delivered]
+    security = [m for m in messages if "scanner" in m["title"]]
+    assert len(security) == 1, [m["title"] for m in messages]
+    for dev in reals:
+        [mine] = [m for m in messages if dev.user in m["message"]]
+        assert "credentials_rejected" in mine["title"]
+    print(f"\nflood: {len(messages)} messages, queue drops {drops:.0f}")

@@ -488,3 +488,15 @@ def test_submit_is_fast_and_never_raises() -> None:
         loop.close()
     assert manager.queue_depth("ops") <= 50
     assert manager.counts[("ops", "grouped")] >= 9_999
+
+
+async def test_registrar_outage_also_ends_when_the_failures_stop(http: HttpReceiver) -> None:
+    """No device registers (they back off), but no 503 either for quiet_seconds: over."""
+    cfg = config(target("ops", http.url()), quiet_seconds=0.5)
+    async with asyncio.timeout(20), running(cfg) as m:
+        m.submit(_outage("1000", T0))
+        await http.wait_for(2, timeout=5)
+    assert titles(http) == [
+        "[CRITICAL] registrar_down: 1 device failing",
+        "[RESOLVED] registrar_down: no new failures",
+    ]
