@@ -237,6 +237,18 @@ class DaemonSink:
         if health is not None and self.alerts is not None:
             self._unsubscribe = health.subscribe(self.on_dependency)
 
+    def take_over(self, previous: DaemonSink) -> None:
+        """Continue ``previous`` (the sink before a configuration reload): open incidents,
+        what each target was told, waiting and kept messages, and what remediation waits
+        to confirm.  Call before ``previous.aclose()``."""
+        if previous._unsubscribe is not None:  # one sink hears dependency changes
+            previous._unsubscribe()
+            previous._unsubscribe = None
+        if self.alerts is not None and previous.alerts is not None:
+            self.alerts.take_over(previous.alerts)
+        self._alerted, previous._alerted = previous._alerted, OrderedDict()
+        self._logged, previous._logged = previous._logged, OrderedDict()
+
     async def _ensure_started(self) -> None:
         if self._started:
             return

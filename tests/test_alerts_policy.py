@@ -500,3 +500,34 @@ async def test_registrar_outage_also_ends_when_the_failures_stop(http: HttpRecei
         "[CRITICAL] registrar_down: 1 device failing",
         "[RESOLVED] registrar_down: no new failures",
     ]
+
+
+async def test_a_reload_keeps_incidents_throttles_and_waiting_messages(
+    http: HttpReceiver,
+) -> None:
+    """SIGHUP builds a new manager; it takes over the old one's state: no re-announcement
+    of open problems, their endings still come, a waiting message is sent once."""
+    old = AlertManager(config(target("ops", http.url())))
+    await old.start()
+    async with asyncio.timeout(20):
+        old.submit(registration(last_seen=T0))
+        await http.wait_for(1)
+        old.submit(registration(user="bob", cause_id="x"))  # waits (nothing awaited yet)
+        new = AlertManager(config(target("ops", http.url()), group_wait_seconds=0.2))
+        new.take_over(old)
+        await old.stop(timeout=3)
+        await new.start()
+        try:
+            await http.wait_for(2)  # bob's, sent once by the new manager
+            new.submit(registration(count=2, last_seen=T0 + 1))  # throttled: told already
+            new.resolve_device("alice", "acme.example.com", T0 + 5)
+            await http.wait_for(3)
+            await settle()
+        finally:
+            await new.stop(timeout=3)
+    assert titles(http) == [
+        "[CRITICAL] client_missing: alice@acme.example.com",
+        "[CRITICAL] x: bob@acme.example.com",
+        "[RESOLVED] alice@acme.example.com registers again",
+    ]
+    assert old.counts[("ops", "dropped")] == 0

@@ -126,7 +126,7 @@ class IncidentBook:
         self._by_device: dict[tuple[str, str, str], set[IncidentKey]] = {}
         self._registrar: dict[IncidentKey, Incident] = {}  # open, ending with any device
         self._quiet: OrderedDict[IncidentKey, Incident] = OrderedDict()  # by updated_at
-        self._on_forget = on_forget
+        self.on_forget = on_forget
         self.forgotten = 0
 
     def __len__(self) -> int:
@@ -275,8 +275,8 @@ class IncidentBook:
             _key, oldest = table.popitem(last=False)
             self._unindex(oldest)
             self.forgotten += 1
-            if self._on_forget is not None:
-                self._on_forget(oldest)
+            if self.on_forget is not None:
+                self.on_forget(oldest)
 
 
 def _after(at: float, last_failure: float) -> bool:

@@ -297,6 +297,28 @@ class AlertManager:
         except Exception as exc:
             log.error("alert end failed", error_type=type(exc).__name__)
 
+    def take_over(self, previous: AlertManager) -> None:
+        """Continue where ``previous`` (the manager before a configuration reload) left off:
+        its incidents, and for each target of the same name what that target was told,
+        its waiting and kept messages.  Without this a reload would re-announce every open
+        problem and never announce their end.  Call before ``previous.stop()``."""
+        self.book = previous.book
+        self.book.on_forget = self._forget
+        for lane in self.lanes:
+            prev = next((p for p in previous.lanes if p.name == lane.name), None)
+            if prev is None:
+                continue  # a new target: it was told nothing yet
+            lane.watch, prev.watch = prev.watch, {}
+            lane.sent, prev.sent = prev.sent, {}
+            lane.buckets, prev.buckets = prev.buckets, {}
+            lane.outbound.extend(prev.outbound)
+            lane.spool.extend(prev.spool)
+            prev.outbound.clear()
+            prev.spool.clear()
+            lane.down_since, lane.probe_at = prev.down_since, prev.probe_at
+            lane.probes = prev.probes
+            lane.wake.set()
+
     async def start(self) -> None:
         if self._started or self._closed:
             return
