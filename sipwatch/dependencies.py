@@ -211,9 +211,14 @@ class DependencyHealth:
             self._set(name, False, reason)
 
     # ------------------------------------------------------------------ queries
-    def readiness(self) -> dict[str, bool]:
-        """Known dependencies and whether they are up, as ``/readyz`` lists its sources."""
-        return {n: bool(s.up) for n, s in sorted(self._states.items()) if s.up is not None}
+    def readiness(self, *, sources: bool = True) -> dict[str, bool]:
+        """Known dependencies and whether they are up, as ``/readyz`` lists its sources
+        (``sources=False``: without the ``source:`` entries, which it lists already)."""
+        return {
+            n: bool(s.up)
+            for n, s in sorted(self._states.items())
+            if s.up is not None and (sources or not n.startswith("source:"))
+        }
 
     def details(self) -> dict[str, dict[str, Any]]:
         """Per known dependency: up, since (ISO time, UTC) and the reason it is down."""
