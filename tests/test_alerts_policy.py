@@ -531,3 +531,21 @@ async def test_a_reload_keeps_incidents_throttles_and_waiting_messages(
         "[RESOLVED] alice@acme.example.com registers again",
     ]
     assert old.counts[("ops", "dropped")] == 0
+
+
+async def test_a_scanners_first_guesses_are_not_announced_as_devices(http: HttpReceiver) -> None:
+    """Before the classifier had enough usernames, a scanner's guesses were diagnosed as
+    ordinary device failures; once it is known as a scanner, those not yet sent are part of
+    its incident, not messages of their own.  Real devices elsewhere are untouched."""
+    cfg = config(target("ops", http.url()), group_wait_seconds=0.5)
+    async with asyncio.timeout(20), running(cfg) as m:
+        for i in range(9):
+            m.submit(registration(user=f"{100 + i}", source_ip="185.243.5.17"))
+        m.submit(registration(user="carol", source_ip="203.0.113.9"))
+        m.submit(scanner("185.243.5.17", count=10, distinct_users=10))
+        await http.wait_for(2)
+        await settle(0.8)
+    assert sorted(titles(http)) == [
+        "[CRITICAL] client_missing: carol@acme.example.com",
+        "[WARNING] scanner: 185.243.5.17 tried 10 usernames",
+    ]

@@ -198,6 +198,11 @@ def test_update_and_ended_incidents_say_so_in_the_title() -> None:
     r = render(_single(_alert(), update=True), "text")
     assert r.title.endswith("(still failing)")
     assert "Update: still going on" in r.body
+    scan = _alert(kind="security", severity="warning", cause_id="scanner", source_ip="185.243.5.17")
+    assert render(_single(scan, update=True, distinct_users=9), "text").title == (
+        "[WARNING] scanner: 185.243.5.17 tried 9 usernames (still active)"
+    )
+    assert render(_single(_alert(), again=True), "text").title.endswith("(again)")
     r = render(_single(_alert(), ended_at=T0 + 5, ended="registered again"), "text")
     assert r.title.endswith("(ended)")
     assert "Ended: registered again at" in r.body

@@ -383,8 +383,30 @@ class AlertManager:
             return
         now = self._clock()
         incident, state = self.book.update(alert, now)
+        if state == "new" and incident.kind == "security" and alert.source_ip:
+            self._withdraw(alert.source_ip)
         for lane in routed:
             self._admit(lane, incident, state, now)
+
+    def _withdraw(self, source_ip: str) -> None:
+        """A source turned out to be a scanner: its first guesses, diagnosed as ordinary
+        device failures before there was enough evidence, are not announced as such if
+        their message has not gone yet (they are part of the scanner's incident now)."""
+        for lane in self.lanes:
+            for key, bucket in list(lane.buckets.items()):
+                if key[0] != "registration":
+                    continue
+                guesses = [
+                    k for k, i in bucket.incidents.items() if i.sample.source_ip == source_ip
+                ]
+                for k in guesses:
+                    del bucket.incidents[k]
+                    watch = lane.watch.get(k)
+                    if watch is not None:
+                        watch.pending = False
+                    self._count(lane, "grouped")
+                if not bucket.incidents:
+                    del lane.buckets[key]
 
     def _admit(self, lane: _Lane, incident: Incident, state: Update, now: float) -> None:
         watch = lane.watch.get(incident.key)
