@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from sipwatch.config import Config, RegistrarFlavour, load_config
+from sipwatch.dependencies import DependencyHealth
 from sipwatch.health import SipActivity, SourceState, source_states
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import LogChunk, SourceItem, Stream
@@ -48,6 +49,7 @@ CHUNK_QUEUE = 256  # chunks of up to ~128 KiB (files) or a few KiB (Docker)
 # Queued after the last item of finite input (files read once, stdin): finish the pipeline.
 END_OF_INPUT = LogChunk("", Stream.TEXT, "")
 TICK = 1.0
+SOURCE_DOWN_GRACE = 30.0  # a container restart is not an incident
 
 
 class ListenError(Exception):
@@ -97,8 +99,11 @@ class Daemon:
         sink_factory: Callable[[Config, SipwatchMetrics], FailureSink | None] | None = None,
         diagnoser_factory: Callable[[Config, SipwatchMetrics], Any] | None = None,
         shutdown_timeout: float = 5.0,
+        health: DependencyHealth | None = None,
     ) -> None:
         self.config = config
+        # the database, Redis and the log sources: each loss and return said once
+        self.health = health if health is not None else DependencyHealth()
         self.config_path = config_path
         self.metrics = SipwatchMetrics(
             top_n=config.metrics.top_n, series_ttl=config.metrics.series_ttl_seconds
@@ -212,6 +217,7 @@ class Daemon:
             asyncio.create_task(self._parse_loop(), name="parse"),
             asyncio.create_task(self._diagnosis_loop(), name="diagnosis"),
             asyncio.create_task(self._tick_loop(), name="tick"),
+            asyncio.create_task(self.health.run(), name="dependencies"),
         ]
         await self.stop_event.wait()
         log.info("sipwatch stopping")
@@ -256,20 +262,33 @@ class Daemon:
                     log.warning("log source down", source=name, reason=state.reason or None)
                 elif name in self.source_states:
                     log.info("log source up", source=name)
+                if name not in self._ended:  # input that ended is done, not lost
+                    self.health.report(
+                        f"source:{name}",
+                        state.up,
+                        state.reason or "no log lines",
+                        grace=SOURCE_DOWN_GRACE,
+                    )
             self.metrics.set_source_up(name, state.up)
         self.source_states = states
 
     def _readiness_details(self) -> dict[str, Any]:
-        """What /readyz says about the daemon's dependencies (they degrade the causes, not
-        the counting, so they are detail, not readiness)."""
+        """What /readyz adds: each dependency's state since when and why, and the proof of
+        the jambonz secret."""
         from sipwatch.wiring import readiness_details
 
-        return dict(readiness_details(self.diagnoser))
+        return {"dependencies": self.health.details(), **readiness_details(self.diagnoser)}
 
     def readiness(self) -> dict[str, SourceState]:
-        """Sources for /readyz.  Docker services are alternatives per role: a deployment runs
-        either `registrar` (legacy) or `sbc-sip-sidecar`, so the role is up if one of them is."""
+        """Sources and dependencies for /readyz.  Docker services are alternatives per role:
+        a deployment runs either `registrar` (legacy) or `sbc-sip-sidecar`, so the role is up
+        if one of them is.  The database and Redis count too: without them the causes are
+        guesses, and the daemon says so (a system alert, and 503 here naming them)."""
         status = dict(self.source_states)
+        details = self.health.details()
+        for name, is_up in self.health.readiness(sources=False).items():
+            reason = "" if is_up else str(details[name].get("reason", ""))
+            status[name] = SourceState(is_up, reason)
         docker = self.config.sources.docker
         if not docker.enabled:
             return status
@@ -392,6 +411,9 @@ class Daemon:
                 log.error("reload failed; keeping the running configuration", error=str(exc))
                 return
             old = (self.sink, self.diagnoser)
+            take_over = getattr(sink, "take_over", None)
+            if take_over is not None and self.sink is not None:
+                take_over(self.sink)  # open incidents, throttles and kept alerts carry over
             self.config, self.diagnoser, self.sink = new, diagnoser, sink
             for obj in old:
                 await _close_quietly(obj, 5.0)
@@ -530,12 +552,16 @@ async def _close_quietly(obj: Any, budget: float) -> None:
 
 async def run_daemon(config: Config, *, config_path: str | None) -> int:
     """Entry point used by ``sipwatch run``."""
+    import functools
+
     from sipwatch.wiring import make_diagnoser, make_sink
 
+    health = DependencyHealth()
     daemon = Daemon(
         config,
         config_path=config_path,
-        diagnoser_factory=make_diagnoser,
-        sink_factory=make_sink,
+        diagnoser_factory=functools.partial(make_diagnoser, health=health),
+        sink_factory=functools.partial(make_sink, health=health),
+        health=health,
     )
     return await daemon.run()

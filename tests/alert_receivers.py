@@ -9,7 +9,8 @@
   trusted through ``REQUESTS_CA_BUNDLE``.  Nothing in apprise is patched: the exact URL an
   operator configures goes through apprise's real Slack plugin, requests, TLS and a proxy.
 
-All servers bind port 0 and are used as async context managers.
+All servers bind port 0 and are used as async context managers.  The helpers at the end
+build alert configurations and inputs the way the alert tests need them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import email.policy
 import os
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -34,6 +35,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from sipwatch.alerts import AlertInput, AlertManager
+from sipwatch.config import AlertsConfig, AlertTargetConfig, Secret
 
 HANG_SECONDS = 60.0
 
@@ -53,6 +57,8 @@ class HttpReceiver:
     def __init__(self, default: str = "ok", *, tls: ssl.SSLContext | None = None) -> None:
         self.default = default
         self.script: list[str] = []
+        self.outage_until = 0.0  # time.monotonic() before which ``outage`` is answered
+        self.outage = "500"
         self.received: list[Received] = []
         self._tls = tls
         self._arrived = asyncio.Condition()
@@ -62,6 +68,11 @@ class HttpReceiver:
 
     def program(self, behaviours: Iterable[str]) -> None:
         self.script.extend(behaviours)
+
+    def fail_for(self, seconds: float, behaviour: str = "500") -> None:
+        """Answer every request with ``behaviour`` for the next ``seconds``, then as before."""
+        self.outage_until = time.monotonic() + seconds
+        self.outage = behaviour
 
     @property
     def delivered(self) -> list[Received]:
@@ -73,7 +84,10 @@ class HttpReceiver:
         return f"json://127.0.0.1:{self.port}{path}{q}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        behaviour = self.script.pop(0) if self.script else self.default
+        if time.monotonic() < self.outage_until:
+            behaviour = self.outage
+        else:
+            behaviour = self.script.pop(0) if self.script else self.default
         try:
             payload: Any = await request.json()
         except ValueError:
@@ -311,3 +325,77 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def target(name: str, url: str, **kw: Any) -> AlertTargetConfig:
+    return AlertTargetConfig(name=name, url=Secret(url), **kw)
+
+
+def config(*targets: AlertTargetConfig, **kw: Any) -> AlertsConfig:
+    """Alerts configuration for tests: no group wait (a FakeClock never reaches it)."""
+    values: dict[str, Any] = {
+        "throttle_seconds": 900.0,
+        "group_wait_seconds": 0.0,
+        "group_window_seconds": 0.0,
+        "retry_max": 2,
+        "timeout_seconds": 5.0,
+    }
+    values.update(kw)
+    return AlertsConfig(targets=tuple(targets), **values)
+
+
+def registration(user: str = "alice", **kw: Any) -> AlertInput:
+    values: dict[str, Any] = {
+        "kind": "registration",
+        "severity": "critical",
+        "cause_id": "client_missing",
+        "summary": f"{user}@acme.example.com is not a client in jambonz",
+        "user": user,
+        "domain": "acme.example.com",
+        "source_ip": "203.0.113.7",
+        "status": 403,
+        "evidence": {"clients row": "absent"},
+        "fix_steps": ("Create the SIP client in the jambonz portal.",),
+        "fix_command": "mysql jambonz -e 'SELECT 1'",
+    }
+    values.update(kw)
+    return AlertInput(**values)
+
+
+def scanner(ip: str, user: str = "", **kw: Any) -> AlertInput:
+    """A scanner alert: ``user`` "" is the scanner's per-IP record (``distinct_users`` set)."""
+    values: dict[str, Any] = {
+        "kind": "security",
+        "severity": "warning",
+        "cause_id": "scanner",
+        "summary": f"Requests from {ip} look like an attack",
+        "user": user,
+        "domain": "203.0.113.1" if user else "",
+        "source_ip": ip,
+        "status": 403,
+        "user_agent": "friendly-scanner",
+        "fix_steps": ("Block the address at the firewall.",),
+    }
+    values.update(kw)
+    return AlertInput(**values)
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: AlertsConfig, **kw: Any) -> AsyncIterator[AlertManager]:
+    manager = AlertManager(cfg, backoff_base=0.05, backoff_max=0.2, **kw)
+    await manager.start()
+    try:
+        yield manager
+    finally:
+        await manager.stop(timeout=3)
+
+
+async def settle(seconds: float = 0.3) -> None:
+    """Give a worker time to send something it should not send."""
+    await asyncio.sleep(seconds)
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)

@@ -20,6 +20,7 @@ import pytest
 
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.writer import DbWriter
+from tests.alert_receivers import HttpReceiver, SmtpReceiver
 from tests.fake_kube import FakeKubeApiServer, TlsFiles, make_tls, write_kubeconfig
 from tests.jambonz_db import (  # noqa: F401 - fixtures
     MARIADB_HOST,
@@ -176,3 +177,20 @@ def promtool() -> str:
 def prometheus_binary() -> str:
     """The Prometheus server from the same package (``.ci/prometheus.sh``)."""
     return _ci_tool("prometheus.sh")
+
+
+# --------------------------------------------------------------- alert receivers
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpReceiver]:
+    """A local JSON webhook (apprise ``json://``) that records what it receives."""
+    async with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpReceiver]:
+    """A local SMTP server (apprise ``mailto://``) that collects messages."""
+    async with SmtpReceiver() as receiver:
+        yield receiver

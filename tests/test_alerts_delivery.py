@@ -4,85 +4,29 @@ server and the native Slack webhook URL (via a CONNECT proxy to a local TLS serv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from sipwatch.alerts import AlertInput, AlertManager
-from sipwatch.config import AlertsConfig, AlertTargetConfig, Secret
 from sipwatch.metrics import SipwatchMetrics
 from tests.alert_receivers import (
     HttpReceiver,
     RecordingMetrics,
     SlackEndpoint,
     SmtpReceiver,
+    config,
     html_part,
+    registration,
+    running,
+    target,
 )
 
 EVIL = "<!channel> *bold* <http://evil.example|click> @here"
 SLACK_TOKENS = "T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"
-
-
-def target(name: str, url: str, **kw: Any) -> AlertTargetConfig:
-    return AlertTargetConfig(name=name, url=Secret(url), **kw)
-
-
-def config(*targets: AlertTargetConfig, **kw: Any) -> AlertsConfig:
-    values: dict[str, Any] = {
-        "throttle_seconds": 900.0,
-        "group_window_seconds": 0.0,
-        "retry_max": 2,
-        "timeout_seconds": 5.0,
-    }
-    values.update(kw)
-    return AlertsConfig(targets=tuple(targets), **values)
-
-
-def registration(user: str = "alice", **kw: Any) -> AlertInput:
-    values: dict[str, Any] = {
-        "kind": "registration",
-        "severity": "critical",
-        "cause_id": "client_missing",
-        "summary": f"{user}@acme.example.com is not a client in jambonz",
-        "user": user,
-        "domain": "acme.example.com",
-        "source_ip": "203.0.113.7",
-        "status": 403,
-        "evidence": {"clients row": "absent"},
-        "fix_steps": ("Create the SIP client in the jambonz portal.",),
-        "fix_command": "mysql jambonz -e 'SELECT 1'",
-    }
-    values.update(kw)
-    return AlertInput(**values)
-
-
-@contextlib.asynccontextmanager
-async def running(cfg: AlertsConfig, **kw: Any) -> AsyncIterator[AlertManager]:
-    manager = AlertManager(cfg, backoff_base=0.05, backoff_max=0.2, **kw)
-    await manager.start()
-    try:
-        yield manager
-    finally:
-        await manager.stop(timeout=3)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpReceiver]:
-    async with HttpReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpReceiver]:
-    async with SmtpReceiver() as receiver:
-        yield receiver
 
 
 async def test_json_webhook_receives_the_alert(http: HttpReceiver) -> None:
@@ -202,15 +146,16 @@ async def test_metrics_reach_the_prometheus_counter(http: HttpReceiver) -> None:
     http.program(["500"])
     cfg = config(target("ops", http.url()), retry_max=0)
     async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
-        m.submit(registration())
+        m.submit(registration())  # 500, no retry: failed, kept, sent when the target answers
         await http.wait_for(1, delivered=False)
         m.submit(registration(user="bob"))
-        await http.wait_for(1)
+        await http.wait_for(2)
         m.submit(registration(user="bob"))  # throttled
     sample = metrics.registry.get_sample_value
-    assert sample("sipwatch_alerts_total", {"target": "ops", "result": "sent"}) == 1
+    assert sample("sipwatch_alerts_total", {"target": "ops", "result": "sent"}) == 2
     assert sample("sipwatch_alerts_total", {"target": "ops", "result": "failed"}) == 1
     assert sample("sipwatch_alerts_total", {"target": "ops", "result": "throttled"}) == 1
+    assert sample("sipwatch_alerts_total", {"target": "ops", "result": "dropped"}) is None
 
 
 async def test_target_url_never_appears_in_logs(

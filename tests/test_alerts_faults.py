@@ -7,20 +7,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 import structlog
 
 from sipwatch.alerts import AlertManager
-from tests.alert_receivers import HttpReceiver, RecordingMetrics
-from tests.test_alerts_delivery import config, registration, running, target
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpReceiver]:
-    async with HttpReceiver() as receiver:
-        yield receiver
+from tests.alert_receivers import (
+    HttpReceiver,
+    RecordingMetrics,
+    config,
+    registration,
+    running,
+    target,
+    until,
+)
 
 
 def _closed_port() -> int:
@@ -29,13 +28,6 @@ def _closed_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
-
-
-async def _until(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_500_then_recovery_is_delivered_after_retries(http: HttpReceiver) -> None:
@@ -53,20 +45,125 @@ async def test_500_then_recovery_is_delivered_after_retries(http: HttpReceiver) 
     assert metrics.count("ops", "failed") == 0
 
 
-async def test_endpoint_down_longer_than_retries_is_counted_then_recovers(
+async def test_endpoint_down_longer_than_retries_keeps_the_alerts_until_it_answers(
+    http: HttpReceiver,
+) -> None:
+    """Issue 13.7: the receiver answers 500 for ~7 s, longer than the retries last.  The
+    alerts are kept and delivered, oldest first and marked as delayed, once it answers -
+    each exactly once (nothing is sent again after a 200)."""
+    metrics = RecordingMetrics()
+    http.fail_for(7.0)
+    cfg = config(target("ops", http.url()), retry_max=2)
+    manager = AlertManager(cfg, metrics=metrics, backoff_base=0.2, backoff_max=1.0)
+    await manager.start()
+    try:
+        async with asyncio.timeout(30):
+            manager.submit(registration())
+            await until(lambda: metrics.count("ops", "failed") == 1)
+            manager.submit(registration(user="bob"))  # while down: kept, not tried
+            await until(lambda: manager.spooled("ops") == 2)
+            manager.submit(registration(user="carol"))
+            await until(lambda: manager.spooled("ops") == 3)
+            await http.wait_for(3)
+            await asyncio.sleep(1.5)  # more probes would show up as duplicates
+    finally:
+        await manager.stop(timeout=3)
+    assert http.delivered[0].at - http.received[0].at >= 6.5
+    delivered = [r.payload["title"].rsplit(" ", 1)[-1] for r in http.delivered]
+    assert delivered == ["alice@acme.example.com", "bob@acme.example.com", "carol@acme.example.com"]
+    assert all("Delayed: raised at" in r.payload["message"] for r in http.delivered)
+    assert metrics.count("ops", "sent") == 3
+    assert metrics.count("ops", "failed") == 1
+    assert metrics.count("ops", "dropped") == 0
+    assert manager.spooled("ops") == 0
+
+
+async def test_hanging_endpoint_beyond_the_retries_delivers_once_it_answers(
     http: HttpReceiver,
 ) -> None:
     metrics = RecordingMetrics()
-    http.program(["500"] * 3)
-    cfg = config(target("ops", http.url()), retry_max=2)
-    async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
-        m.submit(registration())
-        await _until(lambda: metrics.count("ops", "failed") == 1)
-        m.submit(registration(user="bob"))
-        await http.wait_for(1)
-    assert metrics.count("ops", "retried") == 2
+    http.fail_for(4.0, "hang")
+    cfg = config(target("ops", http.url()), retry_max=1, timeout_seconds=1.0)
+    manager = AlertManager(cfg, metrics=metrics, backoff_base=0.3, backoff_max=1.0)
+    await manager.start()
+    try:
+        async with asyncio.timeout(40):
+            manager.submit(registration())
+            await until(lambda: metrics.count("ops", "failed") == 1, timeout=15)
+            await http.wait_for(1, timeout=20)
+            await asyncio.sleep(1.0)
+    finally:
+        await manager.stop(timeout=3)
+    assert [r.answered for r in http.received][-1] == "ok"
+    assert len(http.delivered) == 1
     assert metrics.count("ops", "sent") == 1
-    assert http.delivered[0].payload["title"].endswith("bob@acme.example.com")
+
+
+async def test_spool_is_bounded_oldest_dropped_and_counted(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    http.fail_for(3.0)
+    cfg = config(target("ops", http.url()), retry_max=0, spool_size=3)
+    manager = AlertManager(cfg, metrics=metrics, backoff_base=0.5, backoff_max=1.0)
+    await manager.start()
+    try:
+        async with asyncio.timeout(30):
+            manager.submit(registration(user="u0"))
+            await until(lambda: metrics.count("ops", "failed") == 1)
+            for i in range(1, 6):  # one message each
+                manager.submit(registration(user=f"u{i}"))
+                await until(lambda: manager.queue_depth("ops") == manager.spooled("ops"))
+            await until(lambda: metrics.count("ops", "dropped") == 3)
+            assert manager.spooled("ops") == 3
+            await http.wait_for(3, timeout=15)
+            await asyncio.sleep(0.5)
+    finally:
+        await manager.stop(timeout=3)
+    delivered = [r.payload["title"].rsplit(" ", 1)[-1] for r in http.delivered]
+    assert delivered == ["u3@acme.example.com", "u4@acme.example.com", "u5@acme.example.com"]
+    assert metrics.count("ops", "dropped") == 3
+
+
+async def test_one_target_down_keeps_its_own_and_the_other_is_not_delayed() -> None:
+    async with HttpReceiver() as down, HttpReceiver() as up:
+        down.fail_for(3.0)
+        cfg = config(target("down", down.url()), target("up", up.url()), retry_max=1)
+        manager = AlertManager(cfg, backoff_base=0.3, backoff_max=1.0)
+        await manager.start()
+
+        def users(receiver: HttpReceiver) -> set[str]:
+            text = " ".join(r.payload["message"] for r in receiver.delivered)
+            return {u for u in ("a@", "b@", "c@") if u in text}
+
+        try:
+            async with asyncio.timeout(30):
+                for n, user in enumerate(("a", "b", "c"), 1):
+                    manager.submit(registration(user=user))
+                    await up.wait_for(n, timeout=2)  # while "down" is failing
+                assert manager.spooled("up") == 0
+                await until(lambda: users(down) == {"a@", "b@", "c@"}, timeout=15)
+        finally:
+            await manager.stop(timeout=3)
+        assert users(up) == {"a@", "b@", "c@"}
+        assert all("Delayed:" in r.payload["message"] for r in down.delivered)
+        assert not any("Delayed:" in r.payload["message"] for r in up.delivered)
+
+
+async def test_stop_tries_the_spool_once_and_counts_what_is_lost(http: HttpReceiver) -> None:
+    metrics = RecordingMetrics()
+    http.default = "500"
+    cfg = config(target("ops", http.url()), retry_max=0)
+    manager = AlertManager(cfg, metrics=metrics, backoff_base=30.0, backoff_max=30.0)
+    await manager.start()
+    manager.submit(registration())
+    await until(lambda: metrics.count("ops", "failed") == 1)
+    manager.submit(registration(user="bob"))
+    await until(lambda: manager.spooled("ops") == 2)
+    async with asyncio.timeout(10):
+        start = time.monotonic()
+        await manager.stop(timeout=5)
+        assert time.monotonic() - start < 3  # no 30 s backoff at shutdown
+    assert len(http.received) == 2  # the first try, then one try of the spool at shutdown
+    assert metrics.count("ops", "dropped") == 2
 
 
 async def test_hanging_endpoint_times_out_and_does_not_delay_other_targets() -> None:
@@ -107,8 +204,11 @@ async def test_refused_connection_fails_fast_and_other_target_delivers(http: Htt
     async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
         m.submit(registration())
         await http.wait_for(1)
-        await _until(lambda: metrics.count("dead", "failed") == 1)
-    assert metrics.count("dead", "retried") == 1
+        await until(lambda: metrics.count("dead", "failed") == 1)
+        assert m.spooled("dead") == 1  # kept for when it comes back
+    assert metrics.count("dead", "retried") >= 1
+    assert metrics.count("dead", "sent") == 0
+    assert metrics.count("dead", "dropped") == 1  # still undeliverable at shutdown
     assert metrics.count("ops", "sent") == 1
 
 
@@ -151,7 +251,7 @@ async def test_overflow_while_the_endpoint_hangs(http: HttpReceiver) -> None:
 
 async def test_stop_drains_waiting_alerts(http: HttpReceiver) -> None:
     metrics = RecordingMetrics()
-    cfg = config(target("ops", http.url()), group_window_seconds=60)
+    cfg = config(target("ops", http.url()), group_wait_seconds=60)
     manager = AlertManager(cfg, metrics=metrics)
     await manager.start()
     for i in range(3):
@@ -202,7 +302,7 @@ async def test_stop_deadline_counts_what_is_left(http: HttpReceiver) -> None:
 
 
 async def test_stop_without_start_delivers_what_was_queued(http: HttpReceiver) -> None:
-    manager = AlertManager(config(target("ops", http.url()), group_window_seconds=60))
+    manager = AlertManager(config(target("ops", http.url()), group_wait_seconds=60))
     manager.submit(registration())
     async with asyncio.timeout(10):
         await manager.stop(timeout=5)

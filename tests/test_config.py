@@ -208,10 +208,10 @@ def test_type_range_and_enum_errors_say_what_was_expected(tmp_path: Path) -> Non
         f"{path}:10: database.connect_timeout: expected a number > 0, got integer -1",
         f'{path}:13: remediation.mode: expected one of "off", "dry-run", "on", got string '
         f"\"dry_run\"; did you mean 'dry-run'?",
-        f'{path}:16: alerts.min_severity: expected one of "info", "warning", "critical", '
-        f"got string \"warn\"; did you mean 'warning'?",
+        f'{path}:16: alerts.min_severity: expected one of "info", "warning", "error", '
+        f'"critical", got string "warn"; did you mean \'warning\'?',
         f'{path}:20: alerts.targets[0].severities[1]: expected one of "info", "warning", '
-        f'"critical", got string "critcal"; did you mean \'critical\'?',
+        f'"error", "critical", got string "critcal"; did you mean \'critical\'?',
     ]
     for line in expected:
         assert line in problems

@@ -63,15 +63,24 @@ kind = "security"
             assert "<!channel>" not in mail_text and "<!channel>" not in slack_text
             assert "@here" not in mail_text
 
-            # the phone is fixed and registers: a resolved notice follows
+            # the phone is fixed by changing its domain: that is another device identity, so
+            # 5001@198.51.100.10 (which never registered) is not "resolved"
             phone.domain = "acme.sip.example.com"
             phone.request_host = None
             sc.register_ok(phone)
+            # another phone fails, then registers with the same identity: that one ends
+            other = Device("6001", "acme.sip.example.com", "203.0.113.46")
+            sc.register_rejected(other, 403, "Forbidden", "Invalid credentials", challenged=True)
             write_sip(engine, sbc, sc)
             await slack.wait_for(2, timeout=30)
-            resolved = json.dumps(slack.delivered[-1].payload).lower()
-            assert "resolved" in resolved and "5001" in resolved
-            await d.wait_metric(3, "sipwatch_alerts_total", result="sent")
+            sc.register_ok(other)
+            write_sip(engine, sbc, sc)
+            await slack.wait_for(3, timeout=30)
+            await d.wait_metric(4, "sipwatch_alerts_total", result="sent")
+            titles = [r.payload["title"] for r in slack.delivered]
+            assert titles[1] == "[WARNING] credentials_rejected: 6001@acme.sip.example.com"
+            assert titles[2] == "[RESOLVED] 6001@acme.sip.example.com registers again"
+            assert not any("RESOLVED" in t and "5001" in t for t in titles)
 
 
 async def test_alert_endpoint_failing_then_hanging_does_not_stop_counting(

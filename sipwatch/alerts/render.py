@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sipwatch.alerts import escape
-from sipwatch.alerts.model import AlertInput, Notice, Offender, Recovery
+from sipwatch.alerts.model import AlertInput, IncidentView, Notice
 
 Format = Literal["text", "markdown", "html"]
 FORMATS: tuple[str, ...] = ("text", "markdown", "html")
@@ -40,11 +40,10 @@ EVIDENCE_ITEMS = 15
 STEP_MAX = 400
 STEPS = 10
 COMMAND_MAX = 1500
-LIST_ITEMS = 10  # offenders / recoveries listed in a grouped message
 TITLE_MAX = 200
 
 # apprise's NotifyType values (strings, so this module does not import apprise).
-NOTIFY_TYPES = {"info": "info", "warning": "warning", "critical": "failure"}
+NOTIFY_TYPES = {"info": "info", "warning": "warning", "error": "failure", "critical": "failure"}
 RESOLVED_TYPE = "success"
 
 
@@ -173,13 +172,26 @@ def _assemble(st: _Style, blocks: Sequence[str], max_body: int) -> str:
     return st.block_sep.join(out)
 
 
-def _seen(st: _Style, failures: int, first: float, last: float) -> str:
-    parts = [_plural(failures, "time")]
+def _count_text(value: int, capped: bool, word: str, plural: str | None = None) -> str:
+    """``value`` things, or "at least" when the count is a lower bound."""
+    text = _plural(value, word, plural)
+    return f"at least {text}" if capped else text
+
+
+def _span(first: float, last: float) -> str:
     first_s, last_s = format_time(first), format_time(last)
     if first_s and last_s and first_s != last_s:
-        parts.append(f"from {first_s} to {last_s}")
-    elif last_s or first_s:
-        parts.append(f"at {last_s or first_s}")
+        return f"from {first_s} to {last_s}"
+    if last_s or first_s:
+        return f"at {last_s or first_s}"
+    return ""
+
+
+def _seen(st: _Style, v: IncidentView) -> str:
+    parts = [_count_text(v.failures, v.failures_capped, "time")]
+    span = _span(v.first_seen, v.last_seen)
+    if span:
+        parts.append(span)
     return _field(st, "Seen", " ".join(parts))
 
 
@@ -226,12 +238,19 @@ def _footer(st: _Style, notice: Notice) -> str:
 
 def _identity_lines(st: _Style, alert: AlertInput) -> list[str]:
     lines: list[str] = []
-    if alert.user:
-        lines.append(_field(st, "User", st.value(alert.user, USER_MAX)))
-    if alert.domain:
-        lines.append(_field(st, "Domain", st.value(alert.domain, DOMAIN_MAX)))
-    if alert.source_ip:
-        lines.append(_field(st, "Source IP", st.value(alert.source_ip, IP_MAX)))
+    if alert.kind == "system" and alert.user:
+        # one device of many: an example, not the subject
+        example = st.value(_aor(alert.user, alert.domain), USER_MAX + DOMAIN_MAX)
+        if alert.source_ip:
+            example += f" from {st.value(alert.source_ip, IP_MAX)}"
+        lines.append(_field(st, "Example", example))
+    else:
+        if alert.user:
+            lines.append(_field(st, "User", st.value(alert.user, USER_MAX)))
+        if alert.domain:
+            lines.append(_field(st, "Domain", st.value(alert.domain, DOMAIN_MAX)))
+        if alert.source_ip:
+            lines.append(_field(st, "Source IP", st.value(alert.source_ip, IP_MAX)))
     if alert.status not in (None, "", 0):
         response = st.value(alert.status, 32)
         if alert.x_reason:
@@ -244,127 +263,190 @@ def _identity_lines(st: _Style, alert: AlertInput) -> list[str]:
     return lines
 
 
+def evidence_text(value: object) -> str:
+    """One evidence value as people read it: lists joined (never Python's ``['a', 'b']``),
+    yes/no for booleans.  The format's escaping is applied later, like for any value."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else list(value)
+        return ", ".join(evidence_text(v) for v in items[:EVIDENCE_ITEMS]) or "none"
+    if isinstance(value, int | float):
+        return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else str(value)
+    return str(value)
+
+
 # --- titles -----------------------------------------------------------------------------------
+
+_NOUNS = {"registration": "devices", "security": "sources", "system": "problems"}
+
+
+def _who(v: IncidentView) -> str:
+    """The title's name of one incident (untrusted: escaped by the caller)."""
+    if v.kind == "security" and v.distinct_users > 1:
+        return f"{v.label} tried {_n(v.distinct_users)} usernames"
+    if v.kind == "system" and not v.label and v.devices:
+        plus = "+" if v.devices_capped else ""
+        return f"{_n(v.devices)}{plus} {'device' if v.devices == 1 else 'devices'} failing"
+    return v.label
+
+
+def _ended_title(v: IncidentView) -> str:
+    t = escape.title
+    if v.kind == "registration":
+        return f"[RESOLVED] {t(v.label, USER_MAX + DOMAIN_MAX)} registers again"
+    who = f"{t(v.label, USER_MAX + DOMAIN_MAX)} " if v.label else ""
+    return f"[RESOLVED] {t(v.cause_id, CAUSE_MAX)}: {who}{t(v.ended, 60)}".rstrip()
 
 
 def _title(notice: Notice) -> str:
     t = escape.title
-    if notice.notice == "resolved":
-        if len(notice.recoveries) == 1 and not notice.other_recoveries:
-            r = notice.recoveries[0]
-            who = t(_aor(r.user, r.domain), USER_MAX + DOMAIN_MAX)
-            return f"[RESOLVED] {who} registers again"
-        total = len(notice.recoveries) + notice.other_recoveries
-        return f"[RESOLVED] {_n(total)} users register again"
+    if notice.notice == "ended":
+        total = len(notice.incidents) + notice.more
+        if total == 1:
+            return _ended_title(notice.incidents[0])
+        if all(v.kind == "registration" for v in notice.incidents) and not notice.more:
+            return f"[RESOLVED] {_n(total)} devices register again"
+        return f"[RESOLVED] {_n(total)} problems ended"
     head = f"[{notice.severity.upper()}] {t(notice.cause_id, CAUSE_MAX)}"
-    sample = notice.sample
-    if notice.notice == "alert" and sample is not None:
-        if notice.kind == "security":
-            who = sample.source_ip or _aor(sample.user, sample.domain)
-        else:
-            who = _aor(sample.user, sample.domain) or sample.source_ip
-        return f"{head}: {t(who, USER_MAX + DOMAIN_MAX)}" if who else head
-    if notice.kind == "security":
-        sources = len(notice.offenders) + notice.other_offenders
-        if sources == 1 and notice.offenders:
-            who = t(notice.offenders[0].label, IP_MAX)
-        else:
-            who = f"{_n(sources)} sources"
-        if notice.distinct_total:
-            plus = "+" if notice.distinct_capped else ""
-            return f"{head}: {who} tried {_n(notice.distinct_total)}{plus} usernames"
-        return f"{head}: {who}, {_plural(notice.alerts, 'alert')}"
-    affected = len(notice.offenders) + notice.other_offenders
-    noun = "users" if notice.kind == "registration" else "sources"
-    return f"{head}: {_n(affected)} {noun} ({_plural(notice.alerts, 'alert')})"
+    if notice.notice == "alert":
+        v = notice.incidents[0]
+        who = _who(v)
+        title = f"{head}: {t(who, USER_MAX + DOMAIN_MAX)}" if who else head
+        if v.ended_at is not None:
+            return f"{title} (ended)"
+        if v.update:
+            return f"{title} (still {'active' if v.kind == 'security' else 'failing'})"
+        if v.again:
+            return f"{title} (again)"
+        return title
+    total = len(notice.incidents) + notice.more
+    noun = _NOUNS.get(notice.kind, "problems")
+    failures = _count_text(notice.failures, notice.failures_capped, "failure")
+    return f"{head}: {_n(total)} {noun} ({failures})"
 
 
 # --- bodies -----------------------------------------------------------------------------------
 
 
-def _alert_blocks(st: _Style, notice: Notice, alert: AlertInput) -> list[str]:
+def _status_lines(st: _Style, notice: Notice, v: IncidentView) -> list[str]:
+    lines: list[str] = []
+    if v.kind == "security" and v.distinct_users:
+        lines.append(_field(st, "Usernames tried", _n(v.distinct_users)))
+    if v.kind == "system" and v.devices:
+        lines.append(_field(st, "Affected", _count_text(v.devices, v.devices_capped, "device")))
+    if v.sample.status is None and v.kind == "system":
+        since = format_time(v.first_seen)
+        if since:
+            lines.append(_field(st, "Since", since))
+    else:
+        lines.append(_seen(st, v))
+    if v.update:
+        lines.append(_field(st, "Update", "still going on after the last message"))
+    if v.again:
+        lines.append(_field(st, "Again", "it had ended and is failing again"))
+    if v.ended_at is not None:
+        when = format_time(v.ended_at)
+        lines.append(_field(st, "Ended", st.prose(v.ended, 80) + (f" at {when}" if when else "")))
+    if notice.delayed:
+        raised = format_time(notice.raised_at)
+        lines.append(
+            _field(st, "Delayed", f"raised at {raised}; the target did not answer until now")
+        )
+    return lines
+
+
+def _alert_blocks(st: _Style, notice: Notice, v: IncidentView) -> list[str]:
+    alert = v.sample
     blocks = [_field(st, "Diagnosis", st.prose(alert.summary, SUMMARY_MAX))]
-    lines = _identity_lines(st, alert)
-    lines.append(_seen(st, notice.failures, notice.first_seen, notice.last_seen))
-    if notice.repeats:
-        merged = f"{_plural(notice.repeats, 'similar alert')} merged into this one"
-        lines.append(_field(st, "Repeats", merged))
-    blocks.append(st.line_break.join(lines))
+    blocks.append(st.line_break.join(_identity_lines(st, alert) + _status_lines(st, notice, v)))
     blocks.extend(_fix_blocks(st, alert))
     blocks.extend(_evidence_block(st, alert))
     return blocks
 
 
-def _offender_line(st: _Style, notice: Notice, o: Offender) -> str:
-    label = st.value(o.label, USER_MAX + DOMAIN_MAX)
-    if notice.kind == "security" and o.distinct:
-        plus = "+" if o.distinct_capped else ""
-        return (
-            f"{label}: {_n(o.distinct)}{plus} usernames, {_plural(o.failures, 'failure')}"
-            f" in {_plural(o.alerts, 'alert')}"
-        )
-    return f"{label}: {_plural(o.failures, 'failure')} in {_plural(o.alerts, 'alert')}"
-
-
-def _group_blocks(st: _Style, notice: Notice) -> list[str]:
-    sample = notice.sample
-    listed = len(notice.offenders)
-    total = listed + notice.other_offenders
-    noun = "users" if notice.kind == "registration" else "sources"
-    headline = (
-        f"{_plural(notice.alerts, 'alert')} ({_plural(notice.failures, 'failure')}) with cause "
-        f"{st.value(notice.cause_id, CAUSE_MAX)} from {_n(total)} {noun}"
-    )
-    if notice.distinct_total:
-        plus = "+" if notice.distinct_capped else ""
-        headline += f", {_n(notice.distinct_total)}{plus} distinct usernames tried"
-    blocks = [headline + "."]
-    seen = _seen(st, notice.failures, notice.first_seen, notice.last_seen)
-    blocks.append(seen)
-    items = [_offender_line(st, notice, o) for o in notice.offenders]
-    if notice.other_offenders:
-        items.append(f"and {_n(notice.other_offenders)} more")
-    if notice.untracked_alerts:
-        items.append(f"and {_plural(notice.untracked_alerts, 'alert')} from further {noun}")
-    label = "Top sources:" if notice.kind == "security" else f"Affected {noun}:"
-    blocks += [st.bold(label), st.bullets(items, False)]
-    if sample is not None:
-        blocks.append(_field(st, "Example diagnosis", st.prose(sample.summary, SUMMARY_MAX)))
-        blocks.append(st.line_break.join(_identity_lines(st, sample)))
-        blocks.extend(_fix_blocks(st, sample, "Fix (same cause for all)"))
-        blocks.extend(_evidence_block(st, sample))
-    return blocks
-
-
-def _recovery_line(st: _Style, r: Recovery) -> str:
-    who = st.value(_aor(r.user, r.domain), USER_MAX + DOMAIN_MAX)
-    line = f"{who} registered successfully"
-    when = format_time(r.at)
-    if when:
-        line += f" at {when}"
-    if r.causes:
-        causes = ", ".join(st.value(c, CAUSE_MAX) for c in r.causes)
-        line += f" (was: {causes})"
+def _incident_line(st: _Style, v: IncidentView) -> str:
+    label = st.value(v.label or v.cause_id, USER_MAX + DOMAIN_MAX)
+    parts = []
+    if v.kind == "security" and v.distinct_users:
+        parts.append(_plural(v.distinct_users, "username"))
+    if v.kind == "system" and v.devices:
+        parts.append(_count_text(v.devices, v.devices_capped, "device"))
+    if v.failures or v.sample.status is not None:
+        parts.append(_count_text(v.failures, v.failures_capped, "failure"))
+    line = f"{label}: {', '.join(parts)}" if parts else label
+    if v.ended_at is not None:
+        line += f" (ended: {st.prose(v.ended, 80)})"
     return line
 
 
-def _resolved_blocks(st: _Style, notice: Notice) -> list[str]:
-    items = [_recovery_line(st, r) for r in notice.recoveries]
-    if len(items) == 1 and not notice.other_recoveries:
-        return [items[0] + "."]
-    if notice.other_recoveries:
-        items.append(f"and {_n(notice.other_recoveries)} more")
-    return [st.bold("Registering again:"), st.bullets(items, False)]
+def _group_blocks(st: _Style, notice: Notice) -> list[str]:
+    total = len(notice.incidents) + notice.more
+    noun = _NOUNS.get(notice.kind, "problems")
+    failures = _count_text(notice.failures, notice.failures_capped, "failure")
+    blocks = [f"{_n(total)} {noun} with cause {st.value(notice.cause_id, CAUSE_MAX)} ({failures})."]
+    first = min((v.first_seen for v in notice.incidents if v.first_seen), default=0.0)
+    last = max((v.last_seen for v in notice.incidents), default=0.0)
+    span = _span(first, last)
+    if span:
+        blocks.append(_field(st, "Seen", span))
+    if notice.delayed:
+        raised = format_time(notice.raised_at)
+        blocks.append(_field(st, "Delayed", f"raised at {raised}; the target did not answer"))
+    items = [_incident_line(st, v) for v in notice.incidents]
+    if notice.more:
+        items.append(f"and {_n(notice.more)} more")
+    label = "Top sources:" if notice.kind == "security" else f"Affected {noun}:"
+    blocks += [st.bold(label), st.bullets(items, False)]
+    sample = notice.incidents[0].sample
+    blocks.append(_field(st, "Example diagnosis", st.prose(sample.summary, SUMMARY_MAX)))
+    blocks.append(st.line_break.join(_identity_lines(st, sample)))
+    blocks.extend(_fix_blocks(st, sample, "Fix (same cause for all)"))
+    blocks.extend(_evidence_block(st, sample))
+    return blocks
+
+
+def _ended_line(st: _Style, v: IncidentView) -> str:
+    label = st.value(v.label, USER_MAX + DOMAIN_MAX) if v.label else ""
+    cause = st.value(v.cause_id, CAUSE_MAX)
+    line = f"{label} ({cause})" if label else cause
+    line += f": {st.prose(v.ended, 80)}"
+    when = format_time(v.ended_at or 0.0)
+    if when:
+        line += f" at {when}"
+    if v.failures or v.sample.status is not None:
+        line += f"; {_count_text(v.failures, v.failures_capped, 'failure')}"
+        span = _span(v.first_seen, v.last_seen)
+        if span:
+            line += f" {span}"
+    return line
+
+
+def _ended_blocks(st: _Style, notice: Notice) -> list[str]:
+    items = [_ended_line(st, v) for v in notice.incidents]
+    blocks: list[str]
+    if len(items) == 1 and not notice.more:
+        blocks = [items[0] + "."]
+    else:
+        if notice.more:
+            items.append(f"and {_n(notice.more)} more")
+        blocks = [st.bold("Ended:"), st.bullets(items, False)]
+    if notice.delayed:
+        raised = format_time(notice.raised_at)
+        blocks.append(_field(st, "Delayed", f"raised at {raised}; the target did not answer"))
+    return blocks
 
 
 def render(notice: Notice, fmt: str, *, max_body: int = 32_000, max_title: int = 250) -> Rendered:
     """Title and body of ``notice`` for a target whose format is ``fmt``."""
     st = _style(fmt)
-    if notice.notice == "resolved":
-        blocks = _resolved_blocks(st, notice)
+    if notice.notice == "ended":
+        blocks = _ended_blocks(st, notice)
         notify_type = RESOLVED_TYPE
-    elif notice.notice == "alert" and notice.sample is not None:
-        blocks = _alert_blocks(st, notice, notice.sample)
+    elif notice.notice == "alert":
+        blocks = _alert_blocks(st, notice, notice.incidents[0])
         notify_type = NOTIFY_TYPES.get(notice.severity, "warning")
     else:
         blocks = _group_blocks(st, notice)

@@ -61,7 +61,9 @@ GENERIC_ENV_PREFIX = "SIPWATCH__"
 #: (the container image sets SIPWATCH_LISTEN=0.0.0.0:9466 and publishes the port on loopback).
 DEFAULT_LISTEN = "127.0.0.1:9466"
 
-Severity = Literal["info", "warning", "critical"]
+#: The one severity scale (least severe first): the root-cause rules' ``severity``, the word
+#: in the daemon's log line and the ``[ERROR]`` of an alert are the same word.
+Severity = Literal["info", "warning", "error", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 RemediationMode = Literal["off", "dry-run", "on"]
 REMEDIATION_MODES: tuple[str, ...] = get_args(RemediationMode)
@@ -1051,8 +1053,8 @@ class AlertTargetConfig:
     )
     severities: tuple[Severity, ...] = setting(
         (),
-        doc='Only these severities ("info", "warning", "critical").  Empty: all at or above '
-        "alerts.min_severity.",
+        doc='Only these severities ("info", "warning", "error", "critical").  Empty: all at '
+        "or above alerts.min_severity.",
     )
     causes: tuple[str, ...] = setting(
         (),
@@ -1072,22 +1074,44 @@ class AlertsConfig:
     """Push notifications.  No targets means no notifications (metrics still work)."""
 
     min_severity: Severity = setting(
-        "warning", doc='Lowest severity that is sent: "info", "warning" or "critical".'
+        "warning",
+        doc='Lowest severity that is sent: "info", "warning", "error" or "critical" (the '
+        "severities of the root-cause rules).",
     )
     throttle_seconds: float = setting(
         900.0,
-        doc="Do not repeat an alert for the same cause and user within this time.",
+        doc="After a notice about a problem (a cause for one device, one scanner source, one "
+        "system fault), say nothing more about it for this long; then send an update if it "
+        "continues.  A problem that ends does not shorten this.",
         minimum=0,
         maximum=7 * 86_400,
     )
+    group_wait_seconds: float = setting(
+        0.25,
+        doc="A new problem is sent after this short wait, so that problems raised at the same "
+        "moment go out as one message.  Keep it small: it adds to the time to know.",
+        minimum=0,
+        maximum=60,
+    )
     group_window_seconds: float = setting(
         30.0,
-        doc="Alerts raised within this window are sent as one message.",
+        doc="Flood grouping: at most 3 messages per cause within this window; new problems of "
+        "that cause arriving meanwhile are sent together as one message when it ends.",
         minimum=0,
         maximum=3600,
     )
     resolve_notices: bool = setting(
-        True, doc="Send a notice when a failing user registers successfully again."
+        True,
+        doc="Send a notice when a problem ends: the device registers again, devices register "
+        "again after a registrar outage, a scanner goes quiet, a log source or the database "
+        "is back.",
+    )
+    quiet_seconds: float = setting(
+        300.0,
+        doc="A scanner incident, and a registrar outage no device has registered after, ends "
+        "after this long without a new failure.",
+        positive=True,
+        maximum=86_400,
     )
     max_queue: int = setting(
         1000,
@@ -1100,6 +1124,14 @@ class AlertsConfig:
     )
     timeout_seconds: float = setting(
         10.0, doc="Timeout of one delivery.", positive=True, maximum=300
+    )
+    spool_size: int = setting(
+        200,
+        doc="Per target, most undelivered messages kept after the retries failed; they are "
+        "sent, oldest first, once the target answers again.  The oldest are dropped (counted "
+        'as result="dropped") beyond this; 0 keeps none.',
+        minimum=0,
+        maximum=100_000,
     )
     targets: tuple[AlertTargetConfig, ...] = setting(
         (), doc="Destinations ([[alerts.targets]] tables)."
