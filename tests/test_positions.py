@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -222,7 +224,7 @@ def file_pos(offset: int, *, exact: bool = True) -> Position:
     return Position("file:/x", {"dev": 1, "ino": 2, "offset": offset}, exact=exact)
 
 
-def test_keeper_places_a_plain_file_checkpoint_where_the_held_record_starts(
+async def test_keeper_places_a_plain_file_checkpoint_where_the_held_record_starts(
     tmp_path: Path,
 ) -> None:
     k = keeper(tmp_path)
@@ -233,6 +235,8 @@ def test_keeper_places_a_plain_file_checkpoint_where_the_held_record_starts(
     feed(k, LogChunk("/x", Stream.TEXT, first, position=file_pos(len(first.encode()))))
     feed(k, LogChunk("/x", Stream.TEXT, second, position=file_pos(len(raw))))
     assert k.store is not None
+    assert k.store.get("file:/x") is None  # worked out on the tick, not per chunk
+    k.tick()
     held = k._parser.held_back("/x", Stream.TEXT)
     assert held and held.startswith("2026-03-01 12:00:09")
     saved = k.store.get("file:/x")
@@ -242,7 +246,7 @@ def test_keeper_places_a_plain_file_checkpoint_where_the_held_record_starts(
     assert k.store.get("file:/x") == {"dev": 1, "ino": 2, "offset": len(raw)}
 
 
-def test_keeper_without_byte_exact_positions_saves_before_the_chunk_of_the_held_record(
+async def test_keeper_without_byte_exact_positions_saves_before_the_chunk_of_the_held_record(
     tmp_path: Path,
 ) -> None:
     k = keeper(tmp_path)
@@ -253,8 +257,10 @@ def test_keeper_without_byte_exact_positions_saves_before_the_chunk_of_the_held_
         return Position("docker:c1", {"ts": f"2026-03-01T12:00:0{n}Z", "count": 1})
 
     feed(k, LogChunk("sbc", Stream.STDERR, a, position=pos(1)))
+    k.tick()
     assert k.store.get("docker:c1") is None  # its last record is still held
     feed(k, LogChunk("sbc", Stream.STDERR, b, position=pos(2)))
+    k.tick()
     # the held record started in chunk b: saved is the position after chunk a
     assert k.store.get("docker:c1") == {"ts": "2026-03-01T12:00:01Z", "count": 1}
     # a chunk whose line is only half delivered is no restart point
@@ -295,6 +301,7 @@ async def test_keeper_forces_a_stuck_entry_after_the_bound(tmp_path: Path) -> No
     )
     feed(k, LogChunk("/y", Stream.TEXT, stamped, position=Position("file:/y", {"offset": 1})))
     feed(k, LogChunk("/y", Stream.TEXT, stamped, position=Position("file:/y", {"offset": 2})))
+    k.tick()
     assert k.store.get("file:/y") is None  # rewritten text: where the held record starts is unknown
     clock.now += STUCK_AFTER - 1
     k.tick()
@@ -509,3 +516,30 @@ async def test_gzipped_rotation_while_down_reads_the_new_file_from_its_start(
 
     first, second, total = await restart_case(tmp_path, rotate_gz)
     assert first + second == total
+
+
+def test_keeper_memory_is_bounded_on_a_busy_stream(tmp_path: Path) -> None:
+    """Thousands of chunks between two ticks (one record each, Docker-like positions): the
+    keeper keeps at most its bound of them and has saved a position before the held one."""
+    from sipwatch.sources.positions import _MAX_PENDING_CHUNKS
+
+    k = keeper(tmp_path)
+    assert k.store is not None
+    text = records(800)
+    starts = [m.start() for m in re.finditer(r"^2026-", text, re.MULTILINE)] + [len(text)]
+    pieces = [text[a:b] for a, b in itertools.pairwise(starts)]
+    assert len(pieces) > 2 * _MAX_PENDING_CHUNKS
+    for n, piece in enumerate(pieces):
+        ts = f"2026-03-01T12:00:00.{n:09d}Z"
+        feed(
+            k,
+            LogChunk(
+                "sbc", Stream.STDERR, piece, position=Position("docker:b", {"ts": ts, "count": 1})
+            ),
+        )
+    entry = k._entries["docker:b"]
+    assert len(entry.chunks) <= _MAX_PENDING_CHUNKS
+    saved = k.store.get("docker:b")
+    assert saved is not None
+    assert saved["ts"] < f"2026-03-01T12:00:00.{len(pieces) - 1:09d}Z"  # not past the held one
+    PositionKeeper(None, k._parser).processed(LogChunk("sbc", Stream.STDERR, "x\n"))  # off: no-op

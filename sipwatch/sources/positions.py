@@ -84,8 +84,8 @@ _MAX_KEY = 512
 #: Seconds an entry may go without a safe position, while its source keeps reading, before
 #: its newest position is saved anyway (see the module docstring).
 STUCK_AFTER = 10.0
-#: Chunks remembered per entry while their position cannot be saved yet.  A held record is
-#: at most 1 MiB, so this covers it unless chunks are tiny; past it the oldest are dropped,
+#: Chunks remembered per entry between two evaluations (one tick, or an idle signal).  Past
+#: it the entry is evaluated at once; chunks still unsafe then are dropped oldest first,
 #: which only makes the saved position older (safe), never newer.
 _MAX_PENDING_CHUNKS = 1024
 
@@ -348,38 +348,37 @@ class PositionKeeper:
 
     # ------------------------------------------------------------------ daemon hooks
     def processed(self, item: SourceItem) -> None:
-        """``item`` went through the pipeline: account for it, save what became safe."""
+        """``item`` went through the pipeline: account for it.
+
+        Cheap on purpose (a few dict operations per chunk): what became safe is worked out
+        on :meth:`tick`, when an idle signal flushed a channel, and when an entry has
+        collected many chunks - not for every chunk of a busy stream.
+        """
         if self.store is None or type(item) is not LogChunk:
             return
         channel = (item.source, item.stream)
         start = self._fed.get(channel, 0)
         end = start + len(item.text)
-        if end != start:
-            self._fed[channel] = end
         pos = item.position
-        if pos is not None:
-            entry = self._entries.get(pos.key)
-            if entry is None:
-                entry = self._entries[pos.key] = _Entry(pos.key, since=self._clock())
-            if not entry.chunks:
-                entry.since = self._clock()
-            entry.ends[channel] = end
-            entry.chunks.append(_Chunk(pos, channel, start, end, dict(entry.ends)))
-            if len(entry.chunks) > _MAX_PENDING_CHUNKS:
-                entry.chunks.popleft()
-            self._by_channel.setdefault(channel, {})[pos.key] = entry
-        watching = self._by_channel.get(channel)
-        if watching:
-            for entry in list(watching.values()):
+        if end == start:  # an idle signal: the framer let go of this channel's record
+            if pos is not None:
+                self._add(pos, channel, start, end)
+            for entry in list(self._by_channel.get(channel, {}).values()):
                 self._settle(entry)
+            return
+        self._fed[channel] = end
+        if pos is not None:
+            self._add(pos, channel, start, end)
 
     def tick(self) -> None:
-        """Force stuck entries (:data:`STUCK_AFTER`), and start a write when one is due."""
+        """Save what became safe, force stuck entries (:data:`STUCK_AFTER`), and start a
+        write when one is due."""
         store = self.store
         if store is None:
             return
         now = self._clock()
         for entry in list(self._entries.values()):
+            self._settle(entry)
             if entry.chunks and now - entry.since >= STUCK_AFTER:
                 newest = next(
                     (c.position for c in reversed(entry.chunks) if c.position.state is not None),
@@ -406,11 +405,28 @@ class PositionKeeper:
         if self._writing is not None:
             with contextlib.suppress(Exception):
                 await self._writing
+        for entry in list(self._entries.values()):
+            self._settle(entry)
         if store.dirty:
             await self._write(store.snapshot())
         store.close()
 
     # ------------------------------------------------------------------ internals
+    def _add(self, pos: Position, channel: Channel, start: int, end: int) -> None:
+        entry = self._entries.get(pos.key)
+        if entry is None:
+            entry = self._entries[pos.key] = _Entry(pos.key, since=self._clock())
+        elif not entry.chunks:
+            entry.since = self._clock()
+        entry.ends[channel] = end
+        chunks = entry.chunks
+        chunks.append(_Chunk(pos, channel, start, end, dict(entry.ends)))
+        self._by_channel.setdefault(channel, {})[pos.key] = entry
+        if len(chunks) > _MAX_PENDING_CHUNKS:
+            self._settle(entry)
+            if len(chunks) > _MAX_PENDING_CHUNKS:
+                chunks.popleft()
+
     async def _write(self, data: bytes) -> None:
         store = self.store
         assert store is not None
