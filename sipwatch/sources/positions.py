@@ -88,6 +88,10 @@ STUCK_AFTER = 10.0
 #: it the entry is evaluated at once; chunks still unsafe then are dropped oldest first,
 #: which only makes the saved position older (safe), never newer.
 _MAX_PENDING_CHUNKS = 1024
+#: Channels whose character counts are kept when no entry needs them any more.  A counter
+#: forgotten while the framer still holds text of its channel only makes that channel's
+#: next position unsafe until its idle signal (never saved too early).
+_MAX_CHANNELS = 4096
 
 State = dict[str, str | int | float | bool]
 Channel = tuple[str, Stream]
@@ -340,6 +344,7 @@ class PositionKeeper:
         self._writing: asyncio.Future[None] | None = None
         self._failing = False
         self.forced = 0  # positions saved by the STUCK_AFTER rule
+        self._forced_keys: set[str] = set()
 
     @classmethod
     def from_config(cls, config: Config, parser: LogParser) -> PositionKeeper:
@@ -386,8 +391,20 @@ class PositionKeeper:
                 )
                 if newest is not None:
                     self.forced += 1
-                    log.info("checkpoint saved past a held-back record", key=entry.key)
+                    if entry.key not in self._forced_keys:  # once per log, not every 10 s
+                        if len(self._forced_keys) >= MAX_ENTRIES:
+                            self._forced_keys.clear()
+                        self._forced_keys.add(entry.key)
+                        log.info(
+                            "checkpoint saved past a held-back record (the log is never quiet "
+                            "and its records cannot be placed)",
+                            key=entry.key,
+                            after_seconds=STUCK_AFTER,
+                        )
                     self._save(entry, newest, len(entry.chunks))
+        if len(self._fed) > _MAX_CHANNELS:
+            # pods come and go under new names: forget counters no entry depends on
+            self._fed = {c: n for c, n in self._fed.items() if c in self._by_channel}
         if (
             store.dirty
             and (self._writing is None or self._writing.done())
