@@ -92,6 +92,8 @@ _MAX_PENDING_CHUNKS = 1024
 #: forgotten while the framer still holds text of its channel only makes that channel's
 #: next position unsafe until its idle signal (never saved too early).
 _MAX_CHANNELS = 4096
+#: The daemon ticks once a second; a tick that comes a hair early must not skip a write.
+_TICK_SLACK = 0.1
 
 State = dict[str, str | int | float | bool]
 Channel = tuple[str, Stream]
@@ -314,7 +316,8 @@ class _Entry:
     key: str
     chunks: deque[_Chunk] = field(default_factory=deque)
     ends: dict[Channel, int] = field(default_factory=dict)
-    since: float = 0.0  # when the entry last had nothing unsaved
+    since: float = 0.0  # when a position of the entry was last saved (or it began)
+    added: float = 0.0  # when its last chunk came
 
 
 class PositionKeeper:
@@ -384,7 +387,9 @@ class PositionKeeper:
         now = self._clock()
         for entry in list(self._entries.values()):
             self._settle(entry)
-            if entry.chunks and now - entry.since >= STUCK_AFTER:
+            # stuck: nothing saved for a while although the log kept coming (a log that
+            # went quiet gets its idle signal instead, which needs no force)
+            if entry.chunks and now - entry.since >= STUCK_AFTER and entry.added > entry.since:
                 newest = next(
                     (c.position for c in reversed(entry.chunks) if c.position.state is not None),
                     None,
@@ -408,7 +413,7 @@ class PositionKeeper:
         if (
             store.dirty
             and (self._writing is None or self._writing.done())
-            and now - self._last_write >= self._interval
+            and now - self._last_write + _TICK_SLACK >= self._interval
         ):
             self._last_write = now
             loop = asyncio.get_running_loop()  # the daemon's: tick() runs on its event loop
@@ -430,11 +435,13 @@ class PositionKeeper:
 
     # ------------------------------------------------------------------ internals
     def _add(self, pos: Position, channel: Channel, start: int, end: int) -> None:
+        now = self._clock()
         entry = self._entries.get(pos.key)
         if entry is None:
-            entry = self._entries[pos.key] = _Entry(pos.key, since=self._clock())
+            entry = self._entries[pos.key] = _Entry(pos.key, since=now)
         elif not entry.chunks:
-            entry.since = self._clock()
+            entry.since = now
+        entry.added = now
         entry.ends[channel] = end
         chunks = entry.chunks
         chunks.append(_Chunk(pos, channel, start, end, dict(entry.ends)))
