@@ -13,11 +13,14 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.restart_support import (
+    ROOT,
     Counts,
     SipwatchRun,
     clean_env,
@@ -319,3 +322,19 @@ async def test_without_a_state_directory_a_restart_reads_the_file_again(tmp_path
             assert "checkpoints off: a restart reads the logs again as configured" in events
             with contextlib.suppress(ProcessLookupError):
                 await run.kill()
+
+
+def test_replay_never_uses_checkpoints(tmp_path: Path) -> None:
+    """``sipwatch replay`` analyses the files it is given, whole, every time - even with a
+    state directory configured and systemd's variable set."""
+    state = tmp_path / "state"
+    env = clean_env(STATE_DIRECTORY=str(state), SIPWATCH_STATE_DIRECTORY=str(state))
+    args = [sys.executable, "-m", "sipwatch", "replay", "--format", "json"]
+    args += ["examples/drachtio-sbc.log", "examples/sbc-sip-sidecar.log"]
+    outputs = [
+        subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        for _ in range(2)
+    ]
+    assert all(p.returncode == 0 for p in outputs), outputs[0].stderr[-2000:]
+    assert outputs[0].stdout == outputs[1].stdout and '"sip_messages"' in outputs[0].stdout
+    assert not state.exists()

@@ -10,9 +10,9 @@ start and resume from it; :class:`PositionKeeper` keeps it up to date.
 still wait in the daemon's queue, and the framer (:class:`~sipwatch.ingest.framing.LogParser`)
 holds back the last record of every channel until the next one starts or an idle signal
 comes.  Saving the read position would lose that record on SIGKILL; saving too late counts
-lines twice.  So every chunk carries the position *after* it (``LogChunk.position``) and the
-keeper, called after the pipeline processed a chunk, saves the newest position before which
-nothing is held back any more:
+lines twice.  So every chunk carries the position *after* it (``LogChunk.position``), the
+keeper is told about every chunk the pipeline processed, and on its tick (and when an idle
+signal flushed a channel) it saves the newest position before which nothing is held back:
 
 * nothing held for the entry's channels (always the case right after an idle signal, which
   every follow-mode source sends once its log was quiet for ``idle_flush_seconds``): the
