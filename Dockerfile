@@ -70,19 +70,29 @@ LABEL org.opencontainers.image.title="sipwatch" \
 
 # A fixed UID/GID, so file permissions on the host (secret files, the config, the kill-switch
 # directory) can be granted to it before the container exists: chown 10001:10001.
+# /var/lib/sipwatch is the state directory (checkpoints: where each followed log stood, so a
+# restarted container neither counts lines again nor skips what was logged meanwhile).  It is
+# created here owned by that user, so a fresh named volume mounted on it is writable too.
 RUN groupadd --system --gid 10001 sipwatch \
     && useradd --system --uid 10001 --gid sipwatch --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin sipwatch
+       --home-dir /nonexistent --shell /usr/sbin/nologin sipwatch \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/sipwatch
 
 COPY --from=builder /opt/sipwatch /opt/sipwatch
 
 # SIPWATCH_LISTEN: the image is reached through a published port, so listen on all
 # interfaces of the container's own network namespace (the compose file publishes it on the
-# host's loopback by default).
+# host's loopback by default).  SIPWATCH_STATE_DIRECTORY: the volume below.
 ENV PATH="/opt/sipwatch/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SIPWATCH_LISTEN=0.0.0.0:9466
+    SIPWATCH_LISTEN=0.0.0.0:9466 \
+    SIPWATCH_STATE_DIRECTORY=/var/lib/sipwatch
+
+# The checkpoints must outlive the container: mount a named volume here (the compose file
+# does); without one Docker makes an anonymous volume, which survives a restart of the
+# container but not its removal (`docker compose up` after an image change).
+VOLUME ["/var/lib/sipwatch"]
 
 USER 10001:10001
 WORKDIR /opt/sipwatch

@@ -39,6 +39,7 @@ from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.pipeline.failures import FailureKey, FailureRecord
 from sipwatch.pipeline.handoff import DiagnosisHandoff
 from sipwatch.sources import LogSource
+from sipwatch.sources.positions import PositionKeeper, PositionStore
 
 if TYPE_CHECKING:
     from sipwatch.sources.discovery import Detection
@@ -75,6 +76,7 @@ def build_sources(
     metrics: SipwatchMetrics,
     on_status: Callable[[str, bool], None],
     detection: Detection | None = None,
+    positions: PositionStore | None = None,
 ) -> list[tuple[str, LogSource]]:
     """The configured sources as (name, source) pairs (see ``sipwatch.sources``)."""
     from sipwatch.sources import SourceContext
@@ -82,7 +84,11 @@ def build_sources(
 
     return build(
         SourceContext(
-            config=config, on_status=on_status, registry=metrics.registry, detection=detection
+            config=config,
+            on_status=on_status,
+            registry=metrics.registry,
+            detection=detection,
+            positions=positions,
         )
     )
 
@@ -136,6 +142,8 @@ class Daemon:
         self._live_sources = 0
         self._finite_inputs = False  # every source ends by itself (files read once, stdin)
         self.input_done = asyncio.Event()  # set once finite input was read and finished
+        # checkpoints (sipwatch.sources.positions): off until run() opens the state directory
+        self.positions = PositionKeeper(None, self.pipeline.parser)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -197,10 +205,17 @@ class Daemon:
             self.http_address = (str(addresses[0][0]), int(addresses[0][1]))
         log.info("sipwatch started", listen=f"{host}:{self.http_address and self.http_address[1]}")
 
+        self.positions = PositionKeeper.from_config(self.config, self.pipeline.parser)
         sources = (
             self._sources
             if self._sources is not None
-            else build_sources(self.config, self.metrics, self._on_source_status, detection)
+            else build_sources(
+                self.config,
+                self.metrics,
+                self._on_source_status,
+                detection,
+                positions=self.positions.store,
+            )
         )
         self._source_list = list(sources)
         if not sources:
@@ -232,6 +247,7 @@ class Daemon:
         for t in workers[1:]:
             t.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        await self.positions.close()  # what the parse stage finished, saved for a restart
         await self._close_sinks(max(0.1, deadline - time.monotonic()))
         await runner.cleanup()
         log.info("sipwatch stopped")
@@ -473,6 +489,7 @@ class Daemon:
             except Exception:  # a parser bug must not stop the daemon
                 log.exception("parse stage error", source=item.source)
                 self.metrics.observe_parse_error(item.source, "internal")
+            self.positions.processed(item)  # checkpoints: this item is done
             if self.pipeline.log_now != self._log_now_seen:
                 self._log_now_seen = self.pipeline.log_now
                 self.log_now_at = time.monotonic()
@@ -496,6 +513,7 @@ class Daemon:
         metrics.observe_queue("parse", self.chunks.qsize(), self.chunks.maxsize)
         metrics.expire()
         self._evaluate_sources()
+        self.positions.tick()  # checkpoints: write the changed positions when due
 
     async def _tick_loop(self) -> None:
         while True:

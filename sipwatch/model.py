@@ -13,6 +13,7 @@ slots keep it small and fast to build.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -25,6 +26,28 @@ class Stream(StrEnum):
     STDOUT = "stdout"  # pino JSON of the registrar / sidecar under Docker
     STDERR = "stderr"  # drachtio-server console sink under Docker
     TEXT = "text"  # a file or stdin: any mix of drachtio and pino lines
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a source stands in its log right after a chunk: what a restart resumes from.
+
+    ``key`` names one checkpoint entry (``file:<path>``, ``docker:<container id>``,
+    ``kubernetes:<pod uid>/<container>``); ``state`` is what that source needs to resume
+    (file identity and offset, the last entry's timestamp...), JSON types only, or None when
+    the source cannot resume right there (a line is only partly delivered): the chunk still
+    belongs to that entry.  The daemon persists a position only once everything before it
+    went through the pipeline (:mod:`sipwatch.sources.positions`).
+
+    ``exact``: ``state["offset"]`` is the byte offset right after this chunk's text, and the
+    text is exactly those bytes of the file (UTF-8, nothing inserted or replaced), so a
+    checkpoint may be placed *inside* the text - at the start of a record the framer still
+    holds back - by subtracting the bytes that follow it.
+    """
+
+    key: str
+    state: Mapping[str, str | int | float | bool] | None
+    exact: bool = False
 
 
 @dataclass(slots=True)
@@ -40,12 +63,16 @@ class LogChunk:
     moment), so the framer should flush a record it is holding back.  Follow-mode sources
     send one after each idle period; drachtio writes whole records at once, so an idle
     stream means the last record is complete.
+
+    ``position`` is where the source stands right after this chunk (None: not known here,
+    e.g. a line is only partly delivered); it is what a restart resumes from.
     """
 
     source: str
     stream: Stream
     text: str
     node: str = ""  # the SBC node the text comes from (Kubernetes node, host); "" = unknown
+    position: Position | None = None
 
 
 class Direction(StrEnum):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.writer import DbWriter
 from tests.alert_receivers import HttpReceiver, SmtpReceiver
+from tests.fake_docker import FakeDockerEngine
 from tests.fake_kube import FakeKubeApiServer, TlsFiles, make_tls, write_kubeconfig
 from tests.jambonz_db import (  # noqa: F401 - fixtures
     MARIADB_HOST,
@@ -194,3 +196,16 @@ async def smtp() -> AsyncIterator[SmtpReceiver]:
     """A local SMTP server (apprise ``mailto://``) that collects messages."""
     async with SmtpReceiver() as receiver:
         yield receiver
+
+
+# --------------------------------------------------------------- fake Docker Engine
+
+
+@pytest.fixture
+async def docker_engine(tmp_path: Path) -> AsyncIterator[FakeDockerEngine]:
+    """A fake Docker Engine on a unix socket (short path: sockets are limited to ~108 bytes)."""
+    path = tmp_path / "d.sock"
+    if len(str(path)) > 100:
+        path = Path(tempfile.mkdtemp(prefix="fdk")) / "d.sock"
+    async with FakeDockerEngine(path) as engine:
+        yield engine

@@ -804,6 +804,30 @@ class SourcesConfig:
         positive=True,
         maximum=1_000_000,
     )
+    checkpoints: bool = setting(
+        True,
+        doc="Save where each followed log stands (file offset, container or pod log entry) "
+        "in the state directory, and resume from there after a restart: lines logged while "
+        "sipwatch was down are counted, lines already counted are not.  Needs a state "
+        "directory; `sipwatch replay` never uses checkpoints.",
+    )
+    state_directory: str | None = setting(
+        None,
+        doc="Directory for sipwatch's state (positions.json).  Created if missing; must be "
+        "writable and kept across restarts (a volume in a container).",
+        env="SIPWATCH_STATE_DIRECTORY",
+        check=_check_nonblank,
+        default_doc="$STATE_DIRECTORY (set by systemd's StateDirectory=), else none: "
+        "checkpoints off",
+        example='"/var/lib/sipwatch"',
+    )
+    checkpoint_interval_seconds: float = setting(
+        1.0,
+        doc="How often changed positions are written.  After a crash or SIGKILL a restart "
+        "counts again at most what was read in this time; SIGTERM saves them all.",
+        minimum=1,
+        maximum=300,
+    )
     docker: DockerSourceConfig = setting(doc="See [sources.docker].", factory=DockerSourceConfig)
     kubernetes: KubernetesSourceConfig = setting(
         doc="See [sources.kubernetes].", factory=KubernetesSourceConfig

@@ -195,6 +195,29 @@ class LogParser:
             self._frame(ch, "", out, final=True)
         return out
 
+    def held_back(self, source: str, stream: Stream) -> str | None:
+        """The text the channel ``(source, stream)`` still holds back ("" when none).
+
+        Why: a source's read position may only be saved as a restart point once nothing
+        before it is held here (:mod:`sipwatch.sources.positions`).  The text returned is a
+        suffix of the text fed to the channel, character for character (lone CRs become LFs,
+        one character each).  ``None`` means something is held but it is *not* such a suffix:
+        the channel strips line prefixes or demultiplexes ``service |`` lines into child
+        channels, so where it starts in the fed text is unknown.
+        """
+        ch = self._channels.get((source, stream))
+        if ch is None:
+            return ""
+        if ch.mode == PrefixMode.SERVICE:
+            prefix = source + "/"
+            for child in self._channels.values():
+                if child.pending and child.stream == stream and child.source.startswith(prefix):
+                    return None
+            return ""
+        if ch.mode == PrefixMode.TIMESTAMP and ch.pending:
+            return None
+        return ch.pending
+
     # ------------------------------------------------------------------ framing
     def _channel(self, source: str, stream: Stream) -> _Channel:
         key = (source, stream)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from sipwatch.config import Config
     from sipwatch.sources.discovery import Detection, Environment
+    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger("sipwatch.sources")
 
@@ -43,6 +44,8 @@ class SourceContext:
     ``registry`` is where a source registers its own self-metrics, as a prometheus_client
     ``Collector`` that reads the source's plain counters at scrape time (the way
     client_python's ProcessCollector does); None when nothing is exported (replay).
+    ``positions`` is where following sources resume from after a restart
+    (:mod:`sipwatch.sources.positions`); None: no checkpoints (replay, or none configured).
     """
 
     config: Config
@@ -52,6 +55,7 @@ class SourceContext:
     # Set when the caller already ran ``resolve_sources`` (and keeps its config): its
     # detection is what the start-up line reports.
     detection: Detection | None = None
+    positions: PositionStore | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,13 @@ growing memory.  The ``/events`` stream drives everything that changes a contain
 No line is lost or delivered twice across any of these, as long as the Engine still has
 the log entries (json-file / local drivers).
 
+With a checkpoint store (``positions``) the same holds across a restart of sipwatch: every
+chunk carries its container's resume point (``docker:<container id>``), a container with a
+saved one is read from there, and one the store does not know - created while sipwatch was
+down - from its first line (``tail`` then only applies to the very first start).  A
+container attached with a ``tail`` that has logged nothing yet is saved as "everything from
+the moment of attaching", so what it logs while sipwatch is down is not skipped either.
+
 :class:`DockerControl` is the small request/response side (list, inspect, restart) used by
 diagnosis and remediation.  Every call has an explicit timeout: aiodocker's default has
 none.
@@ -36,12 +43,14 @@ import aiodocker
 import aiohttp
 import structlog
 
-from sipwatch.model import LogChunk
+from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since
 from sipwatch.sources.fanin import Backoff, FanIn
+from sipwatch.sources.timestamped import ResumePoint
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
+    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +73,8 @@ _EVENT_ERRORS: tuple[type[BaseException], ...] = (*_TRANSIENT, ValueError)
 
 _MAX_EVENT_LINE = 1024 * 1024
 _MAX_GONE = 1024
+#: Checkpoint keys of this source: ``docker:<container id>``.
+POSITION_PREFIX = "docker:"
 
 
 class DockerSourceError(Exception):
@@ -174,6 +185,11 @@ class _Follower:
     streaming: bool = False
     opened_at_ns: int | None = None
     task: asyncio.Task[None] | None = None
+    saved: ResumePoint | None = None  # the checkpoint of an earlier run to continue from
+
+    @property
+    def position_key(self) -> str:
+        return POSITION_PREFIX + self.container_id
 
 
 class DockerLogSource:
@@ -213,6 +229,7 @@ class DockerLogSource:
         recheck_interval: float = 30.0,
         api_timeout: float = 10.0,
         queue_size: int = 64,
+        positions: PositionStore | None = None,
     ) -> None:
         self._services = frozenset(services)
         self._docker_url = docker_url
@@ -227,6 +244,7 @@ class DockerLogSource:
         self._recheck_interval = recheck_interval
         self._api_timeout = api_timeout
         self._queue_size = queue_size
+        self._positions = positions
         self._status: dict[str, bool] = {}
         self._followers: dict[str, _Follower] = {}
         self._gone: dict[str, None] = {}  # removed container ids (bounded, insertion order)
@@ -319,6 +337,8 @@ class DockerLogSource:
             tail="all" if fresh else self._tail,
             since=self._since,
         )
+        if self._positions is not None:
+            self._restore(follower, fresh=fresh)
         self._followers[container_id] = follower
         follower.task = asyncio.create_task(
             self._follow(follower), name=f"docker-logs-{container_id[:12]}"
@@ -326,6 +346,32 @@ class DockerLogSource:
         assert self._fanin is not None
         self._fanin.watch(follower.task)
         log.info("docker_follow_start", container=container_id[:12], source=source)
+
+    def _restore(self, f: _Follower, *, fresh: bool) -> None:
+        """Continue where an earlier run of sipwatch stopped (see the module docstring)."""
+        assert self._positions is not None
+        state = self._positions.get(f.position_key)
+        since_ns = state.get("since_ns") if state is not None else None
+        if state is not None and isinstance(since_ns, int) and since_ns > 0:
+            f.since, f.tail = ns_to_since(since_ns), "all"  # attached, had logged nothing
+        elif state is not None and (point := ResumePoint.from_state(state)) is not None:
+            f.saved, f.tail, f.since = point, "all", None
+        elif not fresh and self._positions.has_kind(POSITION_PREFIX):
+            # sipwatch followed this engine before and does not know this container: it was
+            # created while sipwatch was down, everything it logged is new
+            f.tail, f.since = "all", None
+        else:
+            return
+        log.info("docker_follow_resume", container=f.container_id[:12], source=f.source)
+
+    def _position(self, f: _Follower) -> Position | None:
+        """The checkpoint after what was queued so far (None without a store)."""
+        if self._positions is None:
+            return None
+        decoder = f.decoder
+        if decoder is None or not decoder.resume.ts or not decoder.settled:
+            return Position(f.position_key, None)
+        return Position(f.position_key, decoder.resume.to_state())
 
     # ----------------------------------------------------------------- events
 
@@ -471,7 +517,8 @@ class DockerLogSource:
             self._set_streaming(f, False)
             if f.decoder is not None and self._fanin is not None:
                 for stream, text in f.decoder.flush():
-                    if not self._fanin.put_nowait(LogChunk(f.source, stream, text)):
+                    chunk = LogChunk(f.source, stream, text, position=self._position(f))
+                    if not self._fanin.put_nowait(chunk):
                         break  # shutting down with a backlog: nobody will read it
             log.info("docker_follow_end", container=f.container_id[:12], source=f.source)
 
@@ -506,6 +553,8 @@ class DockerLogSource:
         if f.decoder is None:
             info = await self._inspect(f.container_id)
             f.decoder = LogDecoder(tty=info.tty)
+            if f.saved is not None:
+                f.decoder.restore(f.saved)
         since, tail = self._resume_params(f)
         started_ns = time.time_ns()
         got = False
@@ -526,15 +575,32 @@ class DockerLogSource:
                     if not f.streaming:
                         if f.opened_at_ns is None:
                             f.opened_at_ns = started_ns
+                            if self._positions is not None and f.tail != "all":
+                                await put(self._attached(f, started_ns))
                         self._set_streaming(f, True)
-                    for stream, text in batch:
+                    last = len(batch) - 1
+                    for i, (stream, text) in enumerate(batch):
                         got = True
-                        await put(LogChunk(source, stream, text))
+                        # the resume point is after the whole batch: only its last chunk
+                        position = self._position(f)
+                        if i < last and position is not None:
+                            position = Position(f.position_key, None)
+                        await put(LogChunk(source, stream, text, position=position))
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise _Gone from exc
             raise
         return got
+
+    @staticmethod
+    def _attached(f: _Follower, opened_ns: int) -> LogChunk:
+        """An idle signal carrying "everything from ``opened_ns`` on is new": the checkpoint
+        of a container attached with a tail before it logged anything."""
+        assert f.decoder is not None
+        stream = Stream.STDOUT if f.decoder.tty else Stream.STDERR
+        return LogChunk(
+            f.source, stream, "", position=Position(f.position_key, {"since_ns": opened_ns})
+        )
 
     @staticmethod
     async def _sleep_or_wake(f: _Follower, delay: float) -> None:
@@ -648,5 +714,6 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
         tail=docker.tail,
         idle_flush=ctx.config.sources.idle_flush_seconds,
         on_status=ctx.on_status,
+        positions=ctx.positions,
     )
     return [("docker", source)]

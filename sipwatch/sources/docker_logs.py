@@ -95,6 +95,17 @@ class LogDecoder:
         """The last entry delivered (where a re-opened stream must continue)."""
         return self._cursor.resume
 
+    @property
+    def settled(self) -> bool:
+        """Whether every entry counted in :attr:`resume` was emitted whole: no line is half
+        delivered.  Only then is :attr:`resume` a checkpoint (resuming after a half line
+        would lose its start).  A TTY stream counts entries only when their line ends."""
+        return self._tty_lines is not None or not (self._carry[_STDOUT] or self._carry[_STDERR])
+
+    def restore(self, point: ResumePoint) -> None:
+        """Continue after a checkpoint of an earlier run (see ``EntryCursor.restore``)."""
+        self._cursor.restore(point)
+
     def begin_stream(self) -> None:
         """Prepare for a new response that was requested with ``since`` = the resume point.
 

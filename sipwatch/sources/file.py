@@ -22,18 +22,25 @@ import asyncio
 import codecs
 import contextlib
 import gzip
+import hashlib
 import io
 import os
+import stat
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from sipwatch.model import LogChunk, Stream
+import structlog
+
+from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.cri import CriDecoder, looks_like_cri
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
+    from sipwatch.sources.positions import PositionStore
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_LINE",
@@ -63,6 +70,86 @@ ROTATION_GRACE = 30.0
 
 # gzip magic + CM=8 (deflate, the only method).  A text log never starts with these bytes.
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+
+# A checkpoint names its file by device and inode, and by a hash of the file's first bytes:
+# a new file that gets a freed inode number has other first lines (drachtio stamps every one).
+FINGERPRINT_BYTES = 1024
+# Files looked at, next to a followed path, for the one it was rotated or copied to.
+_MAX_SIBLINGS = 256
+
+FileState = dict[str, str | int | float | bool]
+
+
+def _fingerprint(fd: int, length: int) -> str:
+    """Hash of the first ``length`` bytes of an open file ("" if it has fewer now)."""
+    data = os.pread(fd, length, 0)
+    if len(data) < length:
+        return ""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _saved_file(state: FileState) -> tuple[int, int, str, int, int] | None:
+    """(dev, ino, fingerprint, fingerprint length, offset) of a saved file position."""
+    dev, ino, fp, fp_len, offset = (state.get(k) for k in ("dev", "ino", "fp", "fp_len", "offset"))
+    if not (
+        isinstance(dev, int)
+        and isinstance(ino, int)
+        and isinstance(fp, str)
+        and isinstance(fp_len, int)
+        and isinstance(offset, int)
+        and 0 <= fp_len <= FINGERPRINT_BYTES
+        and offset >= fp_len
+    ):
+        return None
+    return dev, ino, fp, fp_len, offset
+
+
+def _same_file(fd: int, saved: tuple[int, int, str, int, int], *, same_inode: bool) -> bool:
+    """Whether the open file is the saved one: its fingerprint matches and it is long enough
+    (``same_inode``: its device and inode match too)."""
+    dev, ino, fp, fp_len, offset = saved
+    st = os.fstat(fd)
+    if same_inode and (st.st_dev, st.st_ino) != (dev, ino):
+        return False
+    return st.st_size >= offset and _fingerprint(fd, fp_len) == fp
+
+
+def find_previous(path: Path, saved: tuple[int, int, str, int, int]) -> Path | None:
+    """The file a checkpoint of ``path`` described, now under another name next to it.
+
+    After rename rotation it has the saved inode (``drachtio.log.1``); after copytruncate it
+    is a copy (``drachtio.log.1``, other inode) with the same first bytes, at least as long
+    as the saved offset.  Compressed rotations do not match (their bytes differ): what was
+    not read of them is lost, and said so by the caller.
+    """
+    dev, ino, _fp, fp_len, offset = saved
+    try:
+        names = sorted(n for n in os.listdir(path.parent) if n.startswith(path.name))
+    except OSError:
+        return None
+    by_content: list[Path] = []
+    for name in names[:_MAX_SIBLINGS]:
+        if name == path.name:
+            continue
+        candidate = path.parent / name
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size < offset:
+            continue
+        if (st.st_dev, st.st_ino) == (dev, ino):
+            by_content.insert(0, candidate)  # renamed: the likeliest, checked first
+        elif fp_len:  # an empty fingerprint matches anything: never trust it alone
+            by_content.append(candidate)
+    for candidate in by_content:
+        try:
+            with open(candidate, "rb", buffering=0) as f:
+                if _same_file(f.fileno(), saved, same_inode=False):
+                    return candidate
+        except OSError:
+            continue
+    return None
 
 
 class LineDecoder:
@@ -273,7 +360,13 @@ class FileSource:
       filesystems with unstable inode numbers;
     * after ``idle_flush`` seconds without new bytes, one ``LogChunk(..., "")`` (the idle
       signal in :mod:`sipwatch.model`) - once per idle period, only after data, and also
-      when the bytes so far end in an incomplete line (which stays held back).
+      when the bytes so far end in an incomplete line (which stays held back);
+    * with a checkpoint store (``positions``), every chunk carries the file's position after
+      it (device, inode, a fingerprint of its first KiB, offset) and the first open resumes
+      from the saved one.  A file that was rotated, copied and truncated, or replaced while
+      sipwatch was down is recognised by its inode and fingerprint: the rest of the old file
+      is read first (found next to it, e.g. ``drachtio.log.1``), then the new one from its
+      start.  An inode reused by a new file fails the fingerprint and is read from its start.
 
     A line left unterminated when a file is abandoned (rotation, truncation) is emitted with
     a ``"\\n"`` appended, so it cannot glue onto the next file's first line.
@@ -297,6 +390,7 @@ class FileSource:
         name: str | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         format: FileFormat = "auto",
+        positions: PositionStore | None = None,
     ) -> None:
         if format not in ("auto", "plain", "cri"):
             raise ValueError(f"unknown file format {format!r}")
@@ -323,6 +417,9 @@ class FileSource:
         self.last_error: str | None = None
         self.following = False
         self._missing_since: float | None = None
+        # checkpoints: only a followed file resumes (a file read once is an import)
+        self.positions = positions if follow else None
+        self.position_key = f"file:{os.path.abspath(self.path)}"
 
     def __repr__(self) -> str:
         return f"FileSource({str(self.path)!r}, follow={self.follow})"
@@ -388,6 +485,7 @@ class FileSource:
     async def _follow(self) -> AsyncGenerator[LogChunk, None]:
         follower = _Follower(self)
         framing = self._framing()
+        key = self.position_key if self.positions is not None else None
         loop = asyncio.get_running_loop()
         last_data = loop.time()
         idle_sent = True  # nothing to flush before the first byte
@@ -397,8 +495,11 @@ class FileSource:
                 if got_data:
                     last_data = loop.time()
                     idle_sent = False
-                for text in texts:
-                    for chunk in framing.chunks(text):
+                for text, state, exact in texts:
+                    chunks = framing.chunks(text)
+                    if key is not None and chunks:
+                        _place(key, chunks, state, exact, framing)
+                    for chunk in chunks:
                         yield chunk
                 if got_data or follower.busy:
                     # More may be waiting; give the loop a turn but do not sleep.
@@ -410,7 +511,10 @@ class FileSource:
                     until_idle = last_data + self.idle_flush - now
                     if until_idle <= 0:
                         idle_sent = True
-                        for chunk in framing.idle():
+                        chunks = framing.idle()
+                        if key is not None and chunks:
+                            _place(key, chunks, follower.state(), True, framing)
+                        for chunk in chunks:
                             yield chunk
                     else:
                         delay = min(delay, until_idle)
@@ -418,6 +522,19 @@ class FileSource:
         finally:
             follower.close()
             self._count(framing, follower.decoder.split_lines)
+
+
+def _place(
+    key: str, chunks: list[LogChunk], state: FileState | None, exact: bool, framing: _Framing
+) -> None:
+    """Give the chunks made of one read their positions: the file's position after the read
+    goes on the last one, unless a CRI partial line is still waiting for its end (resuming
+    after it would lose its start).  Decoded CRI text is never byte-exact."""
+    if framing.cri is not None and framing.cri.pending:
+        state = None
+    for chunk in chunks[:-1]:
+        chunk.position = Position(key, None)
+    chunks[-1].position = Position(key, state, exact=exact and framing.cri is None)
 
 
 class _Follower:
@@ -435,6 +552,10 @@ class _Follower:
         self.decoder = LineDecoder(src.max_line)
         self.first_open = True
         self.busy = False  # poll() wants to be called again right away
+        # the open file's identity for checkpoints; the fingerprint grows with the first KiB
+        self.ident = (0, 0)
+        self.fp = ""
+        self.fp_len = 0
 
     def close(self) -> None:
         if self.f is not None:
@@ -442,13 +563,39 @@ class _Follower:
             self.f = None
         self.src.following = False
 
-    def poll(self) -> tuple[list[str], bool]:
-        """Do one step; return (texts to emit, whether any bytes were read)."""
+    def state(self) -> FileState | None:
+        """The checkpoint of what was emitted so far: file identity and the offset after the
+        last whole line (None while no file is open)."""
+        f = self.f
+        if f is None:
+            return None
+        offset = self.pos - self.decoder.pending
+        want = min(offset, FINGERPRINT_BYTES)
+        if self.fp_len < want:
+            try:
+                self.fp = _fingerprint(f.fileno(), want)
+            except OSError:
+                self.fp = ""
+            self.fp_len = want if self.fp else 0
+        return {
+            "dev": self.ident[0],
+            "ino": self.ident[1],
+            "fp": self.fp,
+            "fp_len": self.fp_len,
+            "offset": offset,
+        }
+
+    def poll(self) -> tuple[list[tuple[str, FileState | None, bool]], bool]:
+        """Do one step; return (texts to emit, each with the file's position after it and
+        whether the text is the file's bytes unchanged, and whether any bytes were read)."""
         self.busy = False
-        out: list[str] = []
+        out: list[tuple[str, FileState | None, bool]] = []
         if self.f is None:
-            self._open(at_end=self.first_open and not self.src.from_start)
+            first = self.first_open
             self.first_open = False
+            saved = self._saved() if first else None
+            if saved is None or not self._resume(saved):
+                self._open(at_end=first and not self.src.from_start)
             if self.f is None:
                 return out, False
         if self._read_into(out, self.f):
@@ -480,6 +627,7 @@ class _Follower:
             self._abandon(out)
             f.seek(0)
             self.pos = 0
+            self.fp, self.fp_len = "", 0  # new content under the same inode
             self.src.truncations += 1
             self.busy = True
         return out, False
@@ -490,34 +638,107 @@ class _Follower:
         except OSError as exc:  # missing or unreadable: tail -F keeps retrying
             self.src.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
             return
+        self._use(f, f.seek(0, os.SEEK_END) if at_end else 0)
+
+    def _use(self, f: io.FileIO, offset: int, fp: str = "", fp_len: int = 0) -> None:
         self.src.last_error = None
-        self.pos = f.seek(0, os.SEEK_END) if at_end else 0
+        st = os.fstat(f.fileno())
+        self.ident = (st.st_dev, st.st_ino)
+        self.fp, self.fp_len = fp, fp_len
+        self.pos = f.seek(offset) if offset else 0
         self.f = f
         self.src.following = True
 
-    def _read_into(self, out: list[str], f: io.FileIO) -> bool:
+    def _saved(self) -> tuple[int, int, str, int, int] | None:
+        store = self.src.positions
+        state = store.get(self.src.position_key) if store is not None else None
+        saved = _saved_file(state) if state is not None else None
+        if state is not None and saved is None:
+            log.warning("file checkpoint unusable, reading from the start", path=str(self.src.path))
+        return saved
+
+    def _resume(self, saved: tuple[int, int, str, int, int]) -> bool:
+        """Open where the previous run stopped; False when nothing could be opened (the path
+        is missing and no rotated file matches: wait for it, read it from its start)."""
+        path = self.src.path
+        _dev, _ino, fp, fp_len, offset = saved
+        try:
+            f: io.FileIO | None = open(path, "rb", buffering=0)  # noqa: SIM115 - kept or closed
+        except OSError as exc:
+            self.src.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+            f = None
+        if f is not None:
+            try:
+                same = _same_file(f.fileno(), saved, same_inode=True)
+            except OSError:
+                same = False
+            if same:
+                self._use(f, offset, fp, fp_len)
+                log.info("file resumed at its checkpoint", path=str(path), offset=offset)
+                return True
+        previous = find_previous(path, saved)
+        if previous is not None:
+            try:
+                old = open(previous, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+            except OSError:
+                old = None
+            if old is not None:
+                if f is not None:
+                    f.close()
+                self._use(old, offset, fp, fp_len)
+                log.info(
+                    "file changed while sipwatch was down: reading the rest of the old one first",
+                    path=str(path),
+                    old=str(previous),
+                    offset=offset,
+                )
+                return True
+        if f is None:
+            return False
+        log.warning(
+            "file replaced while sipwatch was down and the old one is not next to it: reading "
+            "the new one from its start (what the old one got after the checkpoint is not read)",
+            path=str(path),
+        )
+        self._use(f, 0)
+        return True
+
+    def _read_into(self, out: list[tuple[str, FileState | None, bool]], f: io.FileIO) -> bool:
         data = f.read(self.read_size)
         if not data:
             return False
         n = len(data)
         self.pos += n
         self.src.bytes_read += n
+        split = self.decoder.split_lines
         text = self.decoder.feed(data)
         if text:
-            out.append(text)
+            # an over-long line cut in two got a "\n" that is not in the file: not exact
+            exact = self.decoder.split_lines == split
+            out.append((text, self.state() if self.src.positions is not None else None, exact))
         return True
 
-    def _abandon(self, out: list[str]) -> None:
+    def _abandon(self, out: list[tuple[str, FileState | None, bool]]) -> None:
         """The current file will not be read further: emit its unterminated last line."""
         rest = self.decoder.flush()
         if rest:
-            out.append(rest + "\n")
+            state = self.state() if self.src.positions is not None else None
+            out.append((rest + "\n", state, False))
 
 
 def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
     """``[[sources.files]]``: one followed (or read-once) file each."""
     idle = ctx.config.sources.idle_flush_seconds
     return [
-        (fs.path, FileSource(fs.path, follow=fs.follow, idle_flush=idle, format=fs.format))
+        (
+            fs.path,
+            FileSource(
+                fs.path,
+                follow=fs.follow,
+                idle_flush=idle,
+                format=fs.format,
+                positions=ctx.positions,
+            ),
+        )
         for fs in ctx.config.sources.files
     ]

@@ -22,6 +22,14 @@ log: if the old one was not read to its end, its rest is read with ``previous=tr
 The kubelet only keeps the previous instance, so a container that restarted twice while
 the API was unreachable loses the middle one (logged).
 
+With a checkpoint store (``positions``) this holds across a restart of sipwatch too: every
+chunk carries its pod container's resume point and the instance it was read from
+(``kubernetes:<pod uid>/<container>``), a pod with a saved one continues from there (the
+rest of a container instance that restarted meanwhile is read with ``previous=true`` first),
+and a pod the store does not know - created while sipwatch was down - is read from its first
+line.  The checkpoints must outlive sipwatch's own pod for this; an ``emptyDir`` only
+outlives its container (deploy/kubernetes/deployment.yaml).
+
 The API merges a container's stdout and stderr into one stream, so a pod's lines arrive as
 ``Stream.TEXT``, like a file.  Lines the runtime cut into 16 KiB partial entries are joined
 again (:class:`~sipwatch.sources.timestamped.TimestampedLines`).
@@ -51,12 +59,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from sipwatch.model import LogChunk, Stream
+from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.fanin import Backoff, FanIn
 from sipwatch.sources.timestamped import ResumePoint, TimestampedLines
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
+    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +77,8 @@ SERVICE_PORT_ENV = "KUBERNETES_SERVICE_PORT"
 _MAX_EVENT_LINE = 4 << 20  # a watch event larger than this is garbage (etcd caps at 1.5 MiB)
 _MAX_ERROR_BODY = 64 << 10
 _MAX_GONE = 1024
+#: Checkpoint keys of this source: ``kubernetes:<pod uid>/<container>``.
+POSITION_PREFIX = "kubernetes:"
 
 # Everything that means "the API could not be reached or the stream broke just now".
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -350,6 +361,10 @@ class _Follower:
     deleted: bool = False
     task: asyncio.Task[None] | None = None
 
+    @property
+    def position_key(self) -> str:
+        return f"{POSITION_PREFIX}{self.uid}/{self.target.container}"
+
 
 class KubernetesLogSource:
     """Follow one container of the pods a label selector picks, per :class:`PodTarget`.
@@ -377,6 +392,7 @@ class KubernetesLogSource:
         api_timeout: float = 10.0,
         watch_timeout: int = 300,
         queue_size: int = 64,
+        positions: PositionStore | None = None,
     ) -> None:
         if not targets:
             raise ValueError("at least one pod target is needed")
@@ -392,6 +408,7 @@ class KubernetesLogSource:
         self._api_timeout = api_timeout
         self._watch_timeout = watch_timeout
         self._queue_size = queue_size
+        self._positions = positions
         self._api: KubeApi | None = None
         self._fanin: FanIn | None = None
         self._ns = ""
@@ -591,6 +608,8 @@ class KubernetesLogSource:
             node=info.node,
             fresh=fresh,
         )
+        if self._positions is not None:
+            self._restore(f)
         self._followers[(info.uid, target.container)] = f
         f.task = asyncio.create_task(self._follow(f), name=f"kube-logs-{info.name}")
         assert self._fanin is not None
@@ -598,6 +617,42 @@ class KubernetesLogSource:
         log.info(
             "kubernetes_follow_start", pod=info.name, container=target.container, node=info.node
         )
+
+    def _restore(self, f: _Follower) -> None:
+        """Continue where an earlier run of sipwatch stopped (see the module docstring)."""
+        assert self._positions is not None
+        state = self._positions.get(f.position_key)
+        if state is None:
+            if not f.fresh and self._positions.has_kind(POSITION_PREFIX):
+                # followed before, unknown pod: it appeared while sipwatch was down
+                f.fresh = True
+                log.info("kubernetes_follow_new_while_down", pod=f.pod)
+            return
+        restarts = state.get("restarts")
+        since_ns = state.get("since_ns")
+        point = ResumePoint.from_state(state)
+        if isinstance(since_ns, int) and since_ns > 0:
+            f.opened_at_ns, f.fresh = since_ns, False  # attached, had logged nothing
+        elif point is not None:
+            f.decoder.cursor.restore(point)
+        else:
+            return
+        if isinstance(restarts, int) and restarts >= 0:
+            f.read_restarts = restarts
+        log.info("kubernetes_follow_resume", pod=f.pod, container=f.target.container)
+
+    def _position(self, f: _Follower) -> Position | None:
+        """The checkpoint after what was queued so far (None without a store).  Entries
+        are counted only when their line ends, so every point between chunks is one."""
+        if self._positions is None:
+            return None
+        resume = f.decoder.resume
+        if not resume.ts:
+            return Position(f.position_key, None)
+        state: dict[str, str | int | float | bool] = dict(resume.to_state())
+        if f.read_restarts is not None:
+            state["restarts"] = f.read_restarts
+        return Position(f.position_key, state)
 
     # ---------------------------------------------------------------- follower
 
@@ -648,7 +703,9 @@ class KubernetesLogSource:
             self._set_streaming(f, False)
             if self._fanin is not None:
                 for stream, text in f.decoder.flush():
-                    self._fanin.put_nowait(LogChunk(f.source, stream, text, f.node))
+                    self._fanin.put_nowait(
+                        LogChunk(f.source, stream, text, f.node, position=self._position(f))
+                    )
             log.info("kubernetes_follow_end", pod=f.pod, container=f.target.container)
 
     async def _pod(self, f: _Follower) -> PodInfo:
@@ -690,7 +747,9 @@ class KubernetesLogSource:
         """The container restarted since the last open: read the rest of the instance we
         were reading (``previous=true``), which a dropped stream may have cut short."""
         before = f.read_restarts
-        if before is None or info.restart_count <= before or not f.decoder.resume.ts:
+        if before is None or info.restart_count <= before:
+            return
+        if not f.decoder.resume.ts and f.opened_at_ns is None:
             return
         if info.restart_count > before + 1:
             log.warning(
@@ -717,9 +776,18 @@ class KubernetesLogSource:
         started_ns = time.time_ns()
         f.decoder.begin_stream()
         async with self._client.stream(path, query) as resp:
+            f.read_restarts = info.restart_count
             if f.opened_at_ns is None:
                 f.opened_at_ns = started_ns
-            f.read_restarts = info.restart_count
+                if self._positions is not None and not f.fresh and self._tail != "all":
+                    # attached with a tail: until a line comes, "everything from now on"
+                    # is what a restart must not skip
+                    state = {"since_ns": started_ns, "restarts": info.restart_count}
+                    attached = Position(f.position_key, state)
+                    assert self._fanin is not None
+                    await self._fanin.put(
+                        LogChunk(f.source, Stream.TEXT, "", f.node, position=attached)
+                    )
             self._set_streaming(f, True)
             return await self._pump(f, resp)
 
@@ -735,7 +803,7 @@ class KubernetesLogSource:
                 return got
             for stream, text in feed(data):
                 got = True
-                await put(LogChunk(f.source, stream, text, f.node))
+                await put(LogChunk(f.source, stream, text, f.node, position=self._position(f)))
 
     @staticmethod
     async def _sleep_or_wake(f: _Follower, delay: float) -> None:
@@ -771,6 +839,7 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
         since_seconds=k8s.since_seconds,
         idle_flush=ctx.config.sources.idle_flush_seconds,
         on_status=ctx.on_status,
+        positions=ctx.positions,
     )
     return [("kubernetes", source)]
 

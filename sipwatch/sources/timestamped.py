@@ -18,12 +18,16 @@ is the program's output (log content is attacker-controlled) and must not move t
 
 The one assumption: within one followed log, timestamps do not go backwards (a single
 writer; the runtime stamps entries as it writes them).
+
+The same resume point is what a checkpoint saves (:meth:`ResumePoint.to_state`), so a
+restarted sipwatch continues a container's or pod's log where the previous run stopped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sipwatch.model import Stream
@@ -76,6 +80,22 @@ class ResumePoint:
     def ns(self) -> int | None:
         return ts_to_ns(self.ts) if self.ts else None
 
+    def to_state(self) -> dict[str, str | int]:
+        """The checkpoint form (JSON types)."""
+        return {"ts": self.ts.decode("ascii"), "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, object]) -> ResumePoint | None:
+        """A saved checkpoint back, or None when it is not one (damaged file)."""
+        ts, count = state.get("ts"), state.get("count")
+        if not (isinstance(ts, str) and isinstance(count, int) and count > 0 and ts.isascii()):
+            return None
+        raw = ts.encode("ascii")
+        m = TS_MATCH(raw + b" ")
+        if m is None or m.end() != len(raw) + 1:
+            return None
+        return cls(raw, count)
+
 
 class EntryCursor:
     """Decides, entry by entry, what is new; survives re-opened streams.
@@ -95,6 +115,11 @@ class EntryCursor:
     def begin_stream(self) -> None:
         self._skip_until = self.resume.ns
         self._skip_left = self.resume.count
+
+    def restore(self, point: ResumePoint) -> None:
+        """Continue after ``point`` (a checkpoint of an earlier run): the next stream must be
+        requested from its time, and :meth:`begin_stream` skips what it delivered."""
+        self.resume = ResumePoint(point.ts, point.count)
 
     def admit(self, ts: bytes) -> bool:
         """Whether the entry stamped ``ts`` is new; a new one becomes the resume point."""
