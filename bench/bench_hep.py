@@ -105,9 +105,9 @@ def _cpu() -> float:
 
 def stage_offline(path: str, stage: str) -> dict[str, float]:
     from sipwatch.ingest.transactions import RegisterTracker
-    from sipwatch.sources.hep_addresses import AddressSet
-    from sipwatch.sources.hep_decode import decode_hep
-    from sipwatch.sources.hep_intake import HepIntake
+    from sipwatch.sources.hep.addresses import AddressSet
+    from sipwatch.sources.hep.decode import decode_hep
+    from sipwatch.sources.hep.intake import HepIntake
 
     packets = _load(path)
     tracker = RegisterTracker()
@@ -142,7 +142,7 @@ def stage_receiver(port: int, expected: int) -> dict[str, float]:
 
     from sipwatch.config import Config
     from sipwatch.ingest.transactions import RegisterTracker
-    from sipwatch.sources.hep import HepSource
+    from sipwatch.sources.hep.listener import HepSource
 
     cfg = dataclasses.replace(Config().sources.hep, listen=f"127.0.0.1:{port}")
     source = HepSource(cfg, max_backlog=1 << 30)
@@ -204,7 +204,7 @@ def stage_sender(path: str, port: int, rate: float) -> dict[str, float]:
 
 def truesize_per_packet(packets: list[bytes]) -> float:
     """Bytes of receive buffer one queued datagram takes (rx_queue of /proc/net/udp)."""
-    from sipwatch.sources.hep import _socket_inode
+    from sipwatch.sources.hep.listener import _socket_inode
 
     sample = packets[:200]
     with (

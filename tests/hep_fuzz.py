@@ -24,14 +24,14 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["sipwatch"]):
-    from sipwatch.sources.hep_addresses import AddressSet
-    from sipwatch.sources.hep_decode import (
+    from sipwatch.sources.hep.addresses import AddressSet
+    from sipwatch.sources.hep.decode import (
         DECODE_ERRORS,
         MAX_PAYLOAD,
         HepDecodeError,
         decode_hep,
     )
-    from sipwatch.sources.hep_intake import HepIntake, split_sip_stream, via_peer
+    from sipwatch.sources.hep.intake import HepIntake, split_sip_stream, via_peer
 
 from tests.hep_encoding import (
     Capture,

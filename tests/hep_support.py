@@ -11,7 +11,7 @@ from typing import Any
 
 from sipwatch.config import Config, HepSourceConfig
 from sipwatch.model import MessageBatch
-from sipwatch.sources.hep import HepSource
+from sipwatch.sources.hep.listener import HepSource
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:

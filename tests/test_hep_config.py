@@ -15,7 +15,7 @@ from sipwatch.config import (
     parse_udp_url,
 )
 from sipwatch.sources import SOURCE_KINDS
-from sipwatch.sources.hep_stats import HepCollector, HepStats
+from sipwatch.sources.hep.stats import HepCollector, HepStats
 
 
 def problems(text: str, environ: dict[str, str] | None = None) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sipwatch.sources.hep_decode import (
+from sipwatch.sources.hep.decode import (
     DECODE_ERRORS,
     MAX_PAYLOAD,
     HepDecodeError,

@@ -49,7 +49,7 @@ def test_regression_inputs(path: Path) -> None:
 
 
 def test_seeds_are_valid_packets() -> None:
-    from sipwatch.sources.hep_decode import decode_hep
+    from sipwatch.sources.hep.decode import decode_hep
 
     for seed in seeds():
         decode_hep(seed)

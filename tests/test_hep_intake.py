@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from sipwatch.ingest.framing import LogParser
 from sipwatch.model import Direction, LogChunk, SipMessage, Stream
-from sipwatch.sources.hep_addresses import AddressSet, SbcDirection
-from sipwatch.sources.hep_intake import HepIntake, split_sip_stream, via_peer
+from sipwatch.sources.hep.addresses import AddressSet, SbcDirection
+from sipwatch.sources.hep.intake import HepIntake, split_sip_stream, via_peer
 from tests.hep_encoding import Capture, drachtio_ipv6_bug, encode_hep2, encode_hep3
 from tests.hep_scenario import SBC_IP, mixed_scenario, wire_message
 from tools.synth import Device
@@ -118,7 +118,7 @@ def test_learning_prefers_the_busier_address_before_it_is_sure() -> None:
 
 @given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=3000))
 def test_learning_state_is_bounded(addresses: list[str]) -> None:
-    from sipwatch.sources import hep_addresses
+    from sipwatch.sources.hep import addresses as hep_addresses
 
     direction = SbcDirection(AddressSet(()))
     for i, src in enumerate(addresses):

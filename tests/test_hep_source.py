@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sipwatch.sources import hep_forward
-from sipwatch.sources.hep import HepSource, size_receive_buffer, udp_socket_drops
-from sipwatch.sources.hep_forward import HepForwarder
-from sipwatch.sources.hep_stats import HepStats
+from sipwatch.sources.hep import forward as hep_forward
+from sipwatch.sources.hep.forward import HepForwarder
+from sipwatch.sources.hep.listener import HepSource, size_receive_buffer, udp_socket_drops
+from sipwatch.sources.hep.stats import HepStats
 from tests.hep_scenario import mixed_scenario
 from tests.hep_support import free_port, hep_config, receive_all, running, udp_sender
 

@@ -24,7 +24,7 @@ from collections import deque
 import structlog
 
 from sipwatch.config import parse_udp_url
-from sipwatch.sources.hep_stats import HepStats
+from sipwatch.sources.hep.stats import HepStats
 
 log = structlog.get_logger("sipwatch.sources.hep")
 

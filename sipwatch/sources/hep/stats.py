@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sipwatch.sources.hep_decode import DECODE_ERRORS
+from sipwatch.sources.hep.decode import DECODE_ERRORS
 
 #: Why a packet that arrived was not turned into SIP messages (besides decode errors).
 DROP_REASONS: tuple[str, ...] = (

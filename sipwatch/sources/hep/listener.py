@@ -2,7 +2,7 @@
 
 drachtio-server sends every SIP message it receives or sends to a capture server as one HEP
 packet (``--homer host:port --homer-id N``).  This source is that capture server: it
-receives the packets, hands them to :class:`~sipwatch.sources.hep_intake.HepIntake`
+receives the packets, hands them to :class:`~sipwatch.sources.hep.intake.HepIntake`
 (allow-list, decoding, auth key, forwarding to Homer, SIP parsing, direction) and yields the
 resulting SIP messages as :class:`~sipwatch.model.MessageBatch`\\ es, one per capture agent
 (source ``hep/<id>``, node ``<id>``), which skip log framing in the pipeline.
@@ -32,11 +32,11 @@ import structlog
 
 from sipwatch.config import parse_host_port
 from sipwatch.model import MessageBatch
-from sipwatch.sources.hep_addresses import AddressSet
-from sipwatch.sources.hep_decode import HEP3_HEADER, HepDecodeError, hep3_frame_length
-from sipwatch.sources.hep_forward import HepForwarder
-from sipwatch.sources.hep_intake import DEFAULT_BACKLOG, HepIntake
-from sipwatch.sources.hep_stats import HepCollector, HepStats
+from sipwatch.sources.hep.addresses import AddressSet
+from sipwatch.sources.hep.decode import HEP3_HEADER, HepDecodeError, hep3_frame_length
+from sipwatch.sources.hep.forward import HepForwarder
+from sipwatch.sources.hep.intake import DEFAULT_BACKLOG, HepIntake
+from sipwatch.sources.hep.stats import HepCollector, HepStats
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -23,9 +23,9 @@ import structlog
 
 from sipwatch.ingest.sip import parse_sip_message
 from sipwatch.model import MessageBatch, SipMessage
-from sipwatch.sources.hep_addresses import AddressSet, SbcDirection
-from sipwatch.sources.hep_decode import PROTO_SIP, HepDecodeError, HepPacket, decode_hep
-from sipwatch.sources.hep_stats import HepStats
+from sipwatch.sources.hep.addresses import AddressSet, SbcDirection
+from sipwatch.sources.hep.decode import PROTO_SIP, HepDecodeError, HepPacket, decode_hep
+from sipwatch.sources.hep.stats import HepStats
 
 log = structlog.get_logger("sipwatch.sources.hep")
 
