@@ -1,4 +1,4 @@
-"""From a diagnosed failure group to the alert (sipwatch.wiring.alert_for): which cause is
+"""From a diagnosed failure group to the alert (sipwatch.daemon.stages.alert_for): which cause is
 reported, which incident it is, and that its numbers and words match the diagnosis."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from sipwatch.alerts.model import incident_key
+from sipwatch.daemon.stages import alert_for, reported_cause
 from sipwatch.diagnosis.engine import Cause, Diagnosis
 from sipwatch.pipeline.failures import SCANNER_USER, FailureRecord
-from sipwatch.wiring import alert_for, reported_cause
 
 T0 = 1_790_000_000.0
 

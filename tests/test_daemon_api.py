@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 
 from sipwatch.config import parse_config
-from sipwatch.daemon import Daemon
+from sipwatch.daemon.driver import Daemon
+from sipwatch.daemon.stages import make_diagnoser
 from sipwatch.sources.file import FileSource
-from sipwatch.wiring import make_diagnoser
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [ROOT / "examples" / "drachtio-sbc.log", ROOT / "examples" / "sbc-sip-sidecar.log"]

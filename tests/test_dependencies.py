@@ -15,10 +15,10 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from sipwatch.config import Config, load_config
-from sipwatch.dependencies import DependencyChange, DependencyHealth
+from sipwatch.daemon.dependencies import DependencyChange, DependencyHealth
+from sipwatch.daemon.stages import DaemonSink, Diagnoser
 from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.metrics import SipwatchMetrics
-from sipwatch.wiring import DaemonSink, Diagnoser
 from tests.alert_receivers import HttpReceiver, until
 from tests.jambonz_db import (  # noqa: F401 - fixture
     MARIADB_HOST,

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from sipwatch.config import load_config
+from sipwatch.daemon.stages import DaemonSink, alert_for, make_diagnoser, readiness_details
 from sipwatch.diagnosis.crypto import encrypt
 from sipwatch.diagnosis.db import Database, DbSettings
 from sipwatch.diagnosis.engine import Diagnosis, DiagnosisEngine
@@ -34,7 +35,6 @@ from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.web.app import make_app
 from sipwatch.web.server import start_http
-from sipwatch.wiring import DaemonSink, alert_for, make_diagnoser, readiness_details
 from tests.cli_support import sipwatch
 from tests.jambonz_db import TEST_SECRET, Seeder, db_url, unique_realm
 

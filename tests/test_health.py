@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sipwatch.health import SipActivity, SourceState, source_states
+from sipwatch.daemon.health import SipActivity, SourceState, source_states
 from sipwatch.model import Direction, SipMessage
 from sipwatch.sources.file import ROTATION_GRACE, FileSource
 from tools.synth import Device, Scenario

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sipwatch.config import parse_config
-from sipwatch.daemon import Daemon
+from sipwatch.daemon.driver import Daemon
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.core import PipelineSettings
 from sipwatch.replay.driver import replay_paths

@@ -39,7 +39,7 @@ def register(sub: SubParsers) -> None:
         import sys
 
         from sipwatch.config import ConfigError, load_config
-        from sipwatch.daemon import ListenError, run_daemon
+        from sipwatch.daemon.driver import ListenError, run_daemon
         from sipwatch.logsetup import configure
 
         try:

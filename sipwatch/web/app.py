@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from sipwatch.health import SourceState
+from sipwatch.daemon.health import SourceState
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.auth import basic_auth_middleware

@@ -3,7 +3,7 @@
 Kept apart from ``daemon.py`` so the pipeline can be tested with any diagnoser or sink, and
 so the heavy imports (asyncmy, redis, apprise) happen only when the daemon starts.
 
-A ``DependencyHealth`` (``sipwatch.dependencies``), when the daemon passes one, is fed from
+A ``DependencyHealth`` (``sipwatch.daemon.dependencies``), when the daemon passes one, is fed from
 here: the diagnoser probes its database and Redis and reports failed checks, the sink turns
 each change into a system alert and its end.  The diagnoser also proves the jambonz secret
 (``sipwatch.diagnosis.secret_proof``) and exposes the verdict as a metric and on ``/readyz``.
@@ -23,13 +23,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sipwatch.config import Config
-from sipwatch.dependencies import DependencyChange, DependencyHealth, ProbeFailed, dependency
+from sipwatch.daemon.dependencies import DependencyChange, DependencyHealth, ProbeFailed, dependency
 from sipwatch.diagnosis.secret_proof import SECRET_MISMATCH_CAUSE, SecretState, SecretStatus
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureRecord
 from sipwatch.sip_meaning import TIMEOUT
 
-log = structlog.get_logger("sipwatch.wiring")
+log = structlog.get_logger("sipwatch.daemon.stages")
 
 PROBE_REALM = "sipwatch-probe.invalid"  # RFC 2606: can never be a real account's realm
 #: How often the daemon proves its jambonz secret again (a fixed secret shows within this).

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from sipwatch.config import Config, RegistrarFlavour, load_config
-from sipwatch.dependencies import DependencyHealth
-from sipwatch.health import SipActivity, SourceState, source_states
+from sipwatch.daemon.dependencies import DependencyHealth
+from sipwatch.daemon.health import SipActivity, SourceState, source_states
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import LogChunk, SourceItem, Stream
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
@@ -291,7 +291,7 @@ class Daemon:
     def _readiness_details(self) -> dict[str, Any]:
         """What /readyz adds: each dependency's state since when and why, and the proof of
         the jambonz secret."""
-        from sipwatch.wiring import readiness_details
+        from sipwatch.daemon.stages import readiness_details
 
         return {"dependencies": self.health.details(), **readiness_details(self.diagnoser)}
 
@@ -537,7 +537,7 @@ class Daemon:
         if record is None or self.diagnoser is None:
             return
         diagnosis = await self.diagnoser.diagnose(self.pipeline.symptom(record))
-        from sipwatch.wiring import device_causes
+        from sipwatch.daemon.stages import device_causes
 
         # sipwatch's own configuration problems (a wrong secret) are reported once elsewhere
         top = next(iter(device_causes(diagnosis)), None)
@@ -572,7 +572,7 @@ async def run_daemon(config: Config, *, config_path: str | None) -> int:
     """Entry point used by ``sipwatch run``."""
     import functools
 
-    from sipwatch.wiring import make_diagnoser, make_sink
+    from sipwatch.daemon.stages import make_diagnoser, make_sink
 
     health = DependencyHealth()
     daemon = Daemon(

@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-log = structlog.get_logger("sipwatch.dependencies")
+log = structlog.get_logger("sipwatch.daemon.dependencies")
 
 #: Which dependency a diagnosis error kind (``observe_diagnosis_error``) is about.
 DEPENDENCY_OF_ERROR: dict[str, str] = {
