@@ -14,6 +14,14 @@ lines of the channel:
 
 A record is only complete when the next one starts, so each channel holds back its last record
 until more text, an idle signal (empty chunk) or ``flush()`` arrives.
+
+Pastes from forums and chats come in two more shapes, normalised before framing: lines ending
+in a literal two-character ``^M`` (a CR shown by ``cat -v`` or vim) become CRLF lines, and a
+paste indented as a whole (one space, a tab, a 4-space code block: up to 8 blanks, decided per
+channel with the prefix style) loses that indentation.
+
+Everything a record yields is counted in ``ParseStats``; the kinds are a closed vocabulary
+(``RECORD_KINDS``, ``PARSE_ERROR_KINDS``) so the metrics built from them stay bounded.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sipwatch.ingest.registrar import classify_drachtio_line, parse_pino_line
+from sipwatch.ingest.registrar import PinoError, classify_drachtio_line, parse_pino_line
 from sipwatch.ingest.sip import build_sip_message, header_getter, headers_pattern
 from sipwatch.model import LogChunk, ParsedEvent, ServiceEvent, ServiceOrigin, SipMessage, Stream
 
@@ -50,7 +58,7 @@ RECORD_RE = re.compile(
     + r"|[0-9a-fA-F]{8}\|(\d{4}-[A-Za-z]{3}-\d\d \d\d:\d\d:\d\d\.\d{1,9})\| ?)"
     + "(?:"
     # a SIP dump: "recv 612 bytes from udp/[203.0.113.5]:5060 at 12:00:00.123400:"
-    + r"(recv|send) (\d{1,9}) bytes (?:from|to) ([A-Za-z]{2,5})/\[([^\]\n]{0,64})\]:(\d{1,5})[^\n]*"
+    + r"(recv|send) (\d+) bytes (?:from|to) ([A-Za-z]{2,5})/\[([^\]\n]{0,64})\]:(\d{1,5})[^\n]*"
     + "(?:\n"
     + _NOT_START
     + "([^\r\n]*)\r?"  # start line
@@ -71,7 +79,6 @@ G_TS, G_LEGACY_TS, G_WHAT, G_SIZE, G_PROTO, G_IP, G_PORT, G_START = range(8)
 G_LINE = RECORD_RE.groupindex["line"] - 1
 G_PINO = RECORD_RE.groupindex["pino"] - 1
 _record_headers = header_getter(RECORD_RE)
-_DRACHTIO_TS_RE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ")
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -96,10 +103,46 @@ _SERVICE_PREFIX_RE = re.compile(
     + ")?"
 )
 _LONE_CR_RE = re.compile(r"\r(?!\n)")
+_CARET_M_RE = re.compile(r"\^M(?=\n|\Z)")  # a CR pasted as the two characters "^M"
+MAX_INDENT = 8  # blanks a whole paste may be indented by (a 4-space markdown block, a tab)
+_INDENT_RE = re.compile(rf"[ \t]{{1,{MAX_INDENT}}}")
+# indent -> the regex that strips up to that many blanks from every line
+_INDENT_STRIP = {n: re.compile(rf"^[ \t]{{1,{n}}}", re.MULTILINE) for n in range(1, MAX_INDENT + 1)}
 
 MAX_SERVICES = 32  # demultiplexed channels per source: a compose project has a dozen
 MAX_PENDING = 1 << 20  # a record larger than this is cut: bounded memory under garbage input
 _DETECT_LINES = 200  # lines looked at to decide a channel's prefix style
+
+# The most bytes one SIP dump can announce (``recv N bytes``).  sofia-sip's tport_log_msg
+# prints the size of the message it dumps: a UDP datagram carries at most 65,535 bytes, and on
+# stream transports (tcp, tls, ws, wss, sctp) nta refuses incoming messages larger than
+# NTATAG_MAXSIZE, 2 MiB by default (drachtio does not change it).  A larger count cannot be
+# true: the dump is still parsed, the anomaly counted ("sip_length"), and the count is never
+# used to decide which records are inside the dump.
+MAX_UDP_DUMP = 65_535
+MAX_STREAM_DUMP = 2 * 1024 * 1024
+IMPOSSIBLE_SIZE = 10**18  # what a count of more than 18 digits is taken as (int() stays cheap)
+
+# What ParseStats counts.  Records: every framed record is exactly one of these.
+RECORD_KINDS = (
+    "sip",  # a recv/send SIP dump -> SipMessage
+    "service",  # a drachtio line that bears on REGISTER -> ServiceEvent
+    "pino",  # a registrar pino line -> ServiceEvent
+    "truncation",  # "*** message truncated at N ***"
+    "embedded",  # text inside a SIP dump that looks like a record: skipped, never parsed
+    "api",  # drachtio <-> application traffic (Client::..., Sending response)
+    "other",  # everything else (sofia debug, controller lines, text before the first record)
+)
+# Parse errors: a record that could not be used, or a framing anomaly.
+PARSE_ERROR_KINDS = (
+    "sip_header_only",  # a dump header with no SIP line after it
+    "sip_start_line",  # a dump whose first line is neither a request nor a status line
+    "sip_length",  # a dump announcing a size that cannot be true (see MAX_UDP_DUMP)
+    PinoError.NOT_JSON.value,  # a {" line that is not a JSON object
+    PinoError.BOUNDS.value,  # a pino line too long or deep, or with an impossible time/level
+    "timestamp",  # a drachtio stamp that is not a date
+    "internal",  # a record that raised inside the parser (a bug: the record is dropped)
+)
 
 
 class PrefixMode:
@@ -114,8 +157,8 @@ class ParseStats:
     """Counters the metrics sink and the replay report read; plain ints, cheap to bump."""
 
     lines: int = 0
-    records: dict[str, int] = field(default_factory=dict)  # sip, service, other, api, pino
-    errors: dict[str, int] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)  # RECORD_KINDS
+    errors: dict[str, int] = field(default_factory=dict)  # PARSE_ERROR_KINDS
 
     def record(self, kind: str, n: int = 1) -> None:
         self.records[kind] = self.records.get(kind, 0) + n
@@ -129,6 +172,7 @@ class _Channel:
     source: str
     stream: Stream
     mode: int = PrefixMode.UNKNOWN
+    indent: int = 0  # blanks stripped from every line (a paste indented as a whole)
     detect_budget: int = _DETECT_LINES
     pending: str = ""
     children: int = 0  # demultiplexed service channels created under this one
@@ -175,11 +219,15 @@ class LogParser:
             return out
         text = chunk.text
         self.stats_for(chunk.source).lines += text.count("\n")
+        if "^M" in text:
+            text = _CARET_M_RE.sub("\r", text)
         if "\r" in text and text.count("\r") != text.count("\r\n"):
             text = _LONE_CR_RE.sub("\n", text)
         ch = self._channel(chunk.source, chunk.stream)
         if ch.mode == PrefixMode.UNKNOWN:
             self._detect(ch, text)
+        if ch.indent:
+            text = _INDENT_STRIP[ch.indent].sub("", text)
         if ch.mode == PrefixMode.SERVICE:
             self._feed_demux(ch, text, out)
         else:
@@ -210,7 +258,11 @@ class LogParser:
                 self._frame(ch, "", out, final=True)
 
     def _detect(self, ch: _Channel, text: str) -> None:
-        """Decide the channel's prefix style from its first meaningful lines."""
+        """Decide the channel's prefix style (and indentation) from its first meaningful lines.
+
+        A line indented by up to ``MAX_INDENT`` blanks whose rest shows a style decides both:
+        the whole paste was indented, and every line loses up to that many leading blanks.
+        """
         pos = 0
         n = len(text)
         while pos < n and ch.detect_budget > 0:
@@ -222,15 +274,11 @@ class LogParser:
             if not line.strip():
                 continue
             ch.detect_budget -= 1
-            if RECORD_START_RE.match(line):
-                ch.mode = PrefixMode.NONE
-                return
-            if _TS_PREFIX_RE.match(line):
-                ch.mode = PrefixMode.TIMESTAMP
-                return
-            m = _SERVICE_PREFIX_RE.match(line)
-            if m and _RECORD_START_AT.match(line, m.end()):
-                ch.mode = PrefixMode.SERVICE
+            indent = _INDENT_RE.match(line)
+            mode = _prefix_mode(line[indent.end() :] if indent else line)
+            if mode:
+                ch.mode = mode
+                ch.indent = indent.end() if indent else 0
                 return
         if ch.detect_budget <= 0:
             ch.mode = PrefixMode.NONE
@@ -270,12 +318,22 @@ class LogParser:
     def _frame(self, ch: _Channel, text: str, out: list[ParsedEvent], *, final: bool) -> None:
         """Scan ``pending + text`` record by record; hold back the last record unless final.
 
-        A SIP dump is as long as drachtio's header line says (``recv N bytes``).  A line
-        inside that length that looks like a record start (a pino ``{"`` line or a drachtio
-        stamp in a REGISTER body or a folded header) is the device's text, not a log record:
-        when the dump demonstrably ends where announced, such "records" are skipped, so a
-        device cannot forge registrar events or SIP messages.  Dumps whose length cannot be
-        confirmed (cut off, or CRLF lost in copying) are framed by record starts as before.
+        A SIP dump is as long as drachtio's header line says (``recv N bytes``), and a line
+        inside it that looks like a record start (a pino ``{"`` line, or a drachtio stamp in a
+        body or a folded header) is the device's text, not a log record.  Two rules follow:
+
+        * **Pino lines inside the announced length are never registrar lines** (counted
+          "embedded"), whether or not the dump can be shown to end there: a device must not
+          forge registrar events, nor reach the JSON parser, with its body.
+        * **Stamped records inside are skipped only when the dump is proven**: it ends where
+          announced (a line end within a few bytes of it, then a record start or the end of
+          input), and every skipped record follows a CRLF line, as only lines inside a dump do
+          (drachtio ends every other line, and a dump's last one, without CR).  A record that
+          follows a line without CR is real: the count was false (a truncated or doctored dump),
+          "sip_length" is counted and the records are framed by their starts.  So are dumps
+          whose length cannot be confirmed (cut off, CRLF lost in copying) and dumps announcing
+          more bytes than drachtio can log (``MAX_UDP_DUMP``): an impossible count never hides
+          a real record.
         """
         buf = ch.pending + text if ch.pending else text
         ch.pending = ""
@@ -286,29 +344,47 @@ class LogParser:
         pos = 0
         last_msg: SipMessage | None = None
         held: re.Match[str] | None = None
-        swallow_until = 0
+        region_end = 0  # records starting before this are inside a dump's announced length
+        proven_end = 0  # ... and before this, inside a dump proven to end there
         for m in RECORD_RE.finditer(buf):
-            if m.start() < swallow_until:
-                stats.record("embedded")  # text inside a SIP dump that looks like a record
-                pos = max(pos, m.end())
-                continue
+            start = m.start()
+            if start < region_end:  # rare: text inside an announced SIP dump
+                if start < proven_end:
+                    if buf[start - 2] == "\r":
+                        stats.record("embedded")
+                        pos = max(pos, m.end())
+                        continue
+                    stats.error("sip_length")  # a real record inside: the count was false
+                    region_end = proven_end = 0
+                elif m.start(G_PINO + 1) >= 0:
+                    stats.record("embedded")
+                    pos = max(pos, m.end())
+                    continue
             if held is not None:
                 last_msg = self._record(source, held, out, stats, last_msg)
-            if m.start() > pos + 1 and buf[pos : m.start()].strip():
+            if start > pos + 1 and buf[pos:start].strip():
                 stats.record("other")  # lines before the first record: log cut mid-record
             held = m
             pos = m.end()
-            if m.start(G_START + 1) < 0:
+            body = m.start(G_START + 1)
+            if body < 0:
                 continue
-            end = m.start(G_START + 1) + int(m.group(G_SIZE + 1))
+            digits = m.group(G_SIZE + 1)
+            size = int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE
+            end = body + size
             if end <= pos + 1:
                 continue  # the dump ran to its announced end: nothing inside to suspect
-            if end + 2 > len(buf) and not final and end - m.start() < MAX_PENDING:
-                ch.pending = buf[m.start() :]  # the rest of this dump has not arrived yet
+            if size > (MAX_UDP_DUMP if m.group(G_PROTO + 1).lower() == "udp" else MAX_STREAM_DUMP):
+                stats.error("sip_length")
+                continue
+            if end + 2 >= len(buf) and not final and end - start < MAX_PENDING:
+                ch.pending = buf[start:]  # the rest of this dump has not arrived yet
                 return
-            nl = buf.find("\n", end - 6, end + 2)
+            region_end = max(region_end, end)
+            nl = buf.rfind("\n", end - 6, end + 2)  # the dump's last line end: " \n"
             if nl >= 0 and (nl + 1 >= len(buf) or _RECORD_START_AT.match(buf, nl + 1)):
-                swallow_until = nl + 1
+                proven_end = nl + 1
+                region_end = max(region_end, proven_end)
         if held is None:
             if not final and len(buf) < MAX_PENDING and RECORD_START_RE.match(buf):
                 ch.pending = buf
@@ -330,7 +406,26 @@ class LogParser:
         stats: ParseStats,
         last_msg: SipMessage | None,
     ) -> SipMessage | None:
-        """Turn one matched record into an event; returns the SIP message it made, if any."""
+        """Turn one matched record into an event; returns the SIP message it made, if any.
+
+        Total by construction (every parser below is bounded and returns on bad input); the
+        guard is the last line of defence: a bug costs one record, counted "internal", not
+        the rest of the chunk.
+        """
+        try:
+            return self._event(source, m, out, stats, last_msg)
+        except Exception:
+            stats.error("internal")
+            return None
+
+    def _event(
+        self,
+        source: str,
+        m: re.Match[str],
+        out: list[ParsedEvent],
+        stats: ParseStats,
+        last_msg: SipMessage | None,
+    ) -> SipMessage | None:
         g = m.groups("")
         what = g[G_WHAT]
         if what:
@@ -344,11 +439,12 @@ class LogParser:
             if not start:
                 stats.error("sip_header_only")
                 return None
+            digits = g[G_SIZE]
             msg = build_sip_message(
                 ts,
                 source,
                 what,
-                int(g[G_SIZE]),
+                int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE,
                 g[G_PROTO].lower(),
                 g[G_IP],
                 int(g[G_PORT]),
@@ -397,8 +493,8 @@ class LogParser:
 
     def _pino(self, source: str, line: str, out: list[ParsedEvent], stats: ParseStats) -> None:
         ev = parse_pino_line(line, source)
-        if ev is None:
-            stats.error("pino_json")
+        if isinstance(ev, PinoError):
+            stats.error(ev.value)
             return
         out.append(ev)
         stats.record("pino")
@@ -445,6 +541,13 @@ class LogParser:
             return 0.0
 
 
-def is_drachtio_timestamp(line: str) -> bool:
-    """True when a line starts with drachtio's ``YYYY-MM-DD HH:MM:SS.ffffff `` stamp."""
-    return _DRACHTIO_TS_RE.match(line) is not None
+def _prefix_mode(line: str) -> int:
+    """The prefix style a line shows (a ``PrefixMode``), or 0 when it shows none."""
+    if RECORD_START_RE.match(line):
+        return PrefixMode.NONE
+    if _TS_PREFIX_RE.match(line):
+        return PrefixMode.TIMESTAMP
+    m = _SERVICE_PREFIX_RE.match(line)
+    if m and _RECORD_START_AT.match(line, m.end()):
+        return PrefixMode.SERVICE
+    return 0
