@@ -322,6 +322,18 @@ format = "json"
     assert "parse stage error" not in err
 
 
+def test_stamps_that_are_no_date_count_an_error_and_never_go_negative() -> None:
+    """Found by the fuzzer: a year before 1970 gave a negative time."""
+    dev = Device("1", "acme.example.com", "203.0.113.5")
+    text = sip_dump(T0, "recv", "udp", dev.ip, 5060, dev.register()).replace("2026-", "1012-", 1)
+    text += "2026-13-01 12:00:00.000000 rejecting REGISTER with no realm\n"
+    text += "00000001|1012-Jun-27 07:48:59.059161| rejecting REGISTER with no realm\n"
+    msgs, svc, p = parse(text)
+    assert msgs[0].ts == 0.0 and msgs[0].call_id == dev.call_id
+    assert [(e.kind, e.ts) for e in svc] == [("register_no_realm", 0.0)] * 2
+    assert p.stats.errors == {"timestamp": 3}
+
+
 # ---------------------------------------------------------------- 3. byte counts that lie
 def with_count(dump: str, count: int | str) -> str:
     head, rest = dump.split(" bytes ", 1)

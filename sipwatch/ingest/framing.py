@@ -435,7 +435,7 @@ class LogParser:
                 base = self._minute_cache.get(stamp[:16])  # inline fast path of _ts()
                 ts = base + float(stamp[17:26]) if base is not None else self._ts(stamp, stats)
             else:
-                ts = self._legacy_ts(g[G_LEGACY_TS])
+                ts = self._legacy_ts(g[G_LEGACY_TS], stats)
             if not start:
                 stats.error("sip_header_only")
                 return None
@@ -476,7 +476,7 @@ class LogParser:
             stats.record("other")
             return None
         kind, attrs = hit
-        ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS])
+        ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS], stats)
         out.append(
             ServiceEvent(
                 ts=ts,
@@ -501,14 +501,21 @@ class LogParser:
 
     # ------------------------------------------------------------------ time
     def _ts(self, stamp: str, stats: ParseStats) -> float:
-        """Epoch seconds of a drachtio stamp, caching the per-minute base (strptime is slow)."""
+        """Epoch seconds of a drachtio stamp, caching the per-minute base (strptime is slow).
+
+        A stamp that is no date drachtio can write (month 13, a year before 1970) counts a
+        "timestamp" error and gives a time within the first minute of 1970: never negative.
+        """
         key = stamp[:16]
         base = self._minute_cache.get(key)
         if base is None:
             try:
+                year = int(stamp[0:4])
+                if year < 1970:
+                    raise ValueError(year)
                 base = (
                     datetime(
-                        int(stamp[0:4]),
+                        year,
                         int(stamp[5:7]),
                         int(stamp[8:10]),
                         int(stamp[11:13]),
@@ -525,12 +532,16 @@ class LogParser:
             self._minute_cache[key] = base
         return base + float(stamp[17:26])
 
-    def _legacy_ts(self, stamp: str) -> float:
-        """``2017-Jun-27 07:48:59.059161`` (pre-2017 drachtio) as epoch seconds."""
+    def _legacy_ts(self, stamp: str, stats: ParseStats) -> float:
+        """``2017-Jun-27 07:48:59.059161`` (pre-2017 drachtio) as epoch seconds; 0.0 and a
+        "timestamp" error for one that is no date (as ``_ts``)."""
         try:
+            year = int(stamp[0:4])
+            if year < 1970:
+                raise ValueError(year)
             base = datetime(
-                int(stamp[0:4]),
-                _MONTHS.get(stamp[5:8].lower(), 1),
+                year,
+                _MONTHS.get(stamp[5:8].lower(), 0),  # an unknown month: no date
                 int(stamp[9:11]),
                 int(stamp[12:14]),
                 int(stamp[15:17]),
@@ -538,6 +549,7 @@ class LogParser:
             ).timestamp()
             return base + float(stamp[18:]) - self._tz
         except ValueError:
+            stats.error("timestamp")
             return 0.0
 
 
