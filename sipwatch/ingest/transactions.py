@@ -214,9 +214,7 @@ class RegisterTracker:
         att = self._attempts.get(key)
         if att is None:
             att = self._new_attempt(tx)
-            self._attempts[key] = att
-            if len(self._attempts) > self.max_pending:
-                self._trim_attempts()
+            self._add_attempt(key, att)
         att.transactions += 1
         att.last_cseq = msg.cseq
         if msg.auth_username:
@@ -243,6 +241,13 @@ class RegisterTracker:
             expires=tx.expires,
         )
 
+    def _add_attempt(self, key: tuple[Side, str], att: RegisterAttempt) -> None:
+        """Open an attempt, first making room: at most ``max_pending`` stay open, so a flood
+        of new Call-IDs (or of challenges whose request is not in the log) stays bounded."""
+        if len(self._attempts) >= self.max_pending:
+            self._trim_attempts()
+        self._attempts[key] = att
+
     def _settle_attempt(self, tx: RegisterTransaction) -> None:
         key = (tx.side, tx.call_id)
         att = self._attempts.get(key)
@@ -252,7 +257,7 @@ class RegisterTracker:
             # orphan final answer: an attempt of one transaction, for the outcome counters
             att = self._new_attempt(tx)
             att.transactions = 1
-            self._attempts[key] = att
+            self._add_attempt(key, att)
         status = tx.status
         att.status = status
         att.reason = tx.reason
@@ -321,11 +326,10 @@ class RegisterTracker:
             if not tx.status:
                 self.stats.evicted += 1
             self._expire_tx(tx)
-        if len(self._attempts) > self.max_pending:
-            self._trim_attempts()
 
     def _trim_attempts(self) -> None:
-        """Close the oldest open attempts in one batch (amortised O(1) per attempt)."""
+        """Close the oldest open attempts in one batch (amortised O(1) per attempt), down to
+        90% of ``max_pending``; called when ``max_pending`` are open, so at least one."""
         excess = len(self._attempts) - (self.max_pending * 9) // 10
         for key in list(self._attempts)[:excess]:
             att = self._attempts[key]
