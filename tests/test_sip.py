@@ -101,7 +101,7 @@ def test_a_response_without_expires_header_ignores_the_contact_parameter() -> No
     )
     msg = must(text)
     assert msg.expires is None and msg.contact == "<sip:a@h>;expires=30"
-    assert msg.auth_username == "" and msg.has_auth  # credentials are read from requests only
+    assert msg.auth_username == "" and not msg.has_auth  # credentials: requests only
 
 
 def test_the_body_never_poses_as_headers() -> None:

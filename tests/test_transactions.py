@@ -527,13 +527,156 @@ def test_orphan_challenges_cannot_grow_open_attempts_past_the_bound() -> None:
 def test_a_flood_of_call_ids_closes_the_oldest_attempts_first() -> None:
     tr = RegisterTracker(max_pending=100)
     closed: list[RegisterAttempt] = []
-    for i in range(250):
+    for i in range(251):  # odd: one past a multiple of the bound
         closed += [
             d
             for d in tr.on_message(sip(T0 + i * 0.001, call_id=f"c{i}", branch=f"b{i}"))
             if isinstance(d, RegisterAttempt)
         ]
     assert tr.inflight_attempts == 100 and tr.inflight_transactions == 100
-    assert [a.call_id for a in closed] == [f"c{i}" for i in range(150)]
+    assert [a.call_id for a in closed] == [f"c{i}" for i in range(151)]
     assert {a.outcome for a in closed} == {AttemptOutcome.TIMEOUT}
-    assert tr.stats.evicted == 150 and tr.stats.transactions == 150
+    assert tr.stats.evicted == 151 and tr.stats.transactions == 151
+
+
+def test_defaults() -> None:
+    tr = RegisterTracker()
+    assert (tr.timer_f, tr.max_pending, tr.now) == (32.0, 100_000, 0.0)
+    assert tr.advance(0.5) == [] and tr.now == 0.5
+
+
+def test_an_attempt_wait_expires_on_its_own_deadline() -> None:
+    """No transaction is left to time out, only the wait for the device's second REGISTER:
+    a message exactly at that deadline ends it."""
+    tr = RegisterTracker(timer_f=32.0)
+    req = sip(T0)
+    feed(tr, req, answer(req, T0 + 10, 401))  # a slow challenge: the wait ends at T0 + 42
+    assert feed(tr, sip(T0 + 33, method="OPTIONS")) == []  # the transaction leaves the timeline
+    assert feed(tr, sip(T0 + 41.999, method="OPTIONS")) == []
+    (att,) = feed(tr, sip(T0 + 42, method="OPTIONS"))
+    assert isinstance(att, RegisterAttempt) and att.outcome is AttemptOutcome.ABANDONED
+    assert att.finished == T0 + 10 and att.status == 401
+
+
+def test_counters_count_every_occurrence() -> None:
+    tr = RegisterTracker()
+    open_req = sip(T0, call_id="open")
+    feed(tr, open_req)
+    for i in range(3):  # three orphans while a request is open
+        feed(tr, sip(T0 + i, status=200, direction=Direction.SEND, call_id=f"o{i}"))
+    assert tr.stats.orphan_responses == 3 and tr.inflight_transactions == 1
+    req = sip(T0 + 5, call_id="r")
+    resp = answer(req, T0 + 5.1, 403)
+    feed(tr, req, resp, resp, resp)
+    assert tr.stats.retransmitted_responses == 2 and tr.stats.transactions == 4
+    feed(tr, req, req)
+    assert tr.stats.retransmitted_requests == 2
+
+
+def test_a_late_copy_after_expiry_is_a_new_orphan_not_a_retransmission() -> None:
+    """Expired transactions leave both indexes (by branch and by Call-ID+CSeq)."""
+    for branch in ("z9hG4bKlate", ""):
+        tr = RegisterTracker(timer_f=32.0)
+        req = sip(T0, branch=branch)
+        resp = answer(req, T0 + 0.1, 200)
+        feed(tr, req, resp)
+        feed(tr, sip(T0 + 40, method="OPTIONS"))  # the transaction expires
+        done = feed(tr, answer(req, T0 + 41, 200))
+        assert [type(d) for d in done] == [RegisterTransaction, RegisterAttempt]
+        assert tr.stats.orphan_responses == 1 and tr.stats.retransmitted_responses == 0
+
+
+def test_the_answer_does_not_rename_the_transaction() -> None:
+    tr = RegisterTracker()
+    req = sip(T0, to_user="1001")
+    (tx, _) = feed(tr, req, answer(req, T0 + 0.1, 200, to_user="other"))
+    assert isinstance(tx, RegisterTransaction) and tx.to_user == "1001"
+
+
+def test_fields_copied_from_the_request_to_transaction_and_attempt() -> None:
+    tr = RegisterTracker()
+    req = sip(T0)
+    tx, att = feed(tr, req, answer(req, T0 + 0.1, 200))
+    for item in (tx, att):
+        assert (item.source, item.peer_ip, item.peer_port, item.transport) == (
+            "f",
+            "203.0.113.5",
+            5060,
+            "udp",
+        )
+        assert (item.from_user, item.user_agent, item.to_host) == (
+            "1001",
+            "Yealink",
+            "acme.example.com",
+        )
+
+
+def test_attempt_expires_follows_the_newest_request_that_says_it() -> None:
+    tr = RegisterTracker()
+    r1 = sip(T0, cseq=1, branch="b1", expires=3600)
+    r2 = sip(T0 + 1, cseq=2, branch="b2", expires=None, auth="1001")
+    feed(tr, r1, answer(r1, T0 + 0.1, 401), r2)
+    (att,) = [d for d in feed(tr, answer(r2, T0 + 1.1, 200)) if isinstance(d, RegisterAttempt)]
+    assert att.expires == 3600
+    r3 = sip(T0 + 2, cseq=3, branch="b3", call_id="bye", expires=0)  # an un-REGISTER
+    (att,) = [d for d in feed(tr, r3, answer(r3, T0 + 2.1, 200)) if isinstance(d, RegisterAttempt)]
+    assert att.expires == 0
+    # an orphan answer's attempt takes the answer's Expires
+    (_, att) = feed(tr, sip(T0 + 3, status=200, direction=Direction.SEND, call_id="o", expires=60))
+    assert isinstance(att, RegisterAttempt) and att.expires == 60
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, AttemptOutcome.SUCCESS),
+        (202, AttemptOutcome.SUCCESS),
+        (299, AttemptOutcome.SUCCESS),
+        (300, AttemptOutcome.FAILURE),
+        (302, AttemptOutcome.FAILURE),
+        (403, AttemptOutcome.FAILURE),
+        (503, AttemptOutcome.FAILURE),
+    ],
+)
+def test_final_answers_decide_the_outcome(status: int, outcome: AttemptOutcome) -> None:
+    tr = RegisterTracker()
+    req = sip(T0)
+    (_, att) = feed(tr, req, answer(req, T0 + 0.1, status))
+    assert isinstance(att, RegisterAttempt) and att.outcome is outcome
+
+
+def test_trimming_open_attempts_keeps_nine_tenths_oldest_out_first() -> None:
+    tr = RegisterTracker(max_pending=100)
+    closed: list[RegisterAttempt] = []
+    for i in range(101):
+        resp = sip(T0 + i * 0.01, status=401, direction=Direction.SEND, call_id=f"o{i}")
+        closed += [d for d in tr.on_message(resp) if isinstance(d, RegisterAttempt)]
+    assert tr.inflight_attempts == 91  # 100 reached: the oldest 10 closed, then one more
+    assert [a.call_id for a in closed] == [f"o{i}" for i in range(10)]
+    assert tr.stats.evicted_attempts == 10
+
+
+def test_trimmed_attempts_that_were_never_challenged_time_out() -> None:
+    """Open requests first, then challenges fill the attempts: the oldest (unchallenged,
+    their transaction still open) are closed as timeouts, the challenged ones abandoned."""
+    tr = RegisterTracker(max_pending=10)
+    closed: list[RegisterAttempt] = []
+    for i in range(3):
+        closed += [
+            d
+            for d in tr.on_message(sip(T0, call_id=f"open{i}", branch=f"o{i}"))
+            if isinstance(d, RegisterAttempt)
+        ]
+    for i in range(11):
+        req = sip(T0 + 1 + i, call_id=f"ch{i}", branch=f"c{i}")
+        closed += [
+            d
+            for d in feed(tr, req, answer(req, T0 + 1.5 + i, 401))
+            if isinstance(d, RegisterAttempt)
+        ]
+    assert [(a.call_id, a.outcome, a.challenged) for a in closed] == [
+        ("open0", AttemptOutcome.TIMEOUT, False),
+        ("open1", AttemptOutcome.TIMEOUT, False),
+        ("open2", AttemptOutcome.TIMEOUT, False),
+        ("ch0", AttemptOutcome.ABANDONED, True),
+    ]

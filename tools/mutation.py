@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -123,14 +124,16 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("modules", nargs="+", help="e.g. sipwatch/ingest/sip.py")
-    ap.add_argument("--tests", nargs="*", help="override the tests listed in pyproject.toml")
+    ap.add_argument(
+        "--tests", help='pytest arguments instead of the listed tests, e.g. "tests/x.py -k y"'
+    )
     ap.add_argument("--tree", type=Path, default=ROOT, help="another checkout (e.g. a baseline)")
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--survivors", action="store_true", help="print every surviving mutant")
     args = ap.parse_args()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for module in args.modules:
-        tests = args.tests or module_tests(pyproject, module)
+        tests = shlex.split(args.tests) if args.tests else module_tests(pyproject, module)
         run_module(args.tree, module, tests, children=args.max_children, survivors=args.survivors)
     return 0
 

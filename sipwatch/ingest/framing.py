@@ -212,7 +212,14 @@ class LogParser:
 
     # ------------------------------------------------------------------ public API
     def feed(self, chunk: LogChunk) -> list[ParsedEvent]:
-        """Parse a chunk; an empty chunk is the idle signal and flushes held records."""
+        """Parse a chunk; an empty chunk is the idle signal and flushes held records.
+
+        In this order: lines are counted (every "\\n", before any change); a "^M" that ends
+        a line becomes "\\r"; a CR not followed by LF becomes "\\n"; the channel's prefix
+        style and indentation are decided from its first non-blank lines (once); the
+        indentation is stripped from every line; then the chunk is framed, after stripping
+        timestamp prefixes or demultiplexing service prefixes into "<source>/<service>".
+        """
         out: list[ParsedEvent] = []
         if not chunk.text:
             self._flush_source(chunk.source, chunk.stream, out)

@@ -283,6 +283,7 @@ def build_sip_message(
     to_user, to_host = parse_uri_user_host(to_v) if to_v else ("", "")
     # From, Contact expiry and credentials matter for requests only
     from_user = from_host = auth_username = auth_realm = ""
+    has_auth = False
     exp: int | None = None
     if is_request:
         if from_v:
@@ -294,6 +295,7 @@ def build_sip_message(
             if ce:
                 exp = _int(ce)
         if authz:
+            has_auth = True
             auth_username = _param(authz, "username")
             auth_realm = _param(authz, "realm")
     elif expires:
@@ -324,7 +326,7 @@ def build_sip_message(
         user_agent.strip()[:MAX_FIELD],
         auth_username,
         auth_realm,
-        bool(authz),
+        has_auth,
         x_reason.strip()[:MAX_FIELD],
         www_auth[:MAX_FIELD],
     )

@@ -149,7 +149,8 @@ class RegisterTracker:
     @staticmethod
     def _open(side: Side, msg: SipMessage, *, saw_request: bool) -> RegisterTransaction:
         """A new transaction from its request, or from a response whose request is not in
-        the log (then the request-only fields stay empty and it counts no request copy)."""
+        the log (it counts no request copy; the request-only fields stay empty because a
+        response carries no Request-URI or credentials: ``build_sip_message``)."""
         return RegisterTransaction(
             side=side,
             call_id=msg.call_id,
@@ -163,10 +164,10 @@ class RegisterTracker:
             to_user=msg.to_user,
             to_host=msg.to_host,
             from_user=msg.from_user,
-            request_uri=msg.request_uri if saw_request else "",
+            request_uri=msg.request_uri,
             user_agent=msg.user_agent,
-            auth_username=msg.auth_username if saw_request else "",
-            has_auth=msg.has_auth and saw_request,
+            auth_username=msg.auth_username,
+            has_auth=msg.has_auth,
             expires=msg.expires,
             requests=1 if saw_request else 0,
             saw_request=saw_request,
