@@ -6,12 +6,17 @@ CRLF, maybe folded headers and a body), so it is tested here directly with wire 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sipwatch.ingest.sip import (
+    HEADER_FIELDS,
     MAX_FIELD,
     _int,
     _param,
+    header_getter,
+    headers_pattern,
     parse_sip_message,
     parse_uri_user_host,
     request_uri_host,
@@ -114,6 +119,13 @@ def test_the_body_never_poses_as_headers() -> None:
     assert (msg.to_user, msg.x_reason, msg.cseq) == ("b", "", 1)
 
 
+@pytest.mark.parametrize("blank", [" ", "\t", "  \t"])
+def test_one_kind_of_folding_is_enough(blank: str) -> None:
+    text = wire("OPTIONS sip:h SIP/2.0", "User-Agent: Acme", f"{blank}Phone 3", "CSeq: 4 OPTIONS")
+    msg = must(text)
+    assert msg.user_agent == "Acme Phone 3" and msg.cseq == 4
+
+
 def test_folded_header_lines_are_unfolded() -> None:
     text = wire(
         "REGISTER sip:h SIP/2.0",
@@ -137,7 +149,11 @@ def test_lf_only_and_header_only_messages() -> None:
     assert msg.call_id == "a84b4c76e66710@pc33.example.com" and msg.expires == 120
     bare = must("OPTIONS sip:h SIP/2.0")  # no headers, no line end
     assert bare.method == "OPTIONS" and bare.call_id == "" and bare.cseq == 0
-    assert bare.expires is None and bare.via_branch == "" and not bare.has_auth
+    assert bare.expires is None and bare.via_branch == "" and bare.has_auth is False
+    assert (bare.to_user, bare.to_host, bare.from_user, bare.contact) == ("", "", "", "")
+    assert (bare.ts, bare.source, bare.direction, bare.size) == (1.5, "hep", Direction.RECV, 21)
+    assert (bare.transport, bare.peer_ip, bare.peer_port) == ("udp", "203.0.113.5", 5062)
+    assert bare.is_request is True and must("SIP/2.0 180 Ringing").is_request is False
     assert must("SIP/2.0 100 Trying\r\n").status == 100
 
 
@@ -175,6 +191,8 @@ def test_status_line_forms() -> None:
 
 
 def test_request_line_forms() -> None:
+    assert must("A sip:h SIP/2.0").method == "A"  # a one-letter token is a method
+    assert must("SIP/2.0 200 OK\t").reason == "OK"
     msg = must("register  sip:a@h SIP/2.0  \r\nCSeq: 5 INVITE\r\n")
     assert msg.method == "REGISTER"  # the request line names the method, not CSeq
     assert msg.request_uri == "sip:a@h"
@@ -371,6 +389,11 @@ def test_uri_parts_are_capped() -> None:
         ("Digest realm", "realm", ""),  # no "="
         ("Digest realm=", "realm", ""),
         ("Digest realmx=1, realm=2", "realm", "2"),  # "realmx" is another parameter
+        ("Digest realmX=1, realm=2", "realm", "2"),
+        ("Digest realm=Xyes", "realm", "Xyes"),
+        ("Digest realm=aXb", "realm", "aXb"),
+        ("Digest realm=abc,x=1", "realm", "abc"),
+        ('Digest realm="", nonce="n"', "realm", ""),
         ("Digest realm x=1, realm=3", "realm", "3"),
         ("<sip:a@h>;expires=60;q=1", "expires", "60"),
         ("<sip:a@h>;expires=60\r", "expires", "60"),
@@ -399,3 +422,20 @@ def test_param(value: str, name: str, expected: str) -> None:
 )
 def test_int(text: str, expected: int | None) -> None:
     assert _int(text) == expected
+
+
+def test_the_header_pattern_and_getter_built_at_run_time() -> None:
+    """The log scanner builds its own regex from these (framing.RECORD_RE)."""
+    pattern = re.compile(headers_pattern("(?!STOP)"))
+    pick = header_getter(pattern)
+    m = pattern.match("\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nCall-ID: c1\r\nSTOP\nCSeq: 9 R\n")
+    assert m is not None
+    values = dict(zip(HEADER_FIELDS, pick(m.groups("")), strict=True))
+    assert values["top_via"] == "SIP/2.0/UDP h;branch=z9hG4bKx"
+    assert values["call_id"] == "c1"
+    assert values["cseq"] == ""  # the guard stopped the walk at the STOP line
+    assert set(values) == set(HEADER_FIELDS) and len(HEADER_FIELDS) == 16
+    plain = re.compile(headers_pattern())
+    m = plain.match("\nSTOP\ni: x\nUser-Agent: ua\n")
+    assert m is not None
+    assert header_getter(plain)(m.groups(""))[HEADER_FIELDS.index("call_id_c")] == "x"

@@ -216,7 +216,7 @@ def build_sip_message(
     headers: tuple[str, ...],
 ) -> SipMessage | None:
     """Make a SipMessage from its start line and the header values (``HEADER_FIELDS`` order)."""
-    start = start.rstrip("\r ")
+    start = start.rstrip()  # the CR of a CRLF line, drachtio's trailing space
     if start.startswith("SIP/2.0 "):
         is_request = False
         code = start[8:11]
