@@ -57,6 +57,10 @@ def event(line: str) -> ServiceEvent:
             ("unknown_realm", {"realm": "x.example"}),
         ),
         (
+            "checkAccountLimits: rejecting register for unknown sip realm: Xample.org",
+            ("unknown_realm", {"realm": "Xample.org"}),
+        ),
+        (
             "checkAccountLimits: account is deactivated, reject registration",
             ("account_deactivated", {}),
         ),
@@ -195,6 +199,24 @@ def test_fields_read_from_the_pino_object() -> None:
     assert kind(f"successfully unregistered {long_aor}")[1] == {"aor": "a" * MAX_FIELD}
 
 
+@pytest.mark.parametrize(
+    ("time", "ts"),
+    [
+        ("0.5", 0.0005),
+        ("0.0", 0.0),
+        ("253402300800000.0", 253402300800.0),
+        ('"1970-01-01T00:00:00Z"', 0.0),
+        ('"1970-01-01T00:00:00.5Z"', 0.5),
+        ('"2021-02-23T08:00:09.001Z"', 1614067209.001),
+        ('"2021-02-23T08:00:09.' + "0" * 44 + 'x"', 1614067209.0),  # read up to 64 chars
+        ("{}", 0.0),
+        ("[1]", 0.0),
+    ],
+)
+def test_pino_times(time: str, ts: float) -> None:
+    assert event('{"time":' + time + "}").ts == ts
+
+
 def test_parse_pino_line_fields() -> None:
     ev = event('{"level":40,"time":1725637711012,"pid":1,"hostname":"h","msg":"hello"}')
     assert (ev.ts, ev.level, ev.kind, ev.message) == (1725637711.012, 40, "other", "hello")
@@ -250,6 +272,9 @@ def test_load_json_object_bounds() -> None:
         ('["\\"' + "[" * 100 + '"]', True),  # an escaped quote does not end the string
         ('{"a":[' + '{"b":1},' * 50 + "1]}", True),
         ("{" * 20 + "[" * 20, False),  # unbalanced counts as deep
+        ("[" * 32 + "]" * 32 + "[]", True),  # past the fast path, exactly at the bound
+        ("[]" + "[" * 32 + "]" * 32, True),  # closing brings the depth back to 0
+        ("[" * 20 + "]" + "[" * 14, False),  # 20, 19, then 33
     ],
 )
 def test_nesting_depth(text: str, ok: bool) -> None:
@@ -274,6 +299,30 @@ def test_nesting_depth(text: str, ok: bool) -> None:
         ("mail alice@example.com about https://h/x", "mail alice@example.com about https://h/x"),
         ("user@host only", "user@host only"),
         ("x" * 5000, "x" * MAX_MESSAGE),
+        (" is not valid JSON", "<stored value redacted> is not valid JSON"),
+        (
+            "XYZ SyntaxError: Unexpected token 'p', \"pw\" is not valid JSON",
+            "XYZ SyntaxError: <stored value redacted> is not valid JSON",
+        ),
+        (
+            "SyntaxError: Unexpected token 'p', \"pw\" is not valid JSON",
+            "SyntaxError: <stored value redacted> is not valid JSON",
+        ),
+        # the stored value holds the phrases themselves: nothing of it may survive
+        (
+            "Error SyntaxError: Unexpected token 'p', \"pwSyntaxError1\" is not valid JSON",
+            "Error SyntaxError: <stored value redacted> is not valid JSON",
+        ),
+        (
+            "Error SyntaxError: Unexpected token 'a', \"a is not valid JSON b\" is not valid JSON",
+            "Error SyntaxError: <stored value redacted> is not valid JSON",
+        ),
+        (
+            'Unexpected token "pw" is not valid JSON, SyntaxError',
+            "<stored value redacted> is not valid JSON, SyntaxError",
+        ),
+        # the search is bounded: past 2048 characters nothing is looked at (and cut anyway)
+        ("x" * 2100 + ' "pw" is not valid JSON', "x" * MAX_MESSAGE),
     ],
 )
 def test_redact(msg: str, expected: str) -> None:
@@ -322,6 +371,24 @@ def test_secrets_never_reach_an_event() -> None:
         (
             "detected potential spammer from [2001:db8::66]:5060 due to header value: sipvicious",
             ("spammer", {"source_ip": "2001:db8::66", "header_value": "sipvicious"}),
+        ),
+        (
+            "detected potential spammer from 185.243.5.17:5077 due to header value: detected potential spammer from 6.6.6.6:1",
+            (
+                "spammer",
+                {
+                    "source_ip": "185.243.5.17",  # the header value cannot name another source
+                    "header_value": "detected potential spammer from 6.6.6.6:1",
+                },
+            ),
+        ),
+        (
+            "detected potential spammer from " + "a" * 99 + ":5060 due to header value: x",
+            ("spammer", {"source_ip": "a" * 64, "header_value": "x"}),
+        ),
+        (
+            "rejecting REGISTER with invalid Contact header",
+            ("register_invalid_contact", {"call_id": ""}),
         ),
         ("No connected clients found to handle incoming invite request", None),
         ("nta.c:2880 agent_recv_request() nta: received REGISTER sip:h SIP/2.0 (CSeq 1)", None),

@@ -58,13 +58,14 @@ def _redact(msg: str) -> str:
     """Remove values that may be secrets from a registrar message before it is kept.
 
     Node's JSON.parse error quotes the input (the stored *password*) in several forms
-    (``"pw1"``, ``"abcdefghij"...``, ``..."xyz"...``); everything between the error name and
-    "is not valid JSON" is dropped rather than pattern-matched.
+    (``"pw1"``, ``"abcdefghij"...``, ``..."xyz"...``); everything between the first
+    "SyntaxError" and the last "is not valid JSON" is dropped rather than pattern-matched (the
+    stored value may itself hold either phrase).
     """
     msg = msg[: MAX_MESSAGE * 4]  # bound the work on attacker-sized lines
-    cut = msg.find(_NOT_JSON)
+    cut = msg.rfind(_NOT_JSON)
     if cut >= 0:
-        head = msg.find("SyntaxError")
+        head = msg.find("SyntaxError", 0, cut)
         keep = msg[: head + len("SyntaxError")] if head >= 0 else ""
         msg = f"{keep}: <stored value redacted>{msg[cut:]}".lstrip(": ")
     if "@" in msg and "://" in msg:
@@ -123,10 +124,10 @@ def _ts(value: object) -> float | None:
         return value / 1000.0 if 0.0 <= value <= MAX_PINO_TIME_MS else None  # NaN fails too
     if isinstance(value, str):  # very old sbc-registrar: ISO timestamp
         try:
-            ts = datetime.fromisoformat(value[:64].replace("Z", "+00:00")).timestamp()
+            ts = datetime.fromisoformat(value[:64]).timestamp()  # 3.11 reads "Z" too
         except (ValueError, OverflowError):  # naive times go through mktime: either may come
             return 0.0
-        return ts if 0.0 <= ts <= MAX_PINO_TIME_MS / 1000 else None
+        return ts if ts >= 0.0 else None  # year 9999 at most: the upper bound holds
     return 0.0
 
 
@@ -149,13 +150,13 @@ def classify_registrar_message(msg: str, obj: dict[str, object]) -> tuple[str, d
     """Map a registrar message to (kind, attrs).  Unknown messages map to ("other", {})."""
     attrs: dict[str, str] = {}
     if msg.startswith("rejecting REGISTER from ") and "ipv4" in msg:
-        uri = msg[len("rejecting REGISTER from ") :].split(" ", 1)[0]
+        uri = msg[len("rejecting REGISTER from ") :].partition(" ")[0]
         attrs["uri"] = uri[:MAX_FIELD]
         attrs["realm"] = parse_uri_user_host(uri)[1] or uri[:MAX_FIELD]
         return "ipv4_realm_rejected", attrs
     if msg.startswith("checkAccountLimits"):
         if "unknown sip realm" in msg:
-            attrs["realm"] = msg.rsplit(" ", 1)[-1].lstrip(":")[:MAX_FIELD]
+            attrs["realm"] = msg.rpartition(" ")[2].lstrip(":")[:MAX_FIELD]
             return "unknown_realm", attrs
         if "account is deactivated" in msg:
             return "account_deactivated", attrs
@@ -209,7 +210,7 @@ def classify_registrar_message(msg: str, obj: dict[str, object]) -> tuple[str, d
         return "auth_data", attrs
     if msg.startswith("adding aor to redis ") or msg.startswith("successfully added "):
         aor = _after(msg, "adding aor to redis ") or _after(msg, "successfully added ")
-        attrs["aor"] = aor.split(" ", 1)[0]
+        attrs["aor"] = aor.partition(" ")[0]
         return "registered", attrs
     if msg.startswith("successfully unregistered "):
         attrs["aor"] = _after(msg, "successfully unregistered ")
@@ -225,11 +226,7 @@ def classify_registrar_message(msg: str, obj: dict[str, object]) -> tuple[str, d
         return "startup", attrs
     if msg.startswith("Error connecting to drachtio"):
         return "drachtio_connect_error", attrs
-    if (
-        "registering to" in msg
-        or msg.startswith("Disabling Outbound Registration")
-        or "Error registering to" in msg
-    ):
+    if "registering to" in msg or msg.startswith("Disabling Outbound Registration"):
         return "outbound_registration", attrs
     return "other", attrs
 
@@ -283,13 +280,13 @@ def classify_drachtio_line(text: str) -> tuple[str, dict[str, str]] | None:
     """Recognise the drachtio lines listed in drachtio-log-format.md section 3."""
     if "REGISTER" not in text and "register" not in text and "spammer" not in text:
         if text.startswith("Starting drachtio version"):
-            return "drachtio_start", {"version": text.rsplit(" ", 1)[-1][:64]}
+            return "drachtio_start", {"version": text.rpartition(" ")[2][:64]}
         return None
     for marker, kind in _DRACHTIO_MARKERS:
         if marker in text:
             attrs: dict[str, str] = {}
             if kind == "spammer":
-                peer = _after(text, "detected potential spammer from ").split(" ", 1)[0]
+                peer = _after(text, "detected potential spammer from ").partition(" ")[0]
                 attrs["source_ip"] = peer.rsplit(":", 1)[0].strip("[]")[:64]
                 attrs["header_value"] = _after(text, "due to header value:")
             elif kind == "register_invalid_contact":
