@@ -103,6 +103,7 @@ _SERVICE_PREFIX_RE = re.compile(
     + ")?"
 )
 _LONE_CR_RE = re.compile(r"\r(?!\n)")
+_TRUNCATED = "*** message truncated"  # sofia's marker after a dump it cut
 _CARET_M_RE = re.compile(r"\^M(?=\n|\Z)")  # a CR pasted as the two characters "^M"
 MAX_INDENT = 8  # blanks a whole paste may be indented by (a 4-space markdown block, a tab)
 _INDENT_RE = re.compile(rf"[ \t]{{1,{MAX_INDENT}}}")
@@ -122,6 +123,10 @@ _DETECT_LINES = 200  # lines looked at to decide a channel's prefix style
 MAX_UDP_DUMP = 65_535
 MAX_STREAM_DUMP = 2 * 1024 * 1024
 IMPOSSIBLE_SIZE = 10**18  # what a count of more than 18 digits is taken as (int() stays cheap)
+# A dump logged at most this many bytes short of its count still ran to its end (a trailing
+# space or a CR lost in copying).  A forged record inside a dump leaves at least 4 bytes after
+# its start ('{"' plus the dump's " \n"), so the slack never lets one through.
+DUMP_SLACK = 2
 
 # What ParseStats counts.  Records: every framed record is exactly one of these.
 RECORD_KINDS = (
@@ -163,8 +168,8 @@ class ParseStats:
     def record(self, kind: str, n: int = 1) -> None:
         self.records[kind] = self.records.get(kind, 0) + n
 
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+    def error(self, kind: str, n: int = 1) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + n
 
 
 @dataclass(slots=True)
@@ -325,22 +330,31 @@ class LogParser:
     def _frame(self, ch: _Channel, text: str, out: list[ParsedEvent], *, final: bool) -> None:
         """Scan ``pending + text`` record by record; hold back the last record unless final.
 
-        A SIP dump is as long as drachtio's header line says (``recv N bytes``), and a line
-        inside it that looks like a record start (a pino ``{"`` line, or a drachtio stamp in a
-        body or a folded header) is the device's text, not a log record.  Two rules follow:
+        A SIP dump is as long as drachtio's header line says (``recv N bytes``, counted from
+        the first SIP line), and a line inside it that looks like a record start (a pino ``{"``
+        line, or a drachtio stamp in a body or a folded header) is the device's text, not a log
+        record.  A dump whose logged text ends at most ``DUMP_SLACK`` bytes before the announced
+        length ran to its end (a trailing space or a CR lost in copying); otherwise:
 
         * **Pino lines inside the announced length are never registrar lines** (counted
           "embedded"), whether or not the dump can be shown to end there: a device must not
           forge registrar events, nor reach the JSON parser, with its body.
-        * **Stamped records inside are skipped only when the dump is proven**: it ends where
-          announced (a line end within a few bytes of it, then a record start or the end of
-          input), and every skipped record follows a CRLF line, as only lines inside a dump do
-          (drachtio ends every other line, and a dump's last one, without CR).  A record that
-          follows a line without CR is real: the count was false (a truncated or doctored dump),
-          "sip_length" is counted and the records are framed by their starts.  So are dumps
-          whose length cannot be confirmed (cut off, CRLF lost in copying) and dumps announcing
-          more bytes than drachtio can log (``MAX_UDP_DUMP``): an impossible count never hides
-          a real record.
+        * **Stamped records inside are skipped only when the dump is proven**: the last line
+          end in ``[end - 6, end + 2)`` (``end`` = where the announced length ends) is followed
+          by a record start or the end of the input, and every skipped record follows a CRLF
+          line, as only lines inside a dump do (drachtio ends every other line, and a dump's
+          last one, without CR).  A record that follows a line without CR is real: the count
+          was false (a truncated or doctored dump), "sip_length" is counted and the records are
+          framed by their starts.  So are dumps whose length cannot be proven (cut off, CRLF
+          lost in copying) and dumps announcing more bytes than drachtio can log
+          (``MAX_UDP_DUMP``): an impossible count never hides a real record.
+
+        A dump whose announced end lies past the text so far (and within ``MAX_PENDING``) is
+        held, with everything after it, until more text or the end of the input.  What the
+        scan finds after the held record ("embedded" records, "sip_length") is counted when
+        that record is emitted, so text framed twice (held, then framed again with the next
+        chunk) is counted once.  A SIP message is marked ``truncated`` when the record after
+        it is sofia's ``*** message truncated at N ***``, in the same chunk or the next.
         """
         buf = ch.pending + text if ch.pending else text
         ch.pending = ""
@@ -349,27 +363,34 @@ class LogParser:
         stats = self.stats_for(ch.source)
         source = ch.source
         pos = 0
-        last_msg: SipMessage | None = None
         held: re.Match[str] | None = None
         region_end = 0  # records starting before this are inside a dump's announced length
         proven_end = 0  # ... and before this, inside a dump proven to end there
+        embedded = bad_length = 0  # found since ``held``: counted when it is emitted
         for m in RECORD_RE.finditer(buf):
             start = m.start()
             if start < region_end:  # rare: text inside an announced SIP dump
                 if start < proven_end:
                     if buf[start - 2] == "\r":
-                        stats.record("embedded")
-                        pos = max(pos, m.end())
+                        embedded += 1
+                        pos = m.end()
                         continue
-                    stats.error("sip_length")  # a real record inside: the count was false
+                    bad_length += 1  # a real record inside: the count was false
                     region_end = proven_end = 0
                 elif m.start(G_PINO + 1) >= 0:
-                    stats.record("embedded")
-                    pos = max(pos, m.end())
+                    embedded += 1
+                    pos = m.end()
                     continue
             if held is not None:
-                last_msg = self._record(source, held, out, stats, last_msg)
-            if start > pos + 1 and buf[pos:start].strip():
+                msg = self._record(source, held, out, stats)
+                if msg is not None:
+                    line = m.group(G_LINE + 1)
+                    if line is not None and line.lstrip(" ").startswith(_TRUNCATED):
+                        msg.truncated = True
+                if embedded or bad_length:
+                    _count_anomalies(stats, embedded, bad_length)
+                    embedded = bad_length = 0
+            elif buf[:start].strip():
                 stats.record("other")  # lines before the first record: log cut mid-record
             held = m
             pos = m.end()
@@ -379,10 +400,10 @@ class LogParser:
             digits = m.group(G_SIZE + 1)
             size = int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE
             end = body + size
-            if end <= pos + 1:
+            if end <= pos + 1 + DUMP_SLACK:
                 continue  # the dump ran to its announced end: nothing inside to suspect
             if size > (MAX_UDP_DUMP if m.group(G_PROTO + 1).lower() == "udp" else MAX_STREAM_DUMP):
-                stats.error("sip_length")
+                bad_length += 1
                 continue
             if end + 2 >= len(buf) and not final and end - start < MAX_PENDING:
                 ch.pending = buf[start:]  # the rest of this dump has not arrived yet
@@ -392,16 +413,13 @@ class LogParser:
             if nl >= 0 and (nl + 1 >= len(buf) or _RECORD_START_AT.match(buf, nl + 1)):
                 proven_end = nl + 1
                 region_end = max(region_end, proven_end)
-        if held is None:
-            if not final and len(buf) < MAX_PENDING and RECORD_START_RE.match(buf):
-                ch.pending = buf
-            elif buf.strip():
+        if held is None:  # no record start at all: RECORD_RE matches wherever one is
+            if buf.strip():
                 stats.record("other")
             return
-        if buf[pos:].strip():
-            stats.record("other")
         if final or len(buf) - held.start() > MAX_PENDING:
-            self._record(source, held, out, stats, last_msg)
+            self._record(source, held, out, stats)
+            _count_anomalies(stats, embedded, bad_length)
         else:
             ch.pending = buf[held.start() :]
 
@@ -411,7 +429,6 @@ class LogParser:
         m: re.Match[str],
         out: list[ParsedEvent],
         stats: ParseStats,
-        last_msg: SipMessage | None,
     ) -> SipMessage | None:
         """Turn one matched record into an event; returns the SIP message it made, if any.
 
@@ -420,7 +437,7 @@ class LogParser:
         the rest of the chunk.
         """
         try:
-            return self._event(source, m, out, stats, last_msg)
+            return self._event(source, m, out, stats)
         except Exception:
             stats.error("internal")
             return None
@@ -431,7 +448,6 @@ class LogParser:
         m: re.Match[str],
         out: list[ParsedEvent],
         stats: ParseStats,
-        last_msg: SipMessage | None,
     ) -> SipMessage | None:
         g = m.groups("")
         what = g[G_WHAT]
@@ -470,11 +486,9 @@ class LogParser:
             self._pino(source, pino, out, stats)
             return None
         line = g[G_LINE]
-        if line.lstrip(" ").startswith("*** message truncated"):
-            if last_msg is not None:
-                last_msg.truncated = True
-            stats.record("truncation")
-            return last_msg
+        if line.lstrip(" ").startswith(_TRUNCATED):
+            stats.record("truncation")  # the message before it was marked by _frame
+            return None
         if line.startswith("Client::") or line.startswith("Sending response"):
             stats.record("api")  # drachtio <-> app traffic, not network SIP
             return None
@@ -558,6 +572,13 @@ class LogParser:
         except ValueError:
             stats.error("timestamp")
             return 0.0
+
+
+def _count_anomalies(stats: ParseStats, embedded: int, bad_length: int) -> None:
+    if embedded:
+        stats.record("embedded", embedded)
+    if bad_length:
+        stats.error("sip_length", bad_length)
 
 
 def _prefix_mode(line: str) -> int:
