@@ -147,9 +147,21 @@ def test_stamps_are_utc_plus_the_configured_offset_whatever_the_hosts_zone(
 
 
 def test_the_first_second_of_1970_is_a_date() -> None:
-    text = "1970-01-01 00:00:01.500000 rejecting REGISTER with no realm\n"
+    text = (
+        "1970-01-01 00:00:01.500000 rejecting REGISTER with no realm\n"
+        "00000001|1970-Jan-01 00:00:02.250000| rejecting REGISTER with no realm\n"
+    )
     _, svc, p = parse(text)
-    assert svc[0].ts == 1.5 and p.stats.errors == {}
+    assert [e.ts for e in svc] == [1.5, 2.25] and p.stats.errors == {}
+
+
+def test_every_field_of_a_stamp_counts() -> None:
+    text = (
+        "2025-12-31 23:59:58.999999 rejecting REGISTER with no realm\n"
+        "00000001|2025-Nov-30 22:48:17.5| rejecting REGISTER with no realm\n"
+    )
+    _, svc, _ = parse(text)
+    assert [e.ts for e in svc] == [1767225598.999999, 1764542897.5]
 
 
 def test_a_legacy_dump_with_no_date_counts_a_timestamp_error() -> None:
@@ -212,6 +224,33 @@ def test_udp_and_stream_bounds_are_exact() -> None:
         assert ids == [cid] and errors == error, (transport, count)
 
 
+def test_two_pino_lines_inside_an_unproven_dump_are_both_embedded() -> None:
+    dump, cid = register()
+    lf = dump.replace("\r\n", "\n").replace(" \n", PINO + PINO + " \n")
+    lf = with_count(lf, logged_size(dump) + 200)
+    assert summary(lf) == ([cid], [], {"sip": 1, "embedded": 2}, {})
+
+
+@pytest.mark.parametrize(
+    "junk", ["\t*** message truncated at 9 ***", "X*** message truncated at 9 ***"]
+)
+def test_only_sofias_marker_marks_a_message_truncated(junk: str) -> None:
+    dump, _ = register()
+    msgs, _, p = parse(dump + f"{stamp(T0)} {junk}\n" + register(2, T0 + 1)[0])
+    assert [m.truncated for m in msgs] == [False, False] and p.stats.records == {
+        "sip": 2,
+        "other": 1,
+    }
+
+
+def test_a_dump_followed_by_junk_at_the_end_of_input_is_not_proven() -> None:
+    dev = Device("8", "acme.example.com", "203.0.113.8")
+    forged = f"{stamp(T0)} No connected clients found to handle incoming register request"
+    dump = sip_dump(T0, "recv", "udp", dev.ip, 5060, dev.register(), [forged])
+    _, kinds, records, _ = summary(dump + "x")  # no final newline
+    assert kinds == ["no_connected_clients"] and records == {"sip": 1, "service": 1}
+
+
 def test_forged_records_in_the_last_dump_of_the_input_are_skipped() -> None:
     """The end of the input proves a dump as a record start after it does."""
     dev = Device("8", "acme.example.com", "203.0.113.8")
@@ -222,6 +261,15 @@ def test_forged_records_in_the_last_dump_of_the_input_are_skipped() -> None:
         assert ids == [dev.call_id] and kinds == [] and records == {"sip": 1, "embedded": 1}
 
 
+_LONG = sip_dump(
+    T0,
+    "recv",
+    "udp",
+    "203.0.113.8",
+    5060,
+    Device("8", "a.example", "203.0.113.8").register(),
+    [f"{stamp(T0)} rejecting REGISTER with no realm", "x"],
+)
 HOSTILE_INPUTS = {
     "forged-in-body": sip_dump(
         T0,
@@ -237,6 +285,11 @@ HOSTILE_INPUTS = {
     ).replace("\r\n", "\n")
     + PINO,
     "false-count": with_count(register(3)[0], 3000),
+    # the dump's log runs 2 bytes past its count and a line that is no record follows:
+    # unproven, even when a chunk ends right after the dump
+    "long-then-continuation": with_count(_LONG, logged_size(_LONG)).replace(
+        "x \n", "xyz \ncontinuation\n"
+    ),
 }
 
 
@@ -337,10 +390,16 @@ def test_detection_waits_for_a_decisive_line_across_chunks() -> None:
 
 
 @pytest.mark.parametrize(("junk", "found"), [(199, True), (200, False)])
-def test_detection_gives_up_after_200_lines(junk: int, found: bool) -> None:
+@pytest.mark.parametrize("split", [False, True])
+def test_detection_gives_up_after_200_lines(junk: int, found: bool, split: bool) -> None:
+    """Blank lines do not count; the budget carries over from chunk to chunk."""
     dump, cid = register()
-    text = "".join(f"junk {i}\n\n" for i in range(junk)) + indent(dump, " ")
-    assert (summary(text)[0] == [cid]) is found
+    lines = "".join(f"junk {i}\n\n" for i in range(junk))
+    p = LogParser()
+    pieces = [lines, indent(dump, " ")] if split else [lines + indent(dump, " ")]
+    events = [e for piece in pieces for e in p.feed(LogChunk("a", Stream.TEXT, piece))]
+    events += p.flush()
+    assert ([m.call_id for m in events if isinstance(m, SipMessage)] == [cid]) is found
 
 
 # ---------------------------------------------------------------- demultiplexing

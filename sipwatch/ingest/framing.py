@@ -362,34 +362,31 @@ class LogParser:
             return
         stats = self.stats_for(ch.source)
         source = ch.source
-        pos = 0
         held: re.Match[str] | None = None
         region_end = 0  # records starting before this are inside a dump's announced length
         proven_end = 0  # ... and before this, inside a dump proven to end there
-        embedded = bad_length = 0  # found since ``held``: counted when it is emitted
+        embedded = 0  # records skipped since ``held``: counted when it is emitted
+        impossible = False  # ``held`` announces a size drachtio cannot log: ditto
         for m in RECORD_RE.finditer(buf):
             start = m.start()
             if start < region_end:  # rare: text inside an announced SIP dump
                 if start < proven_end:
                     if buf[start - 2] == "\r":
                         embedded += 1
-                        pos = m.end()
                         continue
-                    bad_length += 1  # a real record inside: the count was false
+                    # a real record inside: the count was false (``held`` is emitted now)
+                    stats.error("sip_length")
                     region_end = proven_end = 0
                 elif m.start(G_PINO + 1) >= 0:
                     embedded += 1
-                    pos = m.end()
                     continue
             if held is not None:
                 msg = self._record(source, held, out, stats)
-                if msg is not None:
-                    line = m.group(G_LINE + 1)
-                    if line is not None and line.lstrip(" ").startswith(_TRUNCATED):
-                        msg.truncated = True
-                if embedded or bad_length:
-                    _count_anomalies(stats, embedded, bad_length)
-                    embedded = bad_length = 0
+                if msg is not None and _is_truncation(m.group(G_LINE + 1)):
+                    msg.truncated = True
+                if embedded or impossible:
+                    _count_anomalies(stats, embedded, impossible)
+                    embedded, impossible = 0, False
             elif buf[:start].strip():
                 stats.record("other")  # lines before the first record: log cut mid-record
             held = m
@@ -397,13 +394,12 @@ class LogParser:
             body = m.start(G_START + 1)
             if body < 0:
                 continue
-            digits = m.group(G_SIZE + 1)
-            size = int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE
+            size = _byte_count(m.group(G_SIZE + 1))
             end = body + size
             if end <= pos + 1 + DUMP_SLACK:
                 continue  # the dump ran to its announced end: nothing inside to suspect
             if size > (MAX_UDP_DUMP if m.group(G_PROTO + 1).lower() == "udp" else MAX_STREAM_DUMP):
-                bad_length += 1
+                impossible = True
                 continue
             if end + 2 >= len(buf) and not final and end - start < MAX_PENDING:
                 ch.pending = buf[start:]  # the rest of this dump has not arrived yet
@@ -419,7 +415,7 @@ class LogParser:
             return
         if final or len(buf) - held.start() > MAX_PENDING:
             self._record(source, held, out, stats)
-            _count_anomalies(stats, embedded, bad_length)
+            _count_anomalies(stats, embedded, impossible)
         else:
             ch.pending = buf[held.start() :]
 
@@ -462,12 +458,11 @@ class LogParser:
             if not start:
                 stats.error("sip_header_only")
                 return None
-            digits = g[G_SIZE]
             msg = build_sip_message(
                 ts,
                 source,
                 what,
-                int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE,
+                _byte_count(g[G_SIZE]),
                 g[G_PROTO].lower(),
                 g[G_IP],
                 int(g[G_PORT]),
@@ -486,7 +481,7 @@ class LogParser:
             self._pino(source, pino, out, stats)
             return None
         line = g[G_LINE]
-        if line.lstrip(" ").startswith(_TRUNCATED):
+        if _is_truncation(line):
             stats.record("truncation")  # the message before it was marked by _frame
             return None
         if line.startswith("Client::") or line.startswith("Sending response"):
@@ -574,11 +569,21 @@ class LogParser:
             return 0.0
 
 
-def _count_anomalies(stats: ParseStats, embedded: int, bad_length: int) -> None:
+def _count_anomalies(stats: ParseStats, embedded: int, impossible: bool) -> None:
     if embedded:
         stats.record("embedded", embedded)
-    if bad_length:
-        stats.error("sip_length", bad_length)
+    if impossible:
+        stats.error("sip_length")
+
+
+def _byte_count(digits: str) -> int:
+    """The ``N`` of ``recv N bytes``; a count of more than 18 digits is IMPOSSIBLE_SIZE."""
+    return int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE
+
+
+def _is_truncation(line: str | None) -> bool:
+    """sofia's ``   *** message truncated at N ***`` (after the stamp, spaces only)."""
+    return line is not None and line.lstrip(" ").startswith(_TRUNCATED)
 
 
 def _prefix_mode(line: str) -> int:
