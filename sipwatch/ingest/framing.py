@@ -105,6 +105,7 @@ _SERVICE_PREFIX_RE = re.compile(
 _LONE_CR_RE = re.compile(r"\r(?!\n)")
 _TRUNCATED = "*** message truncated"  # sofia's marker after a dump it cut
 _CARET_M_RE = re.compile(r"\^M(?=\n|\Z)")  # a CR pasted as the two characters "^M"
+_CARET_M_SNIFF = 1 << 16  # a channel's first chunk shows "^M" line ends within this
 MAX_INDENT = 8  # blanks a whole paste may be indented by (a 4-space markdown block, a tab)
 _INDENT_RE = re.compile(rf"[ \t]{{1,{MAX_INDENT}}}")
 # indent -> the regex that strips up to that many blanks from every line
@@ -178,6 +179,7 @@ class _Channel:
     stream: Stream
     mode: int = PrefixMode.UNKNOWN
     indent: int = 0  # blanks stripped from every line (a paste indented as a whole)
+    caret_m: bool | None = None  # lines end in a literal "^M" (decided by the first chunk)
     detect_budget: int = _DETECT_LINES
     pending: str = ""
     children: int = 0  # demultiplexed service channels created under this one
@@ -220,7 +222,8 @@ class LogParser:
         """Parse a chunk; an empty chunk is the idle signal and flushes held records.
 
         In this order: lines are counted (every "\\n", before any change); a "^M" that ends
-        a line becomes "\\r"; a CR not followed by LF becomes "\\n"; the channel's prefix
+        a line becomes "\\r" (in a channel whose first chunk has such a line within its first
+        64 KiB: a paste, never a live stream); a CR not followed by LF becomes "\\n"; the prefix
         style and indentation are decided from its first non-blank lines (once); the
         indentation is stripped from every line; then the chunk is framed, after stripping
         timestamp prefixes or demultiplexing service prefixes into "<source>/<service>".
@@ -231,11 +234,14 @@ class LogParser:
             return out
         text = chunk.text
         self.stats_for(chunk.source).lines += text.count("\n")
-        if "^M" in text:
+        ch = self._channel(chunk.source, chunk.stream)
+        if ch.caret_m is None:  # one look per channel: scanning every chunk costs 5%
+            head = text[:_CARET_M_SNIFF]
+            ch.caret_m = "^M\n" in head or head.endswith("^M")
+        if ch.caret_m:
             text = _CARET_M_RE.sub("\r", text)
         if "\r" in text and text.count("\r") != text.count("\r\n"):
             text = _LONE_CR_RE.sub("\n", text)
-        ch = self._channel(chunk.source, chunk.stream)
         if ch.mode == PrefixMode.UNKNOWN:
             self._detect(ch, text)
         if ch.indent:
@@ -363,10 +369,15 @@ class LogParser:
         stats = self.stats_for(ch.source)
         source = ch.source
         held: re.Match[str] | None = None
+        held_size = 0  # its byte count, when it is a SIP dump
         region_end = 0  # records starting before this are inside a dump's announced length
         proven_end = 0  # ... and before this, inside a dump proven to end there
         embedded = 0  # records skipped since ``held``: counted when it is emitted
         impossible = False  # ``held`` announces a size drachtio cannot log: ditto
+        # the hot loop reads locals, not module globals
+        record = self._record
+        g_start, g_size, g_line, g_pino = G_START + 1, G_SIZE + 1, G_LINE + 1, G_PINO + 1
+        ran_to_end = 1 + DUMP_SLACK
         for m in RECORD_RE.finditer(buf):
             start = m.start()
             if start < region_end:  # rare: text inside an announced SIP dump
@@ -377,13 +388,15 @@ class LogParser:
                     # a real record inside: the count was false (``held`` is emitted now)
                     stats.error("sip_length")
                     region_end = proven_end = 0
-                elif m.start(G_PINO + 1) >= 0:
+                elif m.start(g_pino) >= 0:
                     embedded += 1
                     continue
             if held is not None:
-                msg = self._record(source, held, out, stats)
-                if msg is not None and _is_truncation(m.group(G_LINE + 1)):
-                    msg.truncated = True
+                msg = record(source, held, held_size, out, stats)
+                if msg is not None:
+                    line = m.group(g_line)  # None unless a plain drachtio line
+                    if line is not None and _is_truncation(line):
+                        msg.truncated = True
                 if embedded or impossible:
                     _count_anomalies(stats, embedded, impossible)
                     embedded, impossible = 0, False
@@ -391,12 +404,13 @@ class LogParser:
                 stats.record("other")  # lines before the first record: log cut mid-record
             held = m
             pos = m.end()
-            body = m.start(G_START + 1)
+            body = m.start(g_start)
             if body < 0:
                 continue
-            size = _byte_count(m.group(G_SIZE + 1))
+            digits = m.group(g_size)  # more than 18 digits: IMPOSSIBLE_SIZE, int() stays cheap
+            size = held_size = int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE
             end = body + size
-            if end <= pos + 1 + DUMP_SLACK:
+            if end <= pos + ran_to_end:
                 continue  # the dump ran to its announced end: nothing inside to suspect
             if size > (MAX_UDP_DUMP if m.group(G_PROTO + 1).lower() == "udp" else MAX_STREAM_DUMP):
                 impossible = True
@@ -414,7 +428,7 @@ class LogParser:
                 stats.record("other")
             return
         if final or len(buf) - held.start() > MAX_PENDING:
-            self._record(source, held, out, stats)
+            self._record(source, held, held_size, out, stats)
             _count_anomalies(stats, embedded, impossible)
         else:
             ch.pending = buf[held.start() :]
@@ -423,89 +437,82 @@ class LogParser:
         self,
         source: str,
         m: re.Match[str],
+        size: int,
         out: list[ParsedEvent],
         stats: ParseStats,
     ) -> SipMessage | None:
         """Turn one matched record into an event; returns the SIP message it made, if any.
 
+        ``size`` is the dump's byte count as ``_frame`` read it (unused for other records).
         Total by construction (every parser below is bounded and returns on bad input); the
-        guard is the last line of defence: a bug costs one record, counted "internal", not
-        the rest of the chunk.
+        ``try`` is the last line of defence, free until it catches: a bug costs one record,
+        counted "internal", not the rest of the chunk.
         """
         try:
-            return self._event(source, m, out, stats)
+            g = m.groups("")
+            what = g[G_WHAT]
+            if what:
+                start = g[G_START]
+                stamp = g[G_TS]
+                if stamp:
+                    base = self._minute_cache.get(stamp[:16])  # inline fast path of _ts()
+                    ts = base + float(stamp[17:26]) if base is not None else self._ts(stamp, stats)
+                else:
+                    ts = self._legacy_ts(g[G_LEGACY_TS], stats)
+                if not start:
+                    stats.error("sip_header_only")
+                    return None
+                msg = build_sip_message(
+                    ts,
+                    source,
+                    what,
+                    size,
+                    g[G_PROTO].lower(),
+                    g[G_IP],
+                    int(g[G_PORT]),
+                    start,
+                    _record_headers(g),
+                )
+                if msg is None:
+                    stats.error("sip_start_line")
+                    return None
+                out.append(msg)
+                records = stats.records
+                records["sip"] = records.get("sip", 0) + 1
+                return msg
+            pino = g[G_PINO]
+            if pino:
+                self._pino(source, pino, out, stats)
+                return None
+            line = g[G_LINE]
+            if _is_truncation(line):
+                stats.record("truncation")  # the message before it was marked by _frame
+                return None
+            if line.startswith("Client::") or line.startswith("Sending response"):
+                stats.record("api")  # drachtio <-> app traffic, not network SIP
+                return None
+            hit = classify_drachtio_line(line)
+            if hit is None:
+                stats.record("other")
+                return None
+            kind, attrs = hit
+            ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS], stats)
+            out.append(
+                ServiceEvent(
+                    ts=ts,
+                    source=source,
+                    origin=ServiceOrigin.DRACHTIO,
+                    kind=kind,
+                    level=30,
+                    message=line.rstrip()[:512],
+                    attrs=attrs,
+                )
+            )
+            stats.record("service")
+            return None
         except Exception:
             stats.error("internal")
             return None
-
-    def _event(
-        self,
-        source: str,
-        m: re.Match[str],
-        out: list[ParsedEvent],
-        stats: ParseStats,
-    ) -> SipMessage | None:
-        g = m.groups("")
-        what = g[G_WHAT]
-        if what:
-            start = g[G_START]
-            stamp = g[G_TS]
-            if stamp:
-                base = self._minute_cache.get(stamp[:16])  # inline fast path of _ts()
-                ts = base + float(stamp[17:26]) if base is not None else self._ts(stamp, stats)
-            else:
-                ts = self._legacy_ts(g[G_LEGACY_TS], stats)
-            if not start:
-                stats.error("sip_header_only")
-                return None
-            msg = build_sip_message(
-                ts,
-                source,
-                what,
-                _byte_count(g[G_SIZE]),
-                g[G_PROTO].lower(),
-                g[G_IP],
-                int(g[G_PORT]),
-                start,
-                _record_headers(g),
-            )
-            if msg is None:
-                stats.error("sip_start_line")
-                return None
-            out.append(msg)
-            records = stats.records
-            records["sip"] = records.get("sip", 0) + 1
-            return msg
-        pino = g[G_PINO]
-        if pino:
-            self._pino(source, pino, out, stats)
-            return None
-        line = g[G_LINE]
-        if _is_truncation(line):
-            stats.record("truncation")  # the message before it was marked by _frame
-            return None
-        if line.startswith("Client::") or line.startswith("Sending response"):
-            stats.record("api")  # drachtio <-> app traffic, not network SIP
-            return None
-        hit = classify_drachtio_line(line)
-        if hit is None:
-            stats.record("other")
-            return None
-        kind, attrs = hit
-        ts = self._ts(g[G_TS], stats) if g[G_TS] else self._legacy_ts(g[G_LEGACY_TS], stats)
-        out.append(
-            ServiceEvent(
-                ts=ts,
-                source=source,
-                origin=ServiceOrigin.DRACHTIO,
-                kind=kind,
-                level=30,
-                message=line.rstrip()[:512],
-                attrs=attrs,
-            )
-        )
-        stats.record("service")
-        return None
 
     def _pino(self, source: str, line: str, out: list[ParsedEvent], stats: ParseStats) -> None:
         ev = parse_pino_line(line, source)
@@ -576,14 +583,9 @@ def _count_anomalies(stats: ParseStats, embedded: int, impossible: bool) -> None
         stats.error("sip_length")
 
 
-def _byte_count(digits: str) -> int:
-    """The ``N`` of ``recv N bytes``; a count of more than 18 digits is IMPOSSIBLE_SIZE."""
-    return int(digits) if len(digits) <= 18 else IMPOSSIBLE_SIZE
-
-
-def _is_truncation(line: str | None) -> bool:
+def _is_truncation(line: str) -> bool:
     """sofia's ``   *** message truncated at N ***`` (after the stamp, spaces only)."""
-    return line is not None and line.lstrip(" ").startswith(_TRUNCATED)
+    return line.lstrip(" ").startswith(_TRUNCATED)
 
 
 def _prefix_mode(line: str) -> int:
