@@ -448,3 +448,9 @@ def test_a_truncation_marker_in_the_next_chunk_still_marks_its_message(chunks: i
     msgs = [e for e in events if isinstance(e, SipMessage)]
     assert [(m.call_id, m.truncated) for m in msgs] == [(cid, True), (after_id, False)]
     assert p.stats.records == {"sip": 2, "truncation": 1}
+
+
+def test_a_first_chunk_ending_in_caret_m_is_a_caret_m_paste() -> None:
+    """The one "^M" may end the input: a one-line paste without a final newline."""
+    _, svc, _ = parse(f"{stamp(T0)} rejecting REGISTER with no realm^M")
+    assert [e.message for e in svc] == ["rejecting REGISTER with no realm"]
