@@ -86,7 +86,7 @@ def main() -> None:
     sipwatch = [
         sys.executable,
         "-m",
-        "sipwatch.cli",
+        "sipwatch",
         "replay",
         "--format",
         "json",

@@ -7,28 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from sipwatch.ingest.framing import LogParser
-from sipwatch.model import Direction, LogChunk, ServiceEvent, SipMessage, Stream
+from sipwatch.model import Direction, LogChunk, SipMessage, Stream
+from tests.ingest_support import parse
 from tools.synth import Device, challenge_header, sip_dump, stamp
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
-
-
-def parse(
-    text: str, *, chunks: int = 1, stream: Stream = Stream.TEXT
-) -> tuple[list[SipMessage], list[ServiceEvent], LogParser]:
-    p = LogParser()
-    events: list[SipMessage | ServiceEvent] = []
-    size = max(1, len(text) // chunks)
-    pos = 0
-    while pos < len(text):  # cut at line ends like a source does
-        end = text.find("\n", pos + size)
-        end = len(text) if end < 0 else end + 1
-        events += p.feed(LogChunk("t", stream, text[pos:end]))
-        pos = end
-    events += p.flush()
-    msgs = [e for e in events if isinstance(e, SipMessage)]
-    svc = [e for e in events if isinstance(e, ServiceEvent)]
-    return msgs, svc, p
 
 
 def exchange(dev: Device | None = None, t: float = T0) -> str:

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from sipwatch.ingest.framing import LogParser
 from sipwatch.model import LogChunk, SipMessage, Stream
+from tests.ingest_support import feed_text
 from tools.synth import Device, sip_dump, stamp
 
 T0 = 1772366400.0
@@ -61,19 +62,5 @@ def test_well_formed_messages_survive_interleaved_noise(
             t += 0.001
             parts.append(sip_dump(t, "recv", "udp", dev.ip, 5060, req))
             expected.append(dev.call_id)
-    text = "".join(parts)
-    p = LogParser()
-    got: list[str] = []
-    size = max(1, len(text) // chunks)
-    pos = 0
-    while pos < len(text):
-        end = text.find("\n", pos + size)
-        end = len(text) if end < 0 else end + 1
-        got += [
-            e.call_id
-            for e in p.feed(LogChunk("x", Stream.TEXT, text[pos:end]))
-            if isinstance(e, SipMessage)
-        ]
-        pos = end
-    got += [e.call_id for e in p.flush() if isinstance(e, SipMessage)]
-    assert got == expected
+    events = feed_text(LogParser(), "".join(parts), chunks=chunks)
+    assert [e.call_id for e in events if isinstance(e, SipMessage)] == expected

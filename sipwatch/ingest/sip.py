@@ -17,14 +17,6 @@ from sipwatch.model import Direction, SipMessage
 
 MAX_FIELD = 256  # longest user/host/UA we keep; longer values are cut, never rejected
 
-# recv 612 bytes from udp/[203.0.113.5]:5060 at 12:00:00.123400:
-# The " at HH:MM:SS.us" part is optional: pasted or cut-off logs lose it.
-HEADER_LINE_RE = re.compile(
-    r"(recv|send) (\d+) bytes (?:from|to) (udp|tcp|tls|ws|wss|sctp)/\[([^\]]*)\]:(\d+)"
-    r"(?:/\d+)?(?:;comp=sigcomp)?(?: at [\d:.]*)?:?[ \t\r]*$",
-    re.IGNORECASE,
-)
-
 
 # One regex ``match`` walks the whole header block and captures the headers sipwatch uses
 # (long and compact forms).  Written for CPython's regex engine: no re.IGNORECASE (several
@@ -152,10 +144,17 @@ def _param(value: str, name: str) -> str:
 
 
 def _int(text: str) -> int | None:
+    """A decimal count of at most 11 ASCII digits (``str.isdigit`` alone lets "²" through,
+    which ``int`` then refuses)."""
     text = text.strip()
-    if text.isdigit() and len(text) < 12:
+    if text.isascii() and text.isdigit() and len(text) < 12:
         return int(text)
     return None
+
+
+_FOLDED_RE = re.compile(r"\r?\n[ \t]+")  # a header line continued on the next (RFC 3261 7.3.1)
+_BLANK_LINE_RE = re.compile(r"\n\r?\n")  # the empty line that ends the header block
+_NO_HEADERS = ("",) * len(HEADER_FIELDS)
 
 
 def parse_sip_message(
@@ -168,23 +167,40 @@ def parse_sip_message(
     peer_port: int,
     body: str,
 ) -> SipMessage | None:
-    """Parse the SIP text that follows a drachtio header line.
+    """Parse one SIP message given as text: a raw wire message (the HEP source) or the lines
+    of a drachtio dump (everything after its header line).
 
-    ``body`` is everything after the header line's newline: CRLF-terminated SIP lines, the
-    empty line, an optional body, and drachtio's trailing space.  Returns ``None`` when the
-    start line is neither a request nor a status line (garbage, or a dump cut off before it).
-    The log scanner in ``sipwatch.ingest.framing`` does the header match itself, over whole chunks,
-    and calls ``build_sip_message`` directly.
+    ``body`` begins with the start line (CRLFs before it, stream keep-alives, are skipped).
+    Header lines end in CRLF or LF; the first empty line ends the header block, and what
+    follows (the message body, or the next message of a TCP read) is never read, so a body
+    cannot pose as headers.  Header lines folded onto continuation lines (RFC 3261 7.3.1: a
+    line starting with a space or tab) are unfolded first; drachtio dumps have lost their
+    folding, wire messages keep it.  Returns ``None`` when the start line is neither a request
+    nor a status line.  The log scanner in ``sipwatch.ingest.framing`` matches the headers
+    itself, over whole chunks, and calls ``build_sip_message`` directly.
     """
+    body = body.lstrip("\r\n")
     nl = body.find("\n")
-    start = body[:nl] if nl >= 0 else body
-    end = body.find("\r\n\r\n")
-    if end < 0:
-        end = body.find("\n\n")
-    m = HEADERS_RE.match(body, nl if nl >= 0 else len(body), end if end >= 0 else len(body))
+    if nl < 0:
+        return build_sip_message(
+            ts, source, what, size, transport, peer_ip, peer_port, body, _NO_HEADERS
+        )
+    blank = _BLANK_LINE_RE.search(body, nl)
+    head = body[nl : blank.start() if blank is not None else len(body)]
+    if "\n " in head or "\n\t" in head:
+        head = _FOLDED_RE.sub(" ", head)
+    m = HEADERS_RE.match(head)
     assert m is not None  # the pattern matches the empty string
     return build_sip_message(
-        ts, source, what, size, transport, peer_ip, peer_port, start, _header_values(m.groups(""))
+        ts,
+        source,
+        what,
+        size,
+        transport,
+        peer_ip,
+        peer_port,
+        body[:nl],
+        _header_values(m.groups("")),
     )
 
 
@@ -200,13 +216,17 @@ def build_sip_message(
     headers: tuple[str, ...],
 ) -> SipMessage | None:
     """Make a SipMessage from its start line and the header values (``HEADER_FIELDS`` order)."""
-    start = start.rstrip("\r ")
+    start = start.rstrip()  # the CR of a CRLF line, drachtio's trailing space
     if start.startswith("SIP/2.0 "):
         is_request = False
         code = start[8:11]
-        if not code.isdigit():
+        # three ASCII digits, then a space or the end: "SIP/2.0 2000 OK" is no status line;
+        # the first digit is the class, 1 to 6 (RFC 3261 21)
+        if not (code.isascii() and code.isdigit()) or start[11:12] not in ("", " "):
             return None
         status = int(code)
+        if not 100 <= status <= 699:
+            return None
         reason = start[12:]
         method = ""
         request_uri = ""
@@ -217,7 +237,7 @@ def build_sip_message(
         is_request = True
         status = 0
         reason = ""
-        method = start[:sp].upper()
+        method = start[:sp].upper()[:MAX_FIELD]
         request_uri = start[sp + 1 : -8].strip()[:MAX_FIELD]
     (
         top_via,
@@ -248,8 +268,8 @@ def build_sip_message(
         parts = cseq.split()
         if parts:
             cseq_num = _int(parts[0]) or 0
-            if len(parts) > 1 and (not is_request or not method):
-                method = parts[1].upper()
+            if len(parts) > 1 and not is_request:  # a response names its method in CSeq
+                method = parts[1].upper()[:MAX_FIELD]
     branch = ""
     if via:
         b = via.find("branch=")
@@ -258,10 +278,12 @@ def build_sip_message(
             branch = bm.group(1) if bm is not None else ""
         else:
             bm = _BRANCH_VALUE_RE.match(via, b + 7)
-            branch = bm.group() if bm is not None else ""
+            assert bm is not None  # the value pattern matches the empty string too
+            branch = bm.group()
     to_user, to_host = parse_uri_user_host(to_v) if to_v else ("", "")
     # From, Contact expiry and credentials matter for requests only
     from_user = from_host = auth_username = auth_realm = ""
+    has_auth = False
     exp: int | None = None
     if is_request:
         if from_v:
@@ -273,6 +295,7 @@ def build_sip_message(
             if ce:
                 exp = _int(ce)
         if authz:
+            has_auth = True
             auth_username = _param(authz, "username")
             auth_realm = _param(authz, "realm")
     elif expires:
@@ -303,7 +326,7 @@ def build_sip_message(
         user_agent.strip()[:MAX_FIELD],
         auth_username,
         auth_realm,
-        bool(authz),
+        has_auth,
         x_reason.strip()[:MAX_FIELD],
         www_auth[:MAX_FIELD],
     )
@@ -312,9 +335,3 @@ def build_sip_message(
 def request_uri_host(uri: str) -> str:
     """Host part of a Request-URI such as ``sip:acme.example.com;transport=udp``."""
     return parse_uri_user_host(uri)[1]
-
-
-def is_ipv4(host: str) -> bool:
-    """True for a dotted-quad host (the jambonz rejectIpv4 test), cheap and allocation-light."""
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts)

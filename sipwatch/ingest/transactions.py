@@ -27,8 +27,8 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
+from sipwatch.sip_meaning import TIMER_F, is_challenge
 
-TIMER_F = 32.0  # RFC 3261 64*T1: a non-INVITE client transaction gives up after 32 s
 MAX_CHALLENGES = 3  # an attempt answered with this many 401/407s to credentials is a loop
 
 Completed = RegisterTransaction | RegisterAttempt
@@ -158,7 +158,8 @@ class RegisterTracker:
     @staticmethod
     def _open(side: Side, msg: SipMessage, *, saw_request: bool) -> RegisterTransaction:
         """A new transaction from its request, or from a response whose request is not in
-        the log (then the request-only fields stay empty and it counts no request copy)."""
+        the log (it counts no request copy; the request-only fields stay empty because a
+        response carries no Request-URI or credentials: ``build_sip_message``)."""
         return RegisterTransaction(
             side=side,
             call_id=msg.call_id,
@@ -172,10 +173,10 @@ class RegisterTracker:
             to_user=msg.to_user,
             to_host=msg.to_host,
             from_user=msg.from_user,
-            request_uri=msg.request_uri if saw_request else "",
+            request_uri=msg.request_uri,
             user_agent=msg.user_agent,
-            auth_username=msg.auth_username if saw_request else "",
-            has_auth=msg.has_auth and saw_request,
+            auth_username=msg.auth_username,
+            has_auth=msg.has_auth,
             expires=msg.expires,
             requests=1 if saw_request else 0,
             saw_request=saw_request,
@@ -223,9 +224,7 @@ class RegisterTracker:
         att = self._attempts.get(key)
         if att is None:
             att = self._new_attempt(tx)
-            self._attempts[key] = att
-            if len(self._attempts) > self.max_pending_attempts:
-                self._trim_attempts()
+            self._add_attempt(key, att)
         att.transactions += 1
         att.last_cseq = msg.cseq
         if msg.auth_username:
@@ -252,6 +251,14 @@ class RegisterTracker:
             expires=tx.expires,
         )
 
+    def _add_attempt(self, key: tuple[Side, str], att: RegisterAttempt) -> None:
+        """Open an attempt, first making room: at most ``max_pending_attempts`` stay open, so
+        a flood of new Call-IDs (or of challenges whose request is not in the log) stays
+        bounded."""
+        if len(self._attempts) >= self.max_pending_attempts:
+            self._trim_attempts()
+        self._attempts[key] = att
+
     def _settle_attempt(self, tx: RegisterTransaction) -> None:
         key = (tx.side, tx.call_id)
         att = self._attempts.get(key)
@@ -261,13 +268,13 @@ class RegisterTracker:
             # orphan final answer: an attempt of one transaction, for the outcome counters
             att = self._new_attempt(tx)
             att.transactions = 1
-            self._attempts[key] = att
+            self._add_attempt(key, att)
         status = tx.status
         att.status = status
         att.reason = tx.reason
         att.x_reason = tx.x_reason
         att.finished = tx.finished
-        if status in (401, 407):
+        if is_challenge(status):
             att.challenged = True
             att.challenges += 1
             if tx.has_auth:
@@ -330,11 +337,10 @@ class RegisterTracker:
             if not tx.status:
                 self.stats.evicted += 1
             self._expire_tx(tx)
-        if len(self._attempts) > self.max_pending_attempts:
-            self._trim_attempts()
 
     def _trim_attempts(self) -> None:
-        """Close the oldest open attempts in one batch (amortised O(1) per attempt)."""
+        """Close the oldest open attempts in one batch (amortised O(1) per attempt), down to
+        90% of ``max_pending_attempts``; called when that many are open, so at least one."""
         excess = len(self._attempts) - (self.max_pending_attempts * 9) // 10
         for key in list(self._attempts)[:excess]:
             att = self._attempts[key]

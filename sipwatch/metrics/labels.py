@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from sipwatch.ingest import framing
 from sipwatch.metrics.cardinality import OTHER
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction
 from sipwatch.sip_meaning import (
@@ -66,9 +67,8 @@ STATUS_NONE: Final = "none"
 STATUS_INVALID: Final = "invalid"
 X_REASON_NONE: Final = "none"
 
-RECORD_KINDS: Final = frozenset(
-    {"sip", "service", "pino", "truncation", "embedded", "other", "api"}
-)
+#: The framer's record kinds (defined where the records are made).
+RECORD_KINDS: Final = frozenset(framing.RECORD_KINDS)
 PINO_LEVELS: Final = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 SEVERITIES: Final = frozenset({"info", "warning", "error", "critical"})
 DIAGNOSIS_ERROR_KINDS: Final = ("db_unavailable", "timeout", "missing_table", "redis_unavailable")
