@@ -1,7 +1,8 @@
 """Synthetic drachtio and registrar logs, byte-for-byte in drachtio's format.
 
 Used to build the bundled example (``examples/``), test fixtures and the benchmark corpus.
-The record layout follows drachtio-log-format.md section 2.3: header line with a bare LF,
+The record layout is drachtio-server's (``src/controller.cpp`` with sofia-sip's
+``tport_logging.c``): header line with a bare LF,
 CRLF-terminated SIP lines, and a trailing space line closing the record.
 """
 
