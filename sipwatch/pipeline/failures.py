@@ -151,7 +151,7 @@ class FailureTracker:
         if len(self._records) >= self.max_entries and not self._make_room():
             self.dropped += 1
             return
-        self._records[key] = FailureRecord(
+        record = self._records[key] = FailureRecord(
             side=side,
             user=user,
             domain=domain,
@@ -164,12 +164,15 @@ class FailureTracker:
             challenged=tx.has_auth,
             user_agent=tx.user_agent[:_TEXT_MAX],
             scanner=scanner is not None,
-            # estimated when read (``_refresh``): counting on every folded failure of a
-            # spray would cost more than the rest of the pipeline
-            distinct_users=0,
         )
         if scanner is None:
             self._singletons[key] = None
+        else:
+            # estimated when created and when read (``_refresh``), not on every folded
+            # failure (a spray would cost more than the rest of the pipeline); once at
+            # creation so a record nobody read before the classifier forgot its IP does
+            # not claim 0 usernames
+            self._refresh(record)
         self._by_aor.setdefault((side, user, domain), set()).add(key)
 
     def retract(self, state: ScannerState, aors: list[Aor]) -> None:
