@@ -271,7 +271,9 @@ def test_a_reopened_record_is_no_longer_first_to_go() -> None:
     for user in ("a", "b"):
         for i in range(2):
             ft.observe_transaction(transaction(to_user=user, finished=T0 + i))
-    ft.observe_attempt(attempt(outcome=AttemptOutcome.SUCCESS, status=200, finished=T0 + 2))
+    ft.observe_attempt(
+        attempt(to_user="a", outcome=AttemptOutcome.SUCCESS, status=200, finished=T0 + 2)
+    )
     ft.observe_transaction(transaction(to_user="a", finished=T0 + 3))  # failing again
     ft.observe_transaction(transaction(to_user="c", finished=T0 + 4))
     assert sorted((r.user, r.count) for r in ft.records()) == [("a", 3), ("b", 2)]
@@ -546,3 +548,37 @@ def test_a_retracted_resolved_record_leaves_no_trace() -> None:
         ft.observe_transaction(transaction(to_user=user, finished=T0 + 3))
     assert sorted(r.user for r in ft.records()) == [SCANNER_USER, "c", "d"]
     assert ft.evicted == 1
+
+
+def test_a_retracted_scanner_record_unread_before_the_ip_is_forgotten_keeps_its_count() -> None:
+    scanners, ft = wired(min_users=3)
+    for i, user in enumerate(("u1", "u2", "u3")):
+        feed(scanners, ft, transaction(to_user=user, peer_ip=SCANNER_IP, finished=T0 + i))
+    scanners.observe_attempt(attempt(peer_ip=SCANNER_IP, finished=T0 + scanners.hold + 10))
+    assert scanners.scanner_state(SCANNER_IP) is None
+    (record,) = ft.records()
+    # the estimate taken at detection: the two usernames that moved (the third failure was
+    # folded after it; a read while the IP was still classified would have counted it)
+    assert (record.count, record.who) == (3, "scanner (2 usernames)")
+
+
+def test_no_registration_resolves_a_scanner_record() -> None:
+    """Not even one whose AOR spells the scanner record's ``*@*``."""
+    scanners, ft = wired(min_users=3)
+    for i, user in enumerate(("u1", "u2", "u3", "u4")):
+        feed(scanners, ft, transaction(to_user=user, peer_ip=SCANNER_IP, finished=T0 + i))
+    feed(scanners, ft, transaction(peer_ip=SCANNER_IP, user_agent="sipcli", status=404))
+    for user in ("u1", "u4", SCANNER_USER):
+        ft.observe_attempt(
+            attempt(
+                to_user=user,
+                to_host=SCANNER_USER,
+                outcome=AttemptOutcome.SUCCESS,
+                status=200,
+                finished=T0 + 9,
+            )
+        )
+    assert [(r.status, r.count, r.resolved_at) for r in ft.records()] == [
+        (403, 4, None),
+        (404, 1, None),
+    ]

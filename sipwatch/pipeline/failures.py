@@ -167,13 +167,14 @@ class FailureTracker:
         )
         if scanner is None:
             self._singletons[key] = None
+            # a scanner record is no AOR's: no registration resolves it
+            self._by_aor.setdefault((side, user, domain), set()).add(key)
         else:
             # estimated when created and when read (``_refresh``), not on every folded
             # failure (a spray would cost more than the rest of the pipeline); once at
             # creation so a record nobody read before the classifier forgot its IP does
             # not claim 0 usernames
             self._refresh(record)
-        self._by_aor.setdefault((side, user, domain), set()).add(key)
 
     def retract(self, state: ScannerState, aors: list[Aor]) -> None:
         """An IP was recognised as a scanner: fold its earlier per-user records into the
@@ -201,13 +202,10 @@ class FailureTracker:
                         scanner=True,
                     )
                     self._records[target_key] = target
-                    self._by_aor.setdefault((key[0], SCANNER_USER, SCANNER_USER), set()).add(
-                        target_key
-                    )
                 target.count += old.count
                 target.first_seen = min(target.first_seen, old.first_seen)
                 target.last_seen = max(target.last_seen, old.last_seen)
-                target.distinct_users = 0  # see _refresh
+                self._refresh(target)  # as at creation in observe_transaction
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
         """A successful attempt resolves every record of that (side, user, domain)."""
