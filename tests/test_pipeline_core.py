@@ -97,6 +97,8 @@ def test_one_source_of_sip_truth(truth: str, expect_sip_from: set[str]) -> None:
     pipeline = Pipeline(PipelineSettings(sip_truth=truth), [recorder, Sources()])
     text, wire = scenario()
     pipeline.feed(LogChunk("drachtio", Stream.TEXT, text))
+    pipeline.feed(LogChunk("drachtio", Stream.TEXT, ""))  # idle: the held line is complete
+    assert recorder.seen[-1] == "event startup"
     pipeline.feed(MessageBatch("hep/101", wire, node="101"))
     pipeline.finish()
     assert sources == expect_sip_from
@@ -104,6 +106,24 @@ def test_one_source_of_sip_truth(truth: str, expect_sip_from: set[str]) -> None:
     assert messages == 4 * len(expect_sip_from)
     # the registrar's line only a log has is kept whichever carries the SIP messages
     assert recorder.seen.count("event startup") == 1
+
+
+def test_a_sip_record_held_to_the_end_of_a_log_is_not_counted_when_hep_is_the_truth() -> None:
+    sources: list[str] = []
+
+    class Sources:
+        def observe_message(self, msg: SipMessage) -> None:
+            sources.append(msg.source)
+
+    text, _ = scenario()
+    sip_only = text[: text.rindex("{")]  # the four SIP records, without the registrar line
+    for truth, expected in (("hep", []), ("all", ["drachtio"] * 4)):
+        sources.clear()
+        pipeline = Pipeline(PipelineSettings(sip_truth=truth), [Sources()])
+        pipeline.feed(LogChunk("drachtio", Stream.TEXT, sip_only))
+        assert sources == expected[:3]  # the last record is held until the end
+        pipeline.finish()
+        assert sources == expected
 
 
 def test_a_source_that_knows_its_node_is_published_once_for_per_node_views() -> None:
@@ -379,3 +399,9 @@ def test_a_username_that_registered_is_no_guess_for_the_scanner_threshold() -> N
     pipeline.feed(LogChunk("drachtio", Stream.TEXT, "".join(sc.drachtio)))
     pipeline.finish()
     assert pipeline.scanners.scanner_state(ip) is not None
+    # the two guesses moved into the IP's record and the third folded into it; the phone
+    # that worked keeps its own record
+    assert [(r.user, r.source_ip, r.count) for r in pipeline.failures.records()] == [
+        ("*", ip, 3),
+        ("100", ip, 1),
+    ]
