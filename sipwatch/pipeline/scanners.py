@@ -214,9 +214,12 @@ class ScannerClassifier:
     def _state(self, ip: str, ts: float) -> ScannerState:
         state = self._ips.get(ip)
         if state is None:
-            state = self._ips[ip] = ScannerState(ip)
-            if len(self._ips) > self.max_ips:
+            # room is made before the new IP is added: counted itself, the new IP would be
+            # the one non-scanner to drop when every other IP is a scanner - its state then
+            # orphaned, and the "oldest scanner" fallback never reached
+            if len(self._ips) >= self.max_ips:
                 self._evict()
+            state = self._ips[ip] = ScannerState(ip)
         else:
             self._ips.move_to_end(ip)
             if state.scanner_since is not None and ts - state.last_seen > self.hold:
