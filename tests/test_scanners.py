@@ -111,24 +111,30 @@ def test_a_repeated_username_is_retracted_when_it_triggers() -> None:
     assert heard2.calls[0][3] == [("100", DOMAIN), ("101", DOMAIN)]
 
 
-def test_the_triggering_username_is_retracted_if_it_was_counted_before() -> None:
-    """A username rejected twice: its first rejection reached the observers."""
+def test_only_a_new_username_crosses_the_threshold_and_it_is_not_retracted() -> None:
+    """Repeats of known usernames never trigger; the one that does has not reached the
+    observers yet (its failure is folded), every earlier one has."""
     sc, heard = classifier(min_users=3, window=10.0)
+    for i, user in enumerate(("100", "101", "101", "100", "101")):
+        sc.observe_transaction(rejected(user, T0 + i))
+    assert sc.scanner_state(IP) is None
+    sc.observe_transaction(rejected("102", T0 + 5))
+    assert heard.calls[0][3] == [("100", DOMAIN), ("101", DOMAIN)]
+    sc2, heard2 = classifier(min_users=2)
+    sc2.observe_transaction(rejected("200", T0))
+    sc2.observe_transaction(rejected("200", T0 + 1, to_host="other.example.com"))
+    assert heard2.calls[0][3] == [("200", DOMAIN)]  # an AOR is user and domain
+
+
+def test_a_username_rejected_before_the_window_is_a_new_guess_again() -> None:
+    """Its first rejection stays an ordinary failure, like every one older than the window."""
+    sc, heard = classifier(min_users=3, window=60.0)
     sc.observe_transaction(rejected("100", T0))
     sc.observe_transaction(rejected("101", T0 + 1))
-    sc.observe_transaction(rejected("101", T0 + 2))  # still two usernames
-    sc.observe_transaction(rejected("100", T0 + 3))
-    assert sc.scanner_state(IP) is None
-    sc.observe_transaction(rejected("102", T0 + 4))
-    assert heard.calls[0][3] == [("100", DOMAIN), ("101", DOMAIN)]
-    sc3, heard3 = classifier(min_users=2)
-    sc3.observe_transaction(rejected("200", T0))
-    sc3.observe_transaction(rejected("201", T0 + 1))
-    assert heard3.calls[0][3] == [("200", DOMAIN)]
-    sc4, heard4 = classifier(min_users=2)
-    sc4.observe_transaction(rejected("200", T0))
-    sc4.observe_transaction(rejected("201", T0 + 1, to_host="other.example.com"))
-    assert heard4.calls[0][3] == [("200", DOMAIN)]
+    sc.observe_transaction(rejected("102", T0 + 100))  # 100 and 101 fall out of the window
+    sc.observe_transaction(rejected("103", T0 + 101))
+    sc.observe_transaction(rejected("100", T0 + 102))
+    assert heard.calls == [(IP, "usernames", T0 + 102, [("102", DOMAIN), ("103", DOMAIN)], 3)]
 
 
 def test_usernames_older_than_the_window_do_not_count() -> None:
@@ -164,7 +170,7 @@ def test_what_is_no_evidence() -> None:
     sc.observe_transaction(rejected("100", T0, side=Side.OUTBOUND))
     sc.observe_transaction(rejected("101", T0, ip=""))
     sc.observe_transaction(rejected("102", T0, timed_out=True, status=0))
-    sc.observe_transaction(rejected("103", T0, status=200))
+    sc.observe_transaction(rejected("103", T0, status=200, user_agent="sipvicious"))
     sc.observe_transaction(rejected("104", T0, status=401))
     for i in range(5):  # an office NAT during a registrar outage
         sc.observe_transaction(rejected(f"2{i}", T0 + i, status=503))
@@ -191,6 +197,7 @@ def test_a_scanner_outage_answer_still_counts_as_its_traffic() -> None:
     state = sc.scanner_state(IP)
     assert state is not None and state.folded == 1
     sc.observe_transaction(rejected("102", T0 + 5, status=503))
+    assert (state.folded, state.last_seen) == (2, T0 + 5)  # the answer's time, not the request's
     sc.observe_transaction(rejected("103", T0 + 6, status=404))
     assert (state.folded, state.rejections, state.last_seen) == (3, 3, T0 + 6)
     assert sc.distinct_users(IP) == 4  # 100 and 101 at detection, 102 and 103 since

@@ -160,14 +160,16 @@ class ScannerClassifier:
         if self._registered is not None and self._registered(*aor):
             return  # an account that worked: its failure is not a guess
         recent = state.recent
-        counted_before = aor in recent  # its earlier rejections reached the observers
         recent[aor] = ts
         if len(recent) >= self.min_users:
             cutoff = ts - self.window
             for key in [k for k, seen in recent.items() if seen < cutoff]:
                 del recent[key]
         if len(recent) >= self.min_users:
-            retracted = [a for a in recent if a != aor or counted_before]
+            # fewer than min_users names stay in ``recent`` between calls, so only a new
+            # name crosses the threshold: every other one reached the observers already,
+            # this one has not
+            retracted = [a for a in recent if a != aor]
             self._detect(state, ts, "usernames", retracted)
             self._count_folded(state, tx)
 
