@@ -81,6 +81,10 @@ def test_full_queues_drop_and_say_which() -> None:
     h.observe_transaction(transaction(peer_ip=SCANNER_IP, status=404))
     assert dropped == ["diagnosis", "diagnosis_scanner"]
     assert (h.depth(), h.capacity) == (3, 3)
+    # a group that is queued already is no new request: nothing to drop
+    h.observe_transaction(transaction(peer_ip="203.0.113.1"))
+    h.observe_transaction(transaction(to_user="999", peer_ip=SCANNER_IP))
+    assert dropped == ["diagnosis", "diagnosis_scanner"]
     quiet = DiagnosisHandoff(device_capacity=1, delay=0.0)  # no drop callback
     quiet.observe_transaction(transaction(peer_ip="203.0.113.1"))
     quiet.observe_transaction(transaction(peer_ip="203.0.113.2"))
