@@ -158,9 +158,11 @@ class FailureContext:
         failure (see the module docstring)."""
         kinds: set[str] = set()
         self._sort_events()
-        windows = [(last - self.window, last + self.window)]
-        if first < last - 2 * self.window:
-            windows.append((first - self.window, first + self.window))
+        w = self.window
+        if first < last - 2 * w:
+            windows = [(last - w, last + w), (first - w, first + w)]
+        else:  # the two moments' windows overlap: one window is their union
+            windows = [(first - w, last + w)]
         events = self._events
         for lo, hi in windows:
             for i in range(bisect_left(events, (lo,)), len(events)):
@@ -171,12 +173,10 @@ class FailureContext:
                     fits = status in (503, "timeout")
                 elif kind in _REALM_EVENTS:
                     fits = ev_realm == realm and _REALM_EVENTS[kind](status, x_reason, challenged)
-                elif kind in _TIMED_EVENTS:
+                else:  # _TIMED_EVENTS: observe_event keeps no other kind
                     fits = _TIMED_EVENTS[kind](status, x_reason, challenged) and (
                         not ev_status or ev_status == str(status)
                     )
-                else:
-                    fits = False
                 if fits and ev_realm in ("", realm):
                     kinds.add(kind)
         return frozenset(kinds)
