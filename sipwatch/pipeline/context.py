@@ -158,11 +158,9 @@ class FailureContext:
         failure (see the module docstring)."""
         kinds: set[str] = set()
         self._sort_events()
-        w = self.window
-        if first < last - 2 * w:
-            windows = [(last - w, last + w), (first - w, first + w)]
-        else:  # the two moments' windows overlap: one window is their union
-            windows = [(first - w, last + w)]
+        windows = [(last - self.window, last + self.window)]
+        if first < last:  # overlapping windows are fine: ``kinds`` is a set
+            windows.append((first - self.window, first + self.window))
         events = self._events
         for lo, hi in windows:
             for i in range(bisect_left(events, (lo,)), len(events)):
