@@ -374,18 +374,12 @@ def feed(scanners: ScannerClassifier, ft: FailureTracker, tx: RegisterTransactio
 def test_a_scanner_user_agent_folds_into_one_record_per_ip() -> None:
     scanners, ft = wired()
     feed(scanners, ft, transaction(to_user="alice", finished=T0))  # a real device, elsewhere
+    spray = {"user_agent": "friendly-scanner", "has_auth": False, "x_reason": ""}
     for i, user in enumerate(("100", "101", "102", "101")):
         feed(
             scanners,
             ft,
-            transaction(
-                to_user=user,
-                peer_ip=SCANNER_IP,
-                user_agent="friendly-scanner",
-                has_auth=False,
-                x_reason="",
-                finished=T0 + 1 + i,
-            ),
+            transaction(to_user=user, peer_ip=SCANNER_IP, finished=T0 + 1 + i, **spray),
         )
     scan, real = ft.records()
     assert scan.key == ("inbound", SCANNER_USER, SCANNER_USER, SCANNER_IP, 403)
@@ -456,18 +450,9 @@ def test_usernames_tried_before_detection_move_into_the_scanner_record() -> None
     scanners, ft = wired(min_users=3)
     feed(scanners, ft, transaction(to_user="u1", peer_ip="203.0.113.1", finished=T0))  # not it
     for i, user in enumerate(("u1", "u2", "u2")):
-        feed(
-            scanners,
-            ft,
-            transaction(
-                to_user=user,
-                peer_ip=SCANNER_IP,
-                x_reason=f"r{i}",
-                user_agent=f"ua{i}",
-                has_auth=i == 0,
-                finished=T0 + 10 + i,
-            ),
-        )
+        tx = transaction(to_user=user, peer_ip=SCANNER_IP, finished=T0 + 10 + i)
+        tx.x_reason, tx.user_agent, tx.has_auth = f"r{i}", f"ua{i}", i == 0
+        feed(scanners, ft, tx)
     assert sorted((r.user, r.source_ip, r.count) for r in ft.records()) == [
         ("u1", SCANNER_IP, 1),
         ("u1", "203.0.113.1", 1),
