@@ -218,8 +218,7 @@ def test_quiet_for_longer_than_hold_ends_the_classification() -> None:
     sc.observe_attempt(attempt(peer_ip=IP, finished=T0 + 101.5))
     assert sc.is_scanner(IP) is False
     assert sc.scanners() == []
-    state = sc._ips[IP]
-    assert (state.reason, state.users, state.rejections, state.recent) == ("", None, 0, {})
+    assert (sc.rejections(IP), sc.distinct_users(IP), len(sc)) == (0, 0, 1)  # starts afresh
     # an attempt from an address that is no scanner changes nothing
     sc.observe_attempt(attempt(peer_ip=IP, finished=T0 + 900))
     assert len(sc) == 1
@@ -255,10 +254,11 @@ def test_the_least_recently_failing_ip_that_is_no_scanner_goes_first() -> None:
     sc.observe_transaction(rejected("101", T0 + 1, ip="10.0.0.1"))  # a scanner, oldest
     sc.observe_transaction(rejected("100", T0 + 2, ip="10.0.0.2"))
     sc.observe_transaction(rejected("100", T0 + 3, ip="10.0.0.3"))
-    sc.observe_transaction(rejected("101", T0 + 4, ip="10.0.0.2"))  # .2 failed again: newer
-    assert sc.is_scanner("10.0.0.2") is True
+    sc.observe_transaction(rejected("100", T0 + 4, ip="10.0.0.2"))  # .2 failed again: newer
+    assert sc.is_scanner("10.0.0.1") is True
     sc.observe_transaction(rejected("100", T0 + 5, ip="10.0.0.4"))
-    assert list(sc._ips) == ["10.0.0.1", "10.0.0.2", "10.0.0.4"]  # .3 went
+    rejections = {ip: sc.rejections(ip) for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4")}
+    assert rejections == {"10.0.0.1": 2, "10.0.0.2": 2, "10.0.0.3": 0, "10.0.0.4": 1}  # .3 went
     assert len(sc) == 3
 
 
