@@ -215,9 +215,13 @@ def test_quiet_for_longer_than_hold_ends_the_classification() -> None:
     assert sc.is_scanner(IP) is True
     sc.observe_attempt(attempt(peer_ip="203.0.113.1", finished=T0 + 500))  # another IP
     assert sc.is_scanner(IP) is True
+    held = sc.scanner_state(IP)  # as a listener keeps it
+    assert held is not None and held.reason == "usernames"
     sc.observe_attempt(attempt(peer_ip=IP, finished=T0 + 101.5))
     assert sc.is_scanner(IP) is False
     assert sc.scanners() == []
+    # the state it handed out says so too
+    assert (held.scanner_since, held.reason, held.users, held.recent) == (None, "", None, {})
     assert (sc.rejections(IP), sc.distinct_users(IP), len(sc)) == (0, 0, 1)  # starts afresh
     # an attempt from an address that is no scanner changes nothing
     sc.observe_attempt(attempt(peer_ip=IP, finished=T0 + 900))
