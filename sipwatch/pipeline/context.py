@@ -159,7 +159,7 @@ class FailureContext:
         kinds: set[str] = set()
         self._sort_events()
         windows = [(last - self.window, last + self.window)]
-        if first < last - 2 * self.window:
+        if first < last:  # overlapping windows are fine: ``kinds`` is a set
             windows.append((first - self.window, first + self.window))
         events = self._events
         for lo, hi in windows:
@@ -171,12 +171,10 @@ class FailureContext:
                     fits = status in (503, "timeout")
                 elif kind in _REALM_EVENTS:
                     fits = ev_realm == realm and _REALM_EVENTS[kind](status, x_reason, challenged)
-                elif kind in _TIMED_EVENTS:
+                else:  # _TIMED_EVENTS: observe_event keeps no other kind
                     fits = _TIMED_EVENTS[kind](status, x_reason, challenged) and (
                         not ev_status or ev_status == str(status)
                     )
-                else:
-                    fits = False
                 if fits and ev_realm in ("", realm):
                     kinds.add(kind)
         return frozenset(kinds)
