@@ -108,3 +108,55 @@ def test_roundtrip(password: str, secret: str, legacy: bool) -> None:
     assert decrypt(encrypt(password, secret, legacy_ctr=legacy), secret, legacy_ctr=legacy) == (
         password
     )
+
+
+# --------------------------------------------------------- what the text check accepts
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("bad", ["\x00", "\x01", "\x1f", "\t", "\n", "\x7f"])
+def test_a_decrypted_control_character_reads_as_a_wrong_secret(bad: str, legacy: bool) -> None:
+    # C0 controls and DEL: what a wrong key's garbage looks like, never in a device password
+    stored = encrypt(f"pass{bad}word", "k", legacy_ctr=legacy)
+    with pytest.raises(WrongSecretError, match=r"^decrypted bytes are not text$"):
+        decrypt(stored, "k", legacy_ctr=legacy)
+
+
+@pytest.mark.parametrize("edge", [" ", "~", "\x80", "\x85", "\x9f", "\xa0", "é", "\u2028", "😀"])
+def test_printable_and_non_ascii_text_decrypts_as_is(edge: str) -> None:
+    # exactly what check_password lets a new client have (the same two exclusions), so a
+    # password sipwatch writes always decrypts back for its own check
+    from sipwatch.remediation.actions import check_password
+
+    password = f"pass{edge}word"
+    assert check_password(password) is None
+    assert decrypt(encrypt(password, "k"), "k") == password
+
+
+def test_decrypt_defaults_to_aes_cbc() -> None:
+    assert decrypt(encrypt("pw-cbc", "k"), "k") == "pw-cbc"
+    # CTR content is no whole number of blocks: CBC says "bad decrypt"
+    with pytest.raises(WrongSecretError, match=r"^bad decrypt$"):
+        decrypt(encrypt("pw-ctr", "k", legacy_ctr=True), "k")
+
+
+def test_errors_say_what_failed_and_never_the_password() -> None:
+    with pytest.raises(NotEncryptedError) as info:
+        decrypt("plain-secret-pw", "k")
+    assert str(info.value) == "stored password is plaintext, not jambonz's encrypted form"
+    with pytest.raises(WrongSecretError, match=r"^bad decrypt$") as wrong:
+        decrypt(encrypt("correct horse", "right", iv=bytes(16)), "wrong")
+    assert "correct horse" not in str(wrong.value)
+    with pytest.raises(ValueError, match=r"^iv must be 16 bytes$"):
+        encrypt("pw", "k", iv=bytes(15))
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ['{"iv":"000102030405060708090a0b0c0d0e0f"}', '{"content":"00"}', "{}"],
+)
+def test_an_object_without_both_iv_and_content_is_plaintext(stored: str) -> None:
+    # digest-utils destructures {iv, content}; Buffer.from(undefined) throws, as for plaintext
+    assert classify_stored_password(stored) is StoredForm.PLAINTEXT
+    with pytest.raises(NotEncryptedError):
+        decrypt(stored, "k")

@@ -151,3 +151,127 @@ def test_state_stays_bounded_under_a_flood() -> None:
         clock.now += 0.01
     assert len(guard._cooldown) == 100
     assert guard.usage("dry-run") == {"activate_client": 5000}
+
+
+# ------------------------------------------------------------ exact verdicts and edges
+
+
+def test_every_verdict_says_its_mode_reason_and_detail(tmp_path: Path) -> None:
+    clock = Clock()
+    switch = tmp_path / "remediation.disabled"
+    guard = Guard(
+        rem_config(
+            actions=MappingProxyType({"create_client": "off"}),
+            allow_realms=("pbx.sip.example.com",),
+            kill_switch_file=str(switch),
+            user_cooldown_seconds=600.0,
+            max_changes_per_action_per_hour=1,
+            max_changes_per_hour=2,
+        ),
+        clock=clock,
+    )
+    assert check(guard) == g.Verdict(True, "on", "ok", "allowed by policy")
+    assert check(guard, "create_client") == g.Verdict(
+        False, "off", "mode_off", "remediation of create_client is off"
+    )
+    attack = g.Verdict(
+        False,
+        "on",
+        "attack",
+        "the failure was classified as a scanner/attack; sipwatch never changes anything for it",
+    )
+    assert check(guard, attack=True) == attack
+    assert check(guard, attack=True, mode="dry-run") == g.Verdict(
+        False, "dry-run", attack.reason, attack.detail
+    )
+    assert check(guard, realm="other.org") == g.Verdict(
+        False,
+        "on",
+        "not_allowed",
+        "the user is not covered by remediation.allow_users / allow_realms",
+    )
+    guard.record("activate_client", "1001@pbx.sip.example.com", "on")
+    clock.now += 120.4
+    assert check(guard) == g.Verdict(False, "on", "cooldown", "changed 120s ago; cool-down is 600s")
+    assert check(guard, user="1002") == g.Verdict(
+        False,
+        "on",
+        "action_rate_limit",
+        "activate_client ran 1 times in the last hour (max_changes_per_action_per_hour = 1)",
+    )
+    guard.record("activate_account", "1003@pbx.sip.example.com", "on")
+    assert check(guard, "flush_cached_registration", user="1004") == g.Verdict(
+        False, "on", "global_rate_limit", "2 changes in the last hour (max_changes_per_hour = 2)"
+    )
+    switch.touch()
+    assert check(guard, user="1005") == g.Verdict(
+        False, "on", "kill_switch", f"kill switch {switch} exists"
+    )
+
+
+def test_a_kill_switch_that_cannot_be_checked_stops_everything() -> None:
+    # stat() fails (ENAMETOOLONG): sipwatch cannot tell whether the switch is there
+    guard = Guard(rem_config(kill_switch_file="/tmp/" + "k" * 300), clock=Clock())
+    assert guard.kill_switch_active() is True
+    v = check(guard)
+    assert (v.allowed, v.reason) == (False, g.KILL_SWITCH)
+
+
+def test_a_named_user_does_not_wave_through_the_other_names_of_the_change() -> None:
+    guard = Guard(rem_config(allow_realms=(), allow_users=("alice",)), clock=Clock())
+    for names in (
+        [("bob", "x.org"), ("mallory", "x.org")],  # the named user first, then one not allowed
+        [("mallory", "x.org"), ("bob", "x.org")],
+    ):
+        v = guard.check(
+            "create_client",
+            names=names,
+            cooldown_key="bob@x.org",
+            attack=False,
+            explicit_users={"bob"},
+        )
+        assert (v.allowed, v.reason) == (False, g.NOT_ALLOWED), names
+    ok = guard.check(
+        "create_client",
+        names=[("bob", "x.org"), ("alice", "x.org")],
+        cooldown_key="bob@x.org",
+        attack=False,
+        explicit_users={"bob"},
+    )
+    assert ok.allowed
+
+
+def test_the_cooldown_ends_exactly_after_its_length_and_is_forgotten_then() -> None:
+    clock = Clock()
+    guard = Guard(rem_config(user_cooldown_seconds=600.0), clock=clock)
+    guard.record("activate_client", "1001@pbx.sip.example.com", "on")
+    clock.now += 599.999
+    assert check(guard).reason == g.COOLDOWN
+    assert len(guard._cooldown) == 1
+    clock.now = 1000.0 + 600.0
+    assert check(guard).allowed
+    assert len(guard._cooldown) == 0  # expired entries do not stay behind
+
+
+def test_a_full_cooldown_table_forgets_the_least_recent_attempt() -> None:
+    clock = Clock()
+    guard = Guard(rem_config(user_cooldown_seconds=3600.0), clock=clock, max_cooldown_keys=2)
+    for user in ("a", "b", "a", "c"):  # "a" again: now the most recent, "b" the oldest
+        guard.record("activate_client", f"{user}@pbx.sip.example.com", "on")
+        clock.now += 1
+    assert check(guard, user="a").reason == g.COOLDOWN
+    assert check(guard, user="c").reason == g.COOLDOWN
+    assert check(guard, user="b").allowed  # forgotten to keep the table bounded
+    assert list(guard._cooldown) == [
+        ("on", "a@pbx.sip.example.com"),
+        ("on", "c@pbx.sip.example.com"),
+    ]
+
+
+def test_usage_reports_mode_on_unless_asked() -> None:
+    guard = Guard(rem_config(), clock=Clock())
+    guard.record("activate_client", "a@r", "on")
+    guard.record("activate_client", "b@r", "dry-run")
+    guard.record("activate_account", "c@r", "dry-run")
+    assert guard.usage() == {"activate_client": 1}
+    assert guard.usage("dry-run") == {"activate_client": 1, "activate_account": 1}

@@ -73,7 +73,7 @@ def narrow_config(dest: Path, module: str, tests: list[str]) -> None:
         f"only_mutate = {_toml_list([module])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
-        'also_copy = ["tools", "fuzz"]\n'
+        'also_copy = ["tools", "fuzz", "rules", "docs"]\n'
     )
     (dest / "pyproject.toml").write_text(head + sep + table + tail)
 
