@@ -5,13 +5,18 @@ killed connection and on a killed process, and re-campaigned by the followers.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
 
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.leader import LeaderLock
@@ -172,3 +177,215 @@ async def test_lock_is_released_when_the_process_is_killed(
             proc.kill()
             await proc.wait()
         await follower.release()
+
+
+# ------------------------------------------------------- what leadership changes say and do
+
+
+async def connection_open(connection_id: int) -> bool:
+    conn = await admin_connect()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
+                (connection_id,),
+            )
+            return bool((await cur.fetchone())[0])
+    finally:
+        conn.close()
+
+
+async def closes(connection_id: int, seconds: float = 5.0) -> bool:
+    """The server sees the connection end within ``seconds``."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while await connection_open(connection_id):
+                await asyncio.sleep(0.05)
+            return True
+    return False
+
+
+def events(logs: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(e["log_level"], e["event"], e["lock"], e.get("why")) for e in logs]
+
+
+def test_a_lock_name_is_1_to_64_characters(db_settings: DbSettings) -> None:
+    assert LeaderLock(db_settings, "n" * 64).name == "n" * 64
+    for bad in ("", "n" * 65):
+        with pytest.raises(ValueError, match=r"^lock name must be 1-64 characters$"):
+            LeaderLock(db_settings, bad)
+    fresh = LeaderLock(db_settings, "n")
+    assert (fresh.check_interval, fresh.retry_interval) == (5.0, 10.0)
+    assert fresh.is_leader is False and fresh.connection_id is None
+
+
+@bounded(20)
+async def test_each_change_of_leadership_is_logged_once_with_its_reason(
+    db_settings: DbSettings,
+) -> None:
+    name = lock_name()
+    a_changes: list[bool] = []
+    b_changes: list[bool] = []
+    a = LeaderLock(db_settings, name, on_change=a_changes.append)
+    b = LeaderLock(db_settings, name, on_change=b_changes.append)
+    try:
+        with capture_logs() as logs:
+            assert await a.try_acquire() is True
+            assert await a.try_acquire() is True  # staying leader is no change
+            assert await b.try_acquire() is False  # a follower from the start: no change
+            a_id, b_id = a.connection_id, b.connection_id
+            assert a_id is not None and b_id is not None
+            # a follower's check answers no and keeps its connection for the next attempt
+            assert await b.confirm() is False and b.connection_id == b_id
+            await a.release()
+    finally:
+        await a.release()
+        await b.release()
+    assert events(logs) == [
+        ("info", "remediation_leader", name, "acquired"),
+        ("info", "remediation_follower", name, "released"),
+    ]
+    assert a_changes == [True, False] and all(type(c) is bool for c in a_changes)
+    assert b_changes == []
+    assert a.is_leader is False and a.connection_id is None and b.connection_id is None
+    # released means the dedicated connections are closed, not just forgotten
+    assert await closes(a_id) and await closes(b_id)
+
+
+@bounded(20)
+async def test_release_frees_the_lock_before_it_returns(db_settings: DbSettings) -> None:
+    name = lock_name()
+    a = LeaderLock(db_settings, name)
+    other = await admin_connect()
+    try:
+        assert await a.try_acquire()
+        await a.release()
+        # no waiting for the server to notice the closed connection: RELEASE_LOCK ran
+        async with other.cursor() as cur:
+            await cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+            assert (await cur.fetchone())[0] == 1
+    finally:
+        other.close()
+        await a.release()
+
+
+@bounded(20)
+async def test_a_database_error_never_makes_a_leader(db_settings: DbSettings) -> None:
+    from tests.jambonz_db import closed_port
+
+    changes: list[bool] = []
+    dead = replace(db_settings, port=closed_port(), connect_timeout=1.0, read_timeout=1.0)
+    lock = LeaderLock(dead, lock_name(), on_change=changes.append)
+    with capture_logs() as logs:
+        assert await lock.try_acquire() is False
+    assert lock.is_leader is False and lock.connection_id is None and changes == []
+    [entry] = logs
+    assert (entry["log_level"], entry["event"], entry["lock"]) == (
+        "warning",
+        "leader_lock_error",
+        lock.name,
+    )
+    assert str(entry["error"]).startswith(f"{dead.safe_url()}: ")
+    assert await lock.confirm() is False
+
+
+@bounded(20)
+async def test_a_killed_connection_is_reported_as_lost(db_settings: DbSettings) -> None:
+    name = lock_name()
+    a = LeaderLock(db_settings, name)
+    try:
+        assert await a.try_acquire() and a.connection_id is not None
+        await kill_connection(a.connection_id)
+        with capture_logs() as logs:
+            assert await a.confirm() is False
+    finally:
+        await a.release()
+    [lost, follower] = logs
+    assert (lost["log_level"], lost["event"], lost["lock"]) == ("warning", "leader_lock_lost", name)
+    assert str(lost["error"]).startswith(f"{db_settings.safe_url()}: ")
+    assert events([follower]) == [("info", "remediation_follower", name, "connection lost")]
+    assert a.is_leader is False and a.connection_id is None
+
+
+@bounded(20)
+async def test_a_lock_no_longer_held_by_this_connection_is_leadership_lost(
+    db_settings: DbSettings,
+) -> None:
+    # The connection lives but the server says the lock is free or someone else's (what a
+    # proxy that moves sessions between server connections would show).  The lock is let
+    # go on the leader's own connection, the one way to get there with one server.
+    for taken in (False, True):
+        name = lock_name()
+        changes: list[bool] = []
+        a = LeaderLock(db_settings, name, on_change=changes.append)
+        b = LeaderLock(db_settings, name)
+        try:
+            assert await a.try_acquire()
+            a_id = a.connection_id
+            assert a_id is not None
+            assert await a._query("SELECT RELEASE_LOCK(%s)", (name,)) == 1
+            if taken:
+                assert await b.try_acquire()
+            with capture_logs() as logs:
+                assert await a.confirm() is False
+            assert events(logs) == [
+                ("info", "remediation_follower", name, "lock no longer held by this connection")
+            ]
+            assert a.is_leader is False and changes == [True, False]
+            assert await closes(a_id)
+            assert await holder_of(name) == (b.connection_id if taken else None)
+        finally:
+            await a.release()
+            await b.release()
+
+
+@bounded(30)
+async def test_a_leader_that_lost_its_lock_campaigns_again_at_once(
+    db_settings: DbSettings,
+) -> None:
+    # checks every 0.3 s, would retry as a follower only after 30 s: a lost lock is tried
+    # for again at once, not after either interval
+    changes: list[tuple[bool, float]] = []
+    a = LeaderLock(
+        db_settings,
+        lock_name(),
+        check_interval=0.3,
+        retry_interval=30.0,
+        on_change=lambda leader: changes.append((leader, time.monotonic())),
+    )
+    async with a:
+        await wait_until(lambda: a.is_leader, 5)
+        assert a.connection_id is not None
+        await kill_connection(a.connection_id)
+        await wait_until(lambda: len(changes) >= 3, 5)
+    assert [leader for leader, _ in changes] == [True, False, True, False]
+    assert changes[2][1] - changes[1][1] < 0.25
+
+
+@bounded(30)
+async def test_a_follower_tries_again_every_retry_interval(db_settings: DbSettings) -> None:
+    name = lock_name()
+    holder = LeaderLock(db_settings, name)
+    follower = LeaderLock(db_settings, name, check_interval=30.0, retry_interval=0.05)
+    try:
+        assert await holder.try_acquire()
+        async with follower:
+            await asyncio.sleep(0.2)
+            assert not follower.is_leader
+            await holder.release()
+            await wait_until(lambda: follower.is_leader, 2)
+    finally:
+        await holder.release()
+
+
+@bounded(30)
+async def test_a_stopped_campaign_stays_stopped(db_settings: DbSettings) -> None:
+    name = lock_name()
+    a = LeaderLock(db_settings, name, check_interval=0.05, retry_interval=0.05)
+    async with a:
+        await wait_until(lambda: a.is_leader, 5)
+        assert f"leader:{name}" in {t.get_name() for t in asyncio.all_tasks()}
+    assert not a.is_leader
+    await asyncio.sleep(0.3)  # several intervals: nothing campaigns any more
+    assert not a.is_leader and await holder_of(name) is None
+    assert f"leader:{name}" not in {t.get_name() for t in asyncio.all_tasks()}
