@@ -275,8 +275,11 @@ async def test_reencrypt_with_legacy_ctr(fresh_seeder: Seeder, fresh_writer: DbW
     seeder, writer = fresh_seeder, fresh_writer
     realm = unique_realm()
     acct = await seeder.account(realm)
-    # LEGACY_CRYPTO installs store AES-256-CTR rows: that is what proves the secret there
-    await seeder.client(acct, "other", stored=encrypt("other-pw-1", TEST_SECRET, legacy_ctr=True))
+    # LEGACY_CRYPTO installs store AES-256-CTR rows: that is what proves the secret there.
+    # One row proves it only when it is long enough that a wrong secret would not turn it
+    # into text by chance (secret_proof._chance): 23 bytes, under 1 in 10**6
+    stored = encrypt("other-device-password-1", TEST_SECRET, legacy_ctr=True)
+    await seeder.client(acct, "other", stored=stored)
     await seeder.client(acct, "old", stored="ctr-password")
     b = Backends(db=writer, secret=Secret(TEST_SECRET), legacy_crypto=True)
     out = await get_action("reencrypt_password").apply(b, Target("old", realm))

@@ -38,6 +38,7 @@ from tests.remediation_support import bounded, rem_config, rows
 WRONG = "not-the-jambonz-secret-9d1e"
 OLDER = "an-older-jambonz-secret-77aa"
 PLAIN = "plain-device-pw-1"
+LEGACY_JAMBONZ = "the-jambonz-secret-of-a-legacy-install"
 
 
 async def raw_password(database: str, username: str) -> tuple[Any, str]:
@@ -140,6 +141,35 @@ async def test_nothing_to_prove_with_needs_the_operators_trust(
     out = await get_action("reencrypt_password").apply(b, Target("pt", realm, trust_secret=True))
     assert out.applied and out.verified
     assert "--trust-secret" in out.change.notes[0]
+
+
+@bounded(30)
+async def test_legacy_crypto_a_wrong_secret_that_decrypts_one_row_by_chance_writes_nothing(
+    fresh_seeder: Seeder, fresh_writer: DbWriter, fresh_database: str
+) -> None:
+    # A LEGACY_CRYPTO (AES-CTR) jambonz with fifty 8-character passwords; sipwatch has the
+    # wrong secret, and one row (fixed IV 870) happens to decrypt to printable text with it.
+    # "1 of 50 decrypt" once judged "partial", which allowed encryption: the password would
+    # have been written with a secret the registrar does not have.
+    realm = unique_realm()
+    acct = await fresh_seeder.account(realm)
+    await fresh_seeder.client(acct, "pt", stored=PLAIN)
+    for iv in range(850, 900):
+        stored = encrypt(f"pw{iv:06d}", LEGACY_JAMBONZ, legacy_ctr=True, iv=iv.to_bytes(16, "big"))
+        await fresh_seeder.client(acct, f"l{iv}", stored=stored)
+    before = await raw_password(fresh_database, "pt")
+    b = Backends(db=fresh_writer, secret=Secret(TEST_SECRET), legacy_crypto=True)
+    out = await get_action("reencrypt_password").apply(b, Target("pt", realm))
+    assert (out.applied, out.change.reason) == (False, SECRET_UNPROVEN), out.change.summary
+    assert "1 of the 50 encrypted client passwords sampled decrypt" in out.change.summary
+    assert "--trust-secret" in out.change.summary
+    assert await raw_password(fresh_database, "pt") == before
+    # with jambonz's own secret every row decrypts: proven, and the write goes ahead
+    b = Backends(db=fresh_writer, secret=Secret(LEGACY_JAMBONZ), legacy_crypto=True)
+    out = await get_action("reencrypt_password").apply(b, Target("pt", realm))
+    assert out.applied and out.verified, out.detail
+    stored, _ = await raw_password(fresh_database, "pt")
+    assert node("decrypt", LEGACY_JAMBONZ, stored, True).stdout == PLAIN
 
 
 # ------------------------------------------------------------------------- sipwatch fix

@@ -11,17 +11,23 @@ encrypted client password in it.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from dataclasses import replace
 
 import pytest
 
 from sipwatch.diagnosis.crypto import encrypt
 from sipwatch.diagnosis.secret_proof import (
+    CHANCE_MAX,
     LISTED_MAX,
     SAMPLE_LIMIT,
     SECRET_VARIABLE,
     SecretState,
     SecretStatus,
+    _chance,
+    _judged,
     _secret_variable,
     judge_secret,
     prove_secret,
@@ -149,7 +155,10 @@ def test_excluding_the_diagnosed_row_rejudges_without_it() -> None:
 
 def rows_of(secret: str, n: int, *, legacy: bool = False, first: int = 0) -> list[dict[str, str]]:
     return [
-        {"client_sid": sid(first + i), "password": encrypt(f"pw-{i}", secret, legacy_ctr=legacy)}
+        {
+            "client_sid": sid(first + i),
+            "password": encrypt(f"device-pw-{i}", secret, legacy_ctr=legacy),
+        }
         for i in range(n)
     ]
 
@@ -173,7 +182,12 @@ def test_legacy_crypto_rows_are_judged_with_aes_ctr() -> None:
     legacy_rows = rows_of(TEST_SECRET, 3, legacy=True)
     got = judge_secret(legacy_rows, TEST_SECRET, legacy_crypto=True, now=1.0)
     assert got == SecretStatus(
-        SecretState.PROVEN, sampled=3, decrypted=3, checked_at=1.0, legacy_crypto=True
+        SecretState.PROVEN,
+        sampled=3,
+        decrypted=3,
+        checked_at=1.0,
+        legacy_crypto=True,
+        chance=_chance([11, 11, 11], 3),  # three 11-byte rows: about 6 in 10**10
     )
     # CTR content read as CBC: not whole blocks ("bad decrypt"), so not proven
     got = judge_secret(legacy_rows, TEST_SECRET, now=1.0)
@@ -259,7 +273,7 @@ async def test_prove_passes_legacy_crypto_on_and_needs_a_secret(
     fresh_seeder: Seeder, fresh_writer: DbWriter
 ) -> None:
     await seed_clients(
-        fresh_seeder, {n: encrypt(f"pw-{n}", TEST_SECRET, legacy_ctr=True) for n in range(3)}
+        fresh_seeder, {n: encrypt(f"device-pw-{n}", TEST_SECRET, legacy_ctr=True) for n in range(3)}
     )
     async with fresh_writer.transaction(readonly=True) as tx:
         legacy = await prove_secret(tx, TEST_SECRET, legacy_crypto=True)
@@ -287,3 +301,88 @@ def test_only_proven_and_partial_allow_encryption(state: SecretState) -> None:
     assert s.allows_encryption is allowed
     expected = True if allowed else (False if state is SecretState.MISMATCH else None)
     assert s.matches is expected
+
+
+# ------------------------------------------- LEGACY_CRYPTO: a chance decrypt proves nothing
+
+JAMBONZ_LEGACY = "the-jambonz-secret-of-a-legacy-install"
+
+
+def legacy_rows(first_iv: int, n: int) -> list[dict[str, str]]:
+    """``n`` clients with 8-character passwords, written by a LEGACY_CRYPTO jambonz with its
+    own secret; the IVs are fixed so the test is the same every run."""
+    return [
+        {
+            "client_sid": sid(iv),
+            "password": encrypt(
+                f"pw{iv:06d}", JAMBONZ_LEGACY, legacy_ctr=True, iv=iv.to_bytes(16, "big")
+            ),
+        }
+        for iv in range(first_iv, first_iv + n)
+    ]
+
+
+def chance_decrypts(rows: list[dict[str, str]], secret: str) -> list[str]:
+    from sipwatch.diagnosis.crypto import DecryptError, decrypt
+
+    found = []
+    for row in rows:
+        with contextlib.suppress(DecryptError):
+            decrypt(row["password"], secret, legacy_ctr=True)
+            found.append(row["client_sid"])
+    return found
+
+
+def test_a_wrong_secret_that_decrypts_one_short_ctr_password_by_chance_is_not_proven() -> None:
+    # sipwatch has the wrong secret; one of the fifty AES-CTR rows happens to turn into
+    # printable text with it (a 1-in-13 event for fifty 8-character passwords)
+    rows = legacy_rows(850, 50)
+    assert len(chance_decrypts(rows, TEST_SECRET)) == 1
+    got = judge_secret(rows, TEST_SECRET, legacy_crypto=True, now=1.0)
+    assert (got.state, got.sampled, got.decrypted) == (SecretState.UNPROVEN, 50, 1)
+    assert got.chance == 50 / 256
+    assert not got.allows_encryption and got.matches is None
+    assert got.describe() == (
+        f"1 of the 50 encrypted client passwords sampled decrypt with sipwatch's secret ({VAR}), "
+        "too few and too short to prove it is the one jambonz uses: with LEGACY_CRYPTO "
+        "(AES-CTR) a wrong secret decrypts short passwords by chance"
+    )
+    # jambonz's own secret decrypts every row, which no wrong secret does by chance
+    right = judge_secret(rows, JAMBONZ_LEGACY, legacy_crypto=True)
+    assert (right.state, right.decrypted) == (SecretState.PROVEN, 50)
+    assert right.chance == (50 / 256) ** 50 / math.factorial(50)
+
+
+def test_under_aes_cbc_one_decrypting_row_is_proof() -> None:
+    # the padding check makes a chance success negligible: no chance is computed
+    got = judge_secret(rows_of(TEST_SECRET, 1), TEST_SECRET)
+    assert (got.state, got.chance) == (SecretState.PROVEN, 0.0)
+
+
+def test_the_chance_bound_and_its_threshold() -> None:
+    assert CHANCE_MAX == 1e-6
+    assert _chance([8] * 50, 1) == 50 / 256
+    assert _chance([8, 8, 8], 3) == (3 / 256) ** 3 / 6
+    assert _chance([20], 1) == 2.0**-20
+    at_max = SecretStatus(SecretState.UNPROVEN, sampled=2, chance=CHANCE_MAX)
+    assert _judged(at_max, 2).state is SecretState.PROVEN
+    assert _judged(at_max, 1).state is SecretState.PARTIAL
+    above = replace(at_max, chance=CHANCE_MAX * 1.01)
+    assert _judged(above, 2).state is SecretState.UNPROVEN
+    assert _judged(above, 0).state is SecretState.MISMATCH
+    # three 8-character rows that decrypt are proof; one 7-character row is not
+    three = legacy_rows(0, 3)
+    assert judge_secret(three, JAMBONZ_LEGACY, legacy_crypto=True).state is SecretState.PROVEN
+    short = [{"client_sid": "i", "password": encrypt("ivan-pw", JAMBONZ_LEGACY, legacy_ctr=True)}]
+    assert judge_secret(short, JAMBONZ_LEGACY, legacy_crypto=True).state is SecretState.UNPROVEN
+
+
+def test_excluding_a_row_keeps_the_chance_of_the_proof() -> None:
+    rows = legacy_rows(850, 50)
+    got = judge_secret(rows, TEST_SECRET, legacy_crypto=True)
+    without = got.excluding(got.failing[0])
+    assert (without.state, without.sampled, without.chance) == (
+        SecretState.UNPROVEN,
+        49,
+        got.chance,
+    )

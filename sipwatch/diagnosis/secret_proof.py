@@ -20,19 +20,25 @@ Verdicts (``SecretStatus.state``):
   another secret (listed, so an operator can reset them);
 * ``mismatch``: none decrypts: the secret is not jambonz's.  Nothing may be encrypted with it
   and no client may be blamed for it;
-* ``unproven``: there is no encrypted password to prove it with (a fresh install);
+* ``unproven``: there is no encrypted password to prove it with (a fresh install), or, under
+  ``LEGACY_CRYPTO``, the rows that decrypt are too few and too short to rule out chance;
 * ``not_configured``: sipwatch has no secret.
 
 A wrong key decrypts a stored value only by accident: with AES-CBC it must pass the PKCS#7
-padding check (1 in 256) *and* yield printable text; with the legacy AES-CTR only the text
-check remains, which a short garbage string can pass.  A single accidental success makes a
-mismatch look ``partial``, so the sample is large enough (up to 50 rows) for that to show as
-"1 of 50" in the report rather than as a proof that looks complete.
+padding check (1 in 256) *and* yield printable text (together about 1 in 10**8 for a
+one-block password), so one decrypting row proves the secret.  With the legacy AES-CTR only
+the text check remains, which a short garbage string passes often: a wrong secret decrypts
+one of fifty 8-character passwords by chance about one time in thirteen.  Such a chance
+success would make a mismatch look ``partial``, which allows encryption, so under
+``LEGACY_CRYPTO`` the proof also bounds the chance that a wrong secret decrypts as many of
+the sampled rows (:func:`_chance`); above :data:`CHANCE_MAX` the verdict is ``unproven``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +65,9 @@ SECRET_MISMATCH_CAUSE = "encryption_secret_mismatch"  # noqa: S105 - a rule id
 SAMPLE_LIMIT = 50
 #: Client ids listed in a report of the rows that do not decrypt.
 LISTED_MAX = 10
+#: Under LEGACY_CRYPTO, the highest chance that a wrong secret decrypts as many sampled rows
+#: as the proof saw for the proof to count (see :func:`_chance`).
+CHANCE_MAX = 1e-6
 
 # jambonz writes JSON.stringify({iv, content}): the value starts with {"iv":.  The LIKE keeps
 # plaintext rows out of the sample on the server; classify_stored_password re-checks each one.
@@ -93,6 +102,9 @@ class SecretStatus:
     failing: tuple[str, ...] = field(default=())  # client_sids that do not decrypt (bounded)
     checked_at: float = 0.0  # wall clock, epoch seconds
     legacy_crypto: bool = False
+    # the chance that a wrong secret decrypts ``decrypted`` of the sampled rows (AES-CTR
+    # only: 0.0 under AES-CBC, whose padding check makes it negligible)
+    chance: float = 0.0
 
     @property
     def allows_encryption(self) -> bool:
@@ -113,12 +125,20 @@ class SecretStatus:
         if client_sid not in self.failing:
             return self  # not sampled, or sampled and decrypting: counts stay honest enough
         failing = tuple(c for c in self.failing if c != client_sid)
+        # ``chance`` is kept: one row fewer can only make a chance success less likely
         return _judged(replace(self, sampled=self.sampled - 1, failing=failing), self.decrypted)
 
     def describe(self) -> str:
         """One sentence for people; names the variable, never a secret."""
         if self.state is SecretState.NOT_CONFIGURED:
             return f"no jambonz secret is configured ({SECRET_VARIABLE})"
+        if self.state is SecretState.UNPROVEN and self.decrypted:
+            return (
+                f"{self.decrypted} of the {self.sampled} encrypted client passwords sampled "
+                f"decrypt with sipwatch's secret ({SECRET_VARIABLE}), too few and too short to "
+                "prove it is the one jambonz uses: with LEGACY_CRYPTO (AES-CTR) a wrong secret "
+                "decrypts short passwords by chance"
+            )
         if self.state is SecretState.UNPROVEN:
             return (
                 "no encrypted client password exists to prove that sipwatch's secret "
@@ -162,11 +182,27 @@ SECRET_FIX = (
 )
 
 
+def _chance(content_bytes: Sequence[int], decrypted: int) -> float:
+    """An upper bound on the chance that a wrong AES-CTR key decrypts ``decrypted`` of rows
+    whose ciphertexts are ``content_bytes`` long.
+
+    A wrong CTR key turns an n-byte value into n random bytes, which pass the text check
+    (UTF-8 without control characters) with probability below 2**-n: a printable ASCII byte
+    is 95 of 256 values and multi-byte characters are rarer still (measured: about 0.44 per
+    byte).  The chance that some k of the rows all pass is at most the sum, over every k
+    rows, of their product, which is at most ``(sum of the 2**-n) ** k / k!``.
+    """
+    exposure = math.fsum(2.0**-n for n in content_bytes)
+    return exposure**decrypted / math.factorial(decrypted)
+
+
 def _judged(status: SecretStatus, decrypted: int) -> SecretStatus:
     if status.sampled == 0:
         state = SecretState.UNPROVEN
     elif decrypted == 0:
         state = SecretState.MISMATCH
+    elif status.chance > CHANCE_MAX:
+        state = SecretState.UNPROVEN  # it decrypts, but so could a wrong secret
     elif decrypted == status.sampled:
         state = SecretState.PROVEN
     else:
@@ -187,6 +223,7 @@ def judge_secret(
         return SecretStatus(SecretState.NOT_CONFIGURED, checked_at=at, legacy_crypto=legacy_crypto)
     sampled = decrypted = 0
     failing: list[str] = []
+    lengths: list[int] = []  # ciphertext bytes of each sampled row, for _chance
     for row in rows:
         stored = row.get("password")
         if not isinstance(stored, str) or classify_stored_password(stored) is not (
@@ -194,6 +231,7 @@ def judge_secret(
         ):
             continue
         sampled += 1
+        lengths.append(len(json.loads(stored)["content"]) // 2)
         try:
             decrypt(stored, secret, legacy_ctr=legacy_crypto)
         except DecryptError:
@@ -206,6 +244,7 @@ def judge_secret(
         failing=tuple(failing),
         checked_at=at,
         legacy_crypto=legacy_crypto,
+        chance=_chance(lengths, decrypted) if legacy_crypto else 0.0,
     )
     return _judged(base, decrypted)
 
