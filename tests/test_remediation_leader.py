@@ -259,6 +259,9 @@ async def test_release_frees_the_lock_before_it_returns(db_settings: DbSettings)
     other = await admin_connect()
     try:
         assert await a.try_acquire()
+        # staying leader takes the lock only once: MariaDB counts GET_LOCKs of one
+        # connection, and one RELEASE_LOCK would leave a second one held
+        assert await a.try_acquire()
         await a.release()
         # no waiting for the server to notice the closed connection: RELEASE_LOCK ran
         async with other.cursor() as cur:
@@ -290,7 +293,7 @@ async def test_a_database_error_never_makes_a_leader(db_settings: DbSettings) ->
 
 
 @bounded(20)
-async def test_a_killed_connection_is_reported_as_lost(db_settings: DbSettings) -> None:
+async def test_a_connection_the_server_killed_is_reported_as_lost(db_settings: DbSettings) -> None:
     name = lock_name()
     a = LeaderLock(db_settings, name)
     try:
@@ -305,6 +308,13 @@ async def test_a_killed_connection_is_reported_as_lost(db_settings: DbSettings) 
     assert str(lost["error"]).startswith(f"{db_settings.safe_url()}: ")
     assert events([follower]) == [("info", "remediation_follower", name, "connection lost")]
     assert a.is_leader is False and a.connection_id is None
+
+    # shutting down right after the server dropped the leader: release() still ends cleanly
+    b = LeaderLock(db_settings, lock_name())
+    assert await b.try_acquire() and b.connection_id is not None
+    await kill_connection(b.connection_id)
+    await b.release()
+    assert b.is_leader is False and b.connection_id is None
 
 
 @bounded(20)
