@@ -170,43 +170,35 @@ def test_every_verdict_says_its_mode_reason_and_detail(tmp_path: Path) -> None:
         ),
         clock=clock,
     )
+
+    def refused(reason: str, detail: str, mode: str = "on") -> g.Verdict:
+        return g.Verdict(False, mode, reason, detail)
+
     assert check(guard) == g.Verdict(True, "on", "ok", "allowed by policy")
-    assert check(guard, "create_client") == g.Verdict(
-        False, "off", "mode_off", "remediation of create_client is off"
+    assert check(guard, "create_client") == refused(
+        "mode_off", "remediation of create_client is off", "off"
     )
-    attack = g.Verdict(
-        False,
-        "on",
-        "attack",
-        "the failure was classified as a scanner/attack; sipwatch never changes anything for it",
+    scanner = (
+        "the failure was classified as a scanner/attack; sipwatch never changes anything for it"
     )
-    assert check(guard, attack=True) == attack
-    assert check(guard, attack=True, mode="dry-run") == g.Verdict(
-        False, "dry-run", attack.reason, attack.detail
-    )
-    assert check(guard, realm="other.org") == g.Verdict(
-        False,
-        "on",
-        "not_allowed",
-        "the user is not covered by remediation.allow_users / allow_realms",
-    )
+    assert check(guard, attack=True) == refused("attack", scanner)
+    assert check(guard, attack=True, mode="dry-run") == refused("attack", scanner, "dry-run")
+    not_listed = "the user is not covered by remediation.allow_users / allow_realms"
+    assert check(guard, realm="other.org") == refused("not_allowed", not_listed)
     guard.record("activate_client", "1001@pbx.sip.example.com", "on")
     clock.now += 120.4
-    assert check(guard) == g.Verdict(False, "on", "cooldown", "changed 120s ago; cool-down is 600s")
-    assert check(guard, user="1002") == g.Verdict(
-        False,
-        "on",
-        "action_rate_limit",
-        "activate_client ran 1 times in the last hour (max_changes_per_action_per_hour = 1)",
+    assert check(guard) == refused("cooldown", "changed 120s ago; cool-down is 600s")
+    per_action = (
+        "activate_client ran 1 times in the last hour (max_changes_per_action_per_hour = 1)"
     )
+    assert check(guard, user="1002") == refused("action_rate_limit", per_action)
     guard.record("activate_account", "1003@pbx.sip.example.com", "on")
-    assert check(guard, "flush_cached_registration", user="1004") == g.Verdict(
-        False, "on", "global_rate_limit", "2 changes in the last hour (max_changes_per_hour = 2)"
+    overall = "2 changes in the last hour (max_changes_per_hour = 2)"
+    assert check(guard, "flush_cached_registration", user="1004") == refused(
+        "global_rate_limit", overall
     )
     switch.touch()
-    assert check(guard, user="1005") == g.Verdict(
-        False, "on", "kill_switch", f"kill switch {switch} exists"
-    )
+    assert check(guard, user="1005") == refused("kill_switch", f"kill switch {switch} exists")
 
 
 def test_a_kill_switch_that_cannot_be_checked_stops_everything() -> None:

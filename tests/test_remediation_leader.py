@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,14 +80,27 @@ async def test_exclusive_and_released_on_exit(db_settings: DbSettings) -> None:
     assert await holder_of(name) is None
 
 
-@bounded(20)
-async def test_lost_connection_loses_leadership_at_once(db_settings: DbSettings) -> None:
+@contextlib.asynccontextmanager
+async def leader_and_follower(
+    settings: DbSettings,
+) -> AsyncIterator[tuple[str, LeaderLock, LeaderLock, list[bool]]]:
+    """Two locks of one name; the first has acquired it (its changes are recorded)."""
     name = lock_name()
     changes: list[bool] = []
-    a = LeaderLock(db_settings, name, on_change=changes.append)
-    b = LeaderLock(db_settings, name)
+    a = LeaderLock(settings, name, on_change=changes.append)
+    b = LeaderLock(settings, name)
     try:
         assert await a.try_acquire()
+        assert a.connection_id is not None
+        yield name, a, b, changes
+    finally:
+        await a.release()
+        await b.release()
+
+
+@bounded(20)
+async def test_lost_connection_loses_leadership_at_once(db_settings: DbSettings) -> None:
+    async with leader_and_follower(db_settings) as (_, a, b, changes):
         assert a.connection_id is not None
         await kill_connection(a.connection_id)
         # The server dropped the connection and with it the lock: the next check says so.
@@ -94,9 +108,6 @@ async def test_lost_connection_loses_leadership_at_once(db_settings: DbSettings)
         assert not a.is_leader and changes == [True, False]
         assert await b.try_acquire()
         assert not await a.try_acquire()  # a reconnects as a follower
-    finally:
-        await a.release()
-        await b.release()
 
 
 @bounded(30)
@@ -325,12 +336,7 @@ async def test_a_lock_no_longer_held_by_this_connection_is_leadership_lost(
     # proxy that moves sessions between server connections would show).  The lock is let
     # go on the leader's own connection, the one way to get there with one server.
     for taken in (False, True):
-        name = lock_name()
-        changes: list[bool] = []
-        a = LeaderLock(db_settings, name, on_change=changes.append)
-        b = LeaderLock(db_settings, name)
-        try:
-            assert await a.try_acquire()
+        async with leader_and_follower(db_settings) as (name, a, b, changes):
             a_id = a.connection_id
             assert a_id is not None
             assert await a._query("SELECT RELEASE_LOCK(%s)", (name,)) == 1
@@ -344,9 +350,6 @@ async def test_a_lock_no_longer_held_by_this_connection_is_leadership_lost(
             assert a.is_leader is False and changes == [True, False]
             assert await closes(a_id)
             assert await holder_of(name) == (b.connection_id if taken else None)
-        finally:
-            await a.release()
-            await b.release()
 
 
 @bounded(30)

@@ -7,6 +7,7 @@ Each test owns a database: the proof samples every encrypted client password in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -51,14 +52,17 @@ async def raw_password(database: str, username: str) -> tuple[Any, str]:
     return row["password"], row["hex"]
 
 
-async def seed(seeder: Seeder, others: dict[str, int]) -> str:
-    """An account with a plaintext client 'pt' and other clients encrypted per secret."""
+async def seed(seeder: Seeder, others: dict[str, int], stored: Sequence[str] = ()) -> str:
+    """An account with a plaintext client 'pt' and other clients encrypted per secret (and
+    clients with the ``stored`` values as they are)."""
     realm = unique_realm()
     acct = await seeder.account(realm)
     await seeder.client(acct, "pt", stored=PLAIN)
     for secret, count in others.items():
         for i in range(count):
             await seeder.client(acct, f"o{i}{secret[:3]}", stored=encrypt(f"pw-{i}", secret))
+    for i, value in enumerate(stored):
+        await seeder.client(acct, f"s{i}", stored=value)
     return realm
 
 
@@ -151,12 +155,11 @@ async def test_legacy_crypto_a_wrong_secret_that_decrypts_one_row_by_chance_writ
     # wrong secret, and one row (fixed IV 870) happens to decrypt to printable text with it.
     # "1 of 50 decrypt" once judged "partial", which allowed encryption: the password would
     # have been written with a secret the registrar does not have.
-    realm = unique_realm()
-    acct = await fresh_seeder.account(realm)
-    await fresh_seeder.client(acct, "pt", stored=PLAIN)
-    for iv in range(850, 900):
-        stored = encrypt(f"pw{iv:06d}", LEGACY_JAMBONZ, legacy_ctr=True, iv=iv.to_bytes(16, "big"))
-        await fresh_seeder.client(acct, f"l{iv}", stored=stored)
+    legacy = [
+        encrypt(f"pw{iv:06d}", LEGACY_JAMBONZ, legacy_ctr=True, iv=iv.to_bytes(16, "big"))
+        for iv in range(850, 900)
+    ]
+    realm = await seed(fresh_seeder, {}, legacy)
     before = await raw_password(fresh_database, "pt")
     b = Backends(db=fresh_writer, secret=Secret(TEST_SECRET), legacy_crypto=True)
     out = await get_action("reencrypt_password").apply(b, Target("pt", realm))
