@@ -128,10 +128,22 @@ async def test_campaign_fails_over_when_the_leader_dies(db_settings: DbSettings)
             await asyncio.sleep(0.05)
             sample()
         assert leader.is_leader and not follower.is_leader
-        assert leader.connection_id is not None
-        await kill_connection(leader.connection_id)
-        await wait_until(lambda: follower.is_leader and sample(), 5)
-        assert await holder_of(name) == follower.connection_id
+        killed = leader.connection_id
+        assert killed is not None
+        await kill_connection(killed)
+        # The server frees the lock with the connection and one instance takes it on a live
+        # connection: the follower on its next retry, or the old leader, which campaigns
+        # again at once when it finds its connection gone (under load it can win the race;
+        # the killed-process test below has only the follower left)
+        async with asyncio.timeout(5):
+            while True:
+                holder = await holder_of(name)
+                owners = [x for x in (a, b) if x.is_leader and x.connection_id == holder]
+                if holder not in (None, killed) and len(owners) == 1:
+                    break
+                sample()
+                await asyncio.sleep(0.05)
+        assert [a.is_leader, b.is_leader].count(True) == 1
     assert not any(both), "two leaders at the same time"
     assert await holder_of(name) is None  # stopping released it
 
