@@ -414,3 +414,36 @@ async def test_a_stopped_campaign_stays_stopped(db_settings: DbSettings) -> None
     await asyncio.sleep(0.3)  # several intervals: nothing campaigns any more
     assert not a.is_leader and await holder_of(name) is None
     assert f"leader:{name}" not in {t.get_name() for t in asyncio.all_tasks()}
+
+
+async def idle_ms(connection_id: int) -> float:
+    """How long the server has had no statement from the connection."""
+    conn = await admin_connect()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                "SELECT TIME_MS FROM information_schema.PROCESSLIST WHERE ID = %s",
+                (connection_id,),
+            )
+            return float((await cur.fetchone())[0])
+    finally:
+        conn.close()
+
+
+@bounded(30)
+async def test_a_leader_checks_its_lock_every_check_interval_not_continuously(
+    db_settings: DbSettings,
+) -> None:
+    # the jambonz database is production: a leader asks IS_USED_LOCK once per interval
+    a = LeaderLock(db_settings, lock_name(), check_interval=0.3, retry_interval=30.0)
+    async with a:
+        await wait_until(lambda: a.is_leader, 5)
+        assert a.connection_id is not None
+        await asyncio.sleep(0.4)  # past the first check
+        idle = []
+        for _ in range(12):
+            idle.append(await idle_ms(a.connection_id))
+            await asyncio.sleep(0.05)
+        assert a.is_leader
+    assert max(idle) >= 150, idle  # the connection rests between checks
+    assert max(idle) < 1000, idle  # and is checked again within the interval
