@@ -28,6 +28,7 @@ from sipwatch.diagnosis.crypto import encrypt
 from sipwatch.diagnosis.db import Database, DbSettings
 from sipwatch.diagnosis.jambonz import JambonzDb
 from sipwatch.diagnosis.redis_store import ACTIVE_SET, RegistrationStore, registration_key
+from tests.daemon_runner import free_port
 
 MARIADB_HOST = "127.0.0.1"
 MARIADB_PORT = 3306
@@ -393,11 +394,7 @@ async def webhook_server() -> AsyncIterator[WebhookServer]:
 
 def closed_port() -> int:
     """A localhost TCP port nobody listens on (bound then released)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture

@@ -3,54 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from tests.daemon_runner import ROOT, clean_env, free_port, metric_total, wait_for
+from tests.daemon_runner import http_get as get
 from tools.synth import Device, Scenario
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_for(pred, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
-
-
-def messages_total(body: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.splitlines()
-        if line.startswith("sipwatch_sip_messages_total{")
-    )
 
 
 def test_run_follows_a_rotating_file_and_exits_on_sigterm(tmp_path: Path) -> None:
@@ -73,11 +34,10 @@ listen = "127.0.0.1:{port}"
 format = "json"
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
         cwd=ROOT,
-        env=env,
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -93,7 +53,9 @@ format = "json"
         first = "".join(sc.drachtio)
         with open(log, "a") as f:
             f.write(first)
-        wait_for(lambda: messages_total(get(base + "/metrics")[1]) == 16)
+        wait_for(
+            lambda: metric_total(get(base + "/metrics")[1], "sipwatch_sip_messages_total") == 16
+        )
         # logrotate (create mode): rename, new file, more messages
         log.rename(tmp_path / "drachtio.log.1")
         sc2 = Scenario(1772366500.0)
@@ -105,7 +67,9 @@ format = "json"
             challenged=False,
         )
         log.write_text("".join(sc2.drachtio))
-        wait_for(lambda: messages_total(get(base + "/metrics")[1]) == 18)
+        wait_for(
+            lambda: metric_total(get(base + "/metrics")[1], "sipwatch_sip_messages_total") == 18
+        )
         status, body = get(base + "/api/failures")
         assert status == 200
         users = {(f["user"], f["status"]): f["count"] for f in json.loads(body)["failures"]}

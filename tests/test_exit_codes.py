@@ -23,7 +23,7 @@ import pytest
 from sipwatch.cli.exit_codes import COMMAND_EXIT_CODES, ExitCode, help_epilog, markdown_table
 from sipwatch.cli.main import COMMAND_MODULES
 from tests.cli_support import ROOT, Result, sipwatch
-from tests.jambonz_db import admin_connect, db_url, unique_realm
+from tests.jambonz_db import admin_connect, closed_port, db_url, unique_realm
 from tests.remediation_support import bounded
 
 README = ROOT / "README.md"
@@ -81,12 +81,6 @@ def scenario(command: str, code: ExitCode) -> Callable[[Scenario], Scenario]:
         return fn
 
     return register
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bad_config(ctx: Ctx) -> str:
@@ -173,7 +167,7 @@ async def _diagnose_usage(ctx: Ctx) -> int:
 
 @scenario("diagnose", ExitCode.UNAVAILABLE)
 async def _diagnose_unavailable(ctx: Ctx) -> int:
-    url = f"mysql://root@127.0.0.1:{_closed_port()}/jambones"
+    url = f"mysql://root@127.0.0.1:{closed_port()}/jambones"
     return await _rc(ctx, "diagnose", "--user", "a", "--domain", "b.example.com", "--db-url", url)
 
 
@@ -235,7 +229,7 @@ async def _fix_usage(ctx: Ctx) -> int:
 
 @scenario("fix", ExitCode.UNAVAILABLE)
 async def _fix_unavailable(ctx: Ctx) -> int:
-    url = f"mysql://root@127.0.0.1:{_closed_port()}/jambones"
+    url = f"mysql://root@127.0.0.1:{closed_port()}/jambones"
     return await _rc(ctx, "fix", "--user", "a", "--domain", "b.example.com",
                      "--action", "activate_client", SIPWATCH_DB_URL=url)  # fmt: skip
 
@@ -311,7 +305,7 @@ def _run_config(ctx: Ctx, port: int) -> str:
 
 @scenario("run", ExitCode.OK)
 async def _run_ok(ctx: Ctx) -> int:
-    port = _closed_port()
+    port = closed_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sipwatch", "run", "--config", _run_config(ctx, port),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ctx.env, cwd=str(ROOT),

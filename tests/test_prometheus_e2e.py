@@ -31,7 +31,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ import pytest
 import yaml
 
 from tests.alert_receivers import HttpReceiver
+from tests.daemon_runner import free_port
 from tools.synth import Device, Scenario, challenge_header
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,10 +162,6 @@ ATTEMPTS = 5 + sum(FAILURES_BY_STATUS.values())
 
 
 # =============================================================================== processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sipwatch_config(tmp: Path, port: int, hook: str) -> str:

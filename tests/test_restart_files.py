@@ -19,27 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon_runner import ROOT, clean_env
 from tests.restart_support import (
-    ROOT,
     Counts,
     SipwatchRun,
-    clean_env,
+    burst,
     log_counts,
     read_positions,
     wait_saved,
 )
-from tools.synth import Device, Scenario
 
-START = 1772366400.0
 _RECORD_START = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ", re.MULTILINE)
-
-
-def burst(n: int, at: float, first_user: int) -> str:
-    """n registrations: 4n SIP messages, 2n REGISTER transactions."""
-    sc = Scenario(START + at)
-    for i in range(n):
-        sc.register_ok(Device(str(first_user + i), "acme.example.com", f"203.0.113.{i % 250 + 1}"))
-    return "".join(sc.drachtio)
 
 
 def append(path: Path, text: str) -> None:
