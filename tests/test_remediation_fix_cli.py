@@ -136,7 +136,9 @@ async def test_create_client_with_generated_password_to_a_0600_file(
     assert row["is_active"] == 1
     assert jambonz_decrypt(str(row["password"]), TEST_SECRET) == password
     audit = await rows(
-        jambonz_database, "SELECT * FROM sipwatch_audit WHERE sip_user = %s", ("newphone",)
+        jambonz_database,
+        "SELECT * FROM sipwatch_audit WHERE sip_user = %s AND realm = %s",
+        ("newphone", realm),
     )
     assert [a["result"] for a in audit] == ["applied"]
     assert password not in json.dumps(audit, default=str)
