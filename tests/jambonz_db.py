@@ -11,6 +11,7 @@ New test modules get these fixtures from ``tests/conftest.py``; older ones impor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import uuid
@@ -223,27 +224,40 @@ def jambonz_database() -> Iterator[str]:
         asyncio.run(drop_database(name))
 
 
-@pytest.fixture
-def db_settings(jambonz_database: str) -> DbSettings:
+def db_settings_for(name: str, *, readonly: bool = True) -> DbSettings:
+    """Settings for the test MariaDB database ``name``, with short timeouts."""
     return DbSettings(
         host=MARIADB_HOST,
         port=MARIADB_PORT,
         user=MARIADB_USER,
-        database=jambonz_database,
+        database=name,
         connect_timeout=2.0,
         read_timeout=3.0,
         query_timeout=4.0,
         pool_size=2,
+        readonly=readonly,
     )
 
 
-@pytest.fixture
-async def seeder(jambonz_database: str) -> AsyncIterator[Seeder]:
-    conn = await admin_connect(jambonz_database)
+@contextlib.asynccontextmanager
+async def seeder_for(name: str) -> AsyncIterator[Seeder]:
+    """A :class:`Seeder` on its own admin connection to database ``name``."""
+    conn = await admin_connect(name)
     try:
         yield Seeder(conn)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def db_settings(jambonz_database: str) -> DbSettings:
+    return db_settings_for(jambonz_database)
+
+
+@pytest.fixture
+async def seeder(jambonz_database: str) -> AsyncIterator[Seeder]:
+    async with seeder_for(jambonz_database) as s:
+        yield s
 
 
 @pytest.fixture
