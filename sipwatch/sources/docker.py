@@ -34,10 +34,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import aiodocker
 import aiohttp
@@ -45,12 +45,11 @@ import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since
-from sipwatch.sources.fanin import Backoff, FollowingSource
+from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions
 from sipwatch.sources.timestamped import ResumePoint
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
-    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger(__name__)
 
@@ -223,24 +222,10 @@ class DockerLogSource(FollowingSource[str, _Follower]):
         name: str | None = None,
         tail: str = "all",
         since: float | None = None,
-        idle_flush: float = 0.5,
-        on_status: Callable[[str, bool], None] | None = None,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
         recheck_interval: float = 30.0,
-        api_timeout: float = 10.0,
-        queue_size: int = 64,
-        positions: PositionStore | None = None,
+        **options: Unpack[FollowOptions],
     ) -> None:
-        super().__init__(
-            idle_flush=idle_flush,
-            on_status=on_status,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            api_timeout=api_timeout,
-            queue_size=queue_size,
-            positions=positions,
-        )
+        super().__init__(**options)
         self._services = frozenset(services)
         self._docker_url = docker_url
         self._project = project

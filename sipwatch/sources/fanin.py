@@ -18,14 +18,14 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncGenerator, Callable, Hashable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, TypeVar
 
 from sipwatch.model import LogChunk, Stream
 
 if TYPE_CHECKING:
     from sipwatch.sources.positions import PositionStore
 
-__all__ = ["Backoff", "FanIn", "FollowingSource"]
+__all__ = ["Backoff", "FanIn", "FollowOptions", "FollowingSource"]
 
 #: How many removed containers (pods) a source remembers, so that a replayed event does
 #: not follow one again; the oldest are forgotten first.
@@ -148,6 +148,18 @@ class FanIn:
                 getter.cancel()
 
 
+class FollowOptions(TypedDict, total=False):
+    """The keyword options every :class:`FollowingSource` takes (defaults there)."""
+
+    idle_flush: float
+    on_status: Callable[[str, bool], None] | None
+    backoff_initial: float
+    backoff_max: float
+    api_timeout: float
+    queue_size: int
+    positions: PositionStore | None
+
+
 class _Follower(Protocol):
     wake: asyncio.Event
     task: asyncio.Task[None] | None
@@ -174,13 +186,13 @@ class FollowingSource(Generic[K, F]):
     def __init__(
         self,
         *,
-        idle_flush: float,
-        on_status: Callable[[str, bool], None] | None,
-        backoff_initial: float,
-        backoff_max: float,
-        api_timeout: float,
-        queue_size: int,
-        positions: PositionStore | None,
+        idle_flush: float = 0.5,
+        on_status: Callable[[str, bool], None] | None = None,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        api_timeout: float = 10.0,
+        queue_size: int = 64,
+        positions: PositionStore | None = None,
     ) -> None:
         self._idle_flush = idle_flush
         self._on_status = on_status

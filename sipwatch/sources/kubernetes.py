@@ -51,21 +51,20 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import aiohttp
 import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
-from sipwatch.sources.fanin import Backoff, FollowingSource
+from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions
 from sipwatch.sources.timestamped import ResumePoint, TimestampedLines
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
-    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger(__name__)
 
@@ -386,26 +385,12 @@ class KubernetesLogSource(FollowingSource[tuple[str, str], _Follower]):
         namespace: str | None = None,
         tail: str = "0",
         since_seconds: int | None = None,
-        idle_flush: float = 0.5,
-        on_status: Callable[[str, bool], None] | None = None,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
-        api_timeout: float = 10.0,
         watch_timeout: int = 300,
-        queue_size: int = 64,
-        positions: PositionStore | None = None,
+        **options: Unpack[FollowOptions],
     ) -> None:
         if not targets:
             raise ValueError("at least one pod target is needed")
-        super().__init__(
-            idle_flush=idle_flush,
-            on_status=on_status,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            api_timeout=api_timeout,
-            queue_size=queue_size,
-            positions=positions,
-        )
+        super().__init__(**options)
         self.targets = tuple(targets)
         self.access = access or KubeAccess()
         self.namespace = namespace or None
