@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.fake_http import FakeHttpServer
+from tests.tls_support import write_key
 
 PARTIAL_SIZE = 16 * 1024  # containerd's default max_container_log_line_size
 
@@ -322,13 +323,7 @@ def make_tls(directory: Path) -> TlsFiles:
     files = TlsFiles(directory / "ca.crt", directory / "apiserver.crt", directory / "apiserver.key")
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_key(files.key, key)
     return files
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import logging
 import ssl
 import subprocess
@@ -16,16 +15,13 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.app import make_app
 from sipwatch.web.auth import WebConfigError, load_web_config
 from sipwatch.web.server import RateLimitedAcceptErrors, start_http
+from tests.tls_support import make_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,28 +81,7 @@ async def test_connections_beyond_the_cap_get_503_and_healthz_recovers(
 
 @pytest.fixture
 def web_config(tmp_path: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    make_certificate(tmp_path, "localhost", cert_name="tls.crt", key_name="tls.key")
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
     path = tmp_path / "web-config.yml"
     path.write_text(
