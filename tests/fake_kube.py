@@ -614,24 +614,26 @@ class FakeKubeApiServer(FakeHttpServer):
                 self._end_watches = False
         return resp
 
-    async def _pod(self, request: web.Request) -> web.Response:
+    def _named_pod(self, request: web.Request, resource: str) -> FakePod | web.Response:
+        """The pod the path names, or the answer the apiserver gives instead (403, 404)."""
         ns, name = request.match_info["ns"], request.match_info["name"]
-        denied = self._forbidden("get", "pods", ns)
+        denied = self._forbidden("get", resource, ns)
         if denied is not None:
             return denied
         pod = self.pods.get((ns, name))
         if pod is None:
             return _status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
-        return _json(pod.to_json())
+        return pod
+
+    async def _pod(self, request: web.Request) -> web.Response:
+        pod = self._named_pod(request, "pods")
+        return pod if isinstance(pod, web.Response) else _json(pod.to_json())
 
     async def _log(self, request: web.Request) -> web.StreamResponse:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        denied = self._forbidden("get", "pods/log", ns)
-        if denied is not None:
-            return denied
-        pod = self.pods.get((ns, name))
-        if pod is None:
-            return _status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        pod = self._named_pod(request, "pods/log")
+        if isinstance(pod, web.Response):
+            return pod
+        name = pod.name
         q = request.query
         cname = q.get("container")
         if cname is None:
