@@ -4,20 +4,15 @@ and never recreated, and a busy SIP stream gone quiet are all reported down, wit
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sipwatch.daemon.health import SipActivity, SourceState, source_states
 from sipwatch.model import Direction, SipMessage
 from sipwatch.sources.file import ROTATION_GRACE, FileSource
+from tests.daemon_runner import ROOT, clean_env, http_get, wait_for
 from tools.synth import Device, Scenario
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def message(source: str) -> SipMessage:
@@ -75,29 +70,12 @@ def test_a_path_rotated_away_and_not_recreated_goes_down_after_the_grace(
 
 
 def get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, body = http_get(url)
+    return status, json.loads(body)
 
 
 def metric(url: str, name: str) -> list[str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return [line for line in resp.read().decode().splitlines() if line.startswith(name)]
-
-
-def wait_for(pred, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = pred()
-            if value:
-                return value
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met")
+    return [line for line in http_get(url)[1].splitlines() if line.startswith(name)]
 
 
 def test_the_daemon_reports_a_missing_file_and_a_silent_sbc(
@@ -121,11 +99,10 @@ listen = "127.0.0.1:{unused_tcp_port}"
 format = "json"
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sipwatch", "run", "--config", str(config)],
         cwd=ROOT,
-        env=env,
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
