@@ -10,7 +10,6 @@ need that belong to no single subject.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.writer import DbWriter
 from tests.alert_receivers import HttpReceiver, SmtpReceiver
+from tests.daemon_runner import clean_env
 from tests.fake_docker import FakeDockerEngine
 from tests.fake_kube import FakeKubeApiServer, TlsFiles, make_tls, write_kubeconfig
 from tests.jambonz_db import (  # noqa: F401 - fixtures
@@ -85,7 +85,7 @@ def cli_env_for(tmp_path: Path) -> CliEnv:
                 f'kill_switch_file = "{tmp_path / "remediation.disabled"}"\n'
                 'allow_users = ["allowed*"]\n'
             )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+        env = clean_env()
         env.update(
             PYTHONPATH=str(ROOT),
             SIPWATCH_CONFIG=str(config),

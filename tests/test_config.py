@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from sipwatch.config import (
     parse_host_port,
     parse_mysql_url,
 )
+from tests.daemon_runner import clean_env
 from tools import config_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,13 +44,6 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config(path, environ=environ or {})
     return [str(p) for p in info.value.problems]
-
-
-def clean_env() -> dict[str, str]:
-    """The real environment minus anything that would change the configuration."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH") and k != "DOCKER_HOST"
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ sipwatch's own synthesiser.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from sipwatch.model import ServiceEvent, ServiceOrigin
 from sipwatch.pipeline.context import FailureContext
+from tests.daemon_runner import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-11-27"
@@ -200,7 +200,7 @@ def write_logs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_each_device_keeps_the_cause_its_own_response_supports(tmp_path: Path) -> None:
     drachtio, sidecar = write_logs(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     env["PYTHONPATH"] = str(ROOT)
     res = subprocess.run(
         [

@@ -8,7 +8,6 @@ secret proof, so no other test's rows may be in it.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.web.app import make_app
 from sipwatch.web.server import start_http
 from tests.cli_support import sipwatch
+from tests.daemon_runner import clean_env
 from tests.jambonz_db import TEST_SECRET, Seeder, db_url, unique_realm
 
 WRONG = "not-the-jambonz-secret-9d1e"
@@ -178,7 +178,7 @@ def _config(tmp_path: Path, database: str, secret: str) -> Any:
     path.write_text(
         f'[database]\nurl = "{db_url(database)}"\n[jambonz]\nencryption_secret = "{secret}"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     return load_config(str(path), environ=env)
 
 

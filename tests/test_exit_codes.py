@@ -6,7 +6,6 @@ the table."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import socket
@@ -23,6 +22,7 @@ import pytest
 from sipwatch.cli.exit_codes import COMMAND_EXIT_CODES, ExitCode, help_epilog, markdown_table
 from sipwatch.cli.main import COMMAND_MODULES
 from tests.cli_support import ROOT, Result, sipwatch
+from tests.daemon_runner import clean_env
 from tests.jambonz_db import admin_connect, closed_port, db_url, unique_realm
 from tests.remediation_support import bounded
 
@@ -43,7 +43,7 @@ def test_readme_table_is_rendered_from_the_one_definition() -> None:
 def test_every_command_has_a_row_and_its_help_lists_exactly_its_codes() -> None:
     commands = {m.replace("_", "-") for m in COMMAND_MODULES}
     assert set(COMMAND_EXIT_CODES) == commands
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     for command in sorted(commands):
         res = subprocess.run(
             [sys.executable, "-m", "sipwatch", command, "--help"],

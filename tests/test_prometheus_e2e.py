@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -44,7 +43,7 @@ import pytest
 import yaml
 
 from tests.alert_receivers import HttpReceiver
-from tests.daemon_runner import free_port
+from tests.daemon_runner import clean_env, free_port
 from tools.synth import Device, Scenario, challenge_header
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -385,7 +384,7 @@ async def scenario_run(tmp: Path, prometheus: str) -> AsyncIterator[Run]:
     sip_port, prom_port = free_port(), free_port()
     (tmp / "drachtio.log").write_text("")
     (tmp / "registrar.log").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     async with HttpReceiver() as receiver, aiohttp.ClientSession() as http:
         (tmp / "sipwatch.toml").write_text(sipwatch_config(tmp, sip_port, receiver.url("/hook")))
         (tmp / "prometheus.yml").write_text(prometheus_config(sip_port))
