@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -64,6 +65,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def write_config(path: Path, config: str, port: int, level: str = "info") -> Path:
+    """``config`` plus the HTTP endpoints on 127.0.0.1:``port`` and the JSON log."""
+    path.write_text(
+        config + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+        f'[logging]\nformat = "json"\nlevel = "{level}"\n'
+    )
+    return path
+
+
+def popen_run(cfg: Path, **popen: Any) -> subprocess.Popen[str]:
+    """``sipwatch run --config cfg`` for the tests that drive it with signals themselves
+    (output piped unless ``popen`` says otherwise)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        env=clean_env(),
+        text=True,
+        **popen,
+    )
 
 
 def metric_total(body: str, name: str, **labels: str) -> float:
@@ -116,11 +140,7 @@ class SipwatchProcess:
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.cfg = workdir / f"{name}.toml"
-        self.cfg.write_text(
-            config + f'\n[metrics]\nlisten = "127.0.0.1:{self.port}"\n'
-            f'[logging]\nformat = "json"\nlevel = "{level}"\n'
-        )
+        self.cfg = write_config(workdir / f"{name}.toml", config, self.port, level)
         self.out = workdir / f"{name}.log"
         self.env = dict(clean_env() if env is None else env)
         self.start_timeout = start_timeout

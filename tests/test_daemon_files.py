@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.daemon_runner import ROOT, clean_env, free_port, metric_total, wait_for
+from tests.daemon_runner import (
+    free_port,
+    metric_total,
+    popen_run,
+    wait_for,
+    write_config,
+)
 from tests.daemon_runner import http_get as get
 from tools.synth import Device, Scenario
 
@@ -18,9 +22,7 @@ def test_run_follows_a_rotating_file_and_exits_on_sigterm(tmp_path: Path) -> Non
     log = tmp_path / "drachtio.log"
     log.write_text("")
     port = free_port()
-    cfg = tmp_path / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+    config = f"""
 [sources]
 idle_flush_seconds = 0.2
 [sources.docker]
@@ -28,20 +30,9 @@ enabled = false
 [[sources.files]]
 path = "{log}"
 follow = true
-[metrics]
-listen = "127.0.0.1:{port}"
-[logging]
-format = "json"
 """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    cfg = write_config(tmp_path / "sipwatch.toml", config, port)
+    proc = popen_run(cfg)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: get(base + "/healthz")[0] == 200)

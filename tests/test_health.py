@@ -4,14 +4,12 @@ and never recreated, and a busy SIP stream gone quiet are all reported down, wit
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from sipwatch.daemon.health import SipActivity, SourceState, source_states
 from sipwatch.model import Direction, SipMessage
 from sipwatch.sources.file import ROTATION_GRACE, FileSource
-from tests.daemon_runner import ROOT, clean_env, http_get, wait_for
+from tests.daemon_runner import http_get, popen_run, wait_for, write_config
 from tools.synth import Device, Scenario
 
 
@@ -82,9 +80,7 @@ def test_the_daemon_reports_a_missing_file_and_a_silent_sbc(
     tmp_path: Path, unused_tcp_port: int
 ) -> None:
     log = tmp_path / "drachtio.log"  # does not exist yet
-    config = tmp_path / "sipwatch.toml"
-    config.write_text(
-        f"""
+    config = f"""
 [sources]
 idle_flush_seconds = 0.2
 silence_seconds = 2
@@ -93,20 +89,8 @@ busy_messages_per_minute = 1
 enabled = false
 [[sources.files]]
 path = "{log}"
-[metrics]
-listen = "127.0.0.1:{unused_tcp_port}"
-[logging]
-format = "json"
 """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(config)],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_run(write_config(tmp_path / "sipwatch.toml", config, unused_tcp_port))
     base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
         _status, body = wait_for(lambda: (s := get(base + "/readyz"))[0] == 503 and s)

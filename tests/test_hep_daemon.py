@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_runner import ROOT, clean_env, free_port, wait_for
+from tests.daemon_runner import ROOT, clean_env, free_port, popen_run, wait_for, write_config
 from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
 
@@ -110,30 +110,17 @@ def test_run_with_hep_reports_what_replay_of_the_log_reports(tmp_path: Path) -> 
     homer.settimeout(5)
     hep_port = free_port(socket.SOCK_DGRAM)
     http_port = free_port()
-    cfg = tmp_path / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+    config = f"""
 [sources.docker]
 enabled = false
 [sources.hep]
 listen = "127.0.0.1:{hep_port}"
 forward = ["udp://127.0.0.1:{homer.getsockname()[1]}"]
-[metrics]
-listen = "127.0.0.1:{http_port}"
-[logging]
-format = "json"
 """
-    )
+    cfg = write_config(tmp_path / "sipwatch.toml", config, http_port)
     out = tmp_path / "sipwatch.out"
     with out.open("w") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env=clean_env(),
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = popen_run(cfg, stdout=stdout, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for(lambda: any(e["event"] == "HEP source listening" for e in events(out)))
