@@ -282,17 +282,6 @@ class RecordingMetrics:
         return self.calls.count((target, result))
 
 
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def target(name: str, url: str, **kw: Any) -> AlertTargetConfig:
     return AlertTargetConfig(name=name, url=Secret(url), **kw)
 

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipwatch.metrics import SipwatchMetrics, render_text
 from sipwatch.model import AttemptOutcome, Direction, ServiceEvent, ServiceOrigin, Side
-from tests.test_metrics import attempt, message, transaction
+from tests.samples import attempt, message, transaction
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = REPO / "dashboards"

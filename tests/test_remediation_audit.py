@@ -23,16 +23,9 @@ from tests.jambonz_db import (  # noqa: F401 - fixtures
     unique_name,
 )
 from tests.remediation_support import bounded, rows, writer  # noqa: F401 - fixtures
+from tests.samples import FakeClock
 
 SECRET = "jambonz-secret-value-77"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def change() -> Change:
@@ -152,7 +145,7 @@ def test_json_output_through_the_configured_logger() -> None:
 
 
 async def test_refusals_are_deduplicated_and_budgeted() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     trail = AuditTrail(
         writer=None, table=False, clock=clock, refusal_window=600, max_refusals_per_window=5
     )
