@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -26,6 +25,7 @@ from sipwatch.config import (
     parse_host_port,
     parse_mysql_url,
 )
+from tests.cli_support import run_cli
 from tests.daemon_runner import clean_env
 from tools import config_docs
 
@@ -849,15 +849,7 @@ def test_example_blocks_are_valid_when_uncommented(tmp_path: Path) -> None:
 
 
 def run_check(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipwatch", "check-config", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("check-config", *args, env=env, timeout=60)
 
 
 def test_check_config_ok_subprocess(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from sipwatch.cli.exit_codes import COMMAND_EXIT_CODES, ExitCode, help_epilog, markdown_table
 from sipwatch.cli.main import COMMAND_MODULES
-from tests.cli_support import ROOT, Result, sipwatch
+from tests.cli_support import ROOT, Result, run_cli, sipwatch
 from tests.daemon_runner import clean_env
 from tests.jambonz_db import admin_connect, closed_port, db_url, unique_realm
 from tests.remediation_support import bounded
@@ -45,15 +45,7 @@ def test_every_command_has_a_row_and_its_help_lists_exactly_its_codes() -> None:
     assert set(COMMAND_EXIT_CODES) == commands
     env = clean_env()
     for command in sorted(commands):
-        res = subprocess.run(
-            [sys.executable, "-m", "sipwatch", command, "--help"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        res = run_cli(command, "--help", env=env, timeout=60)
         assert res.returncode == ExitCode.OK
         listed = res.stdout.split("exit codes:\n", 1)[1]
         assert listed.strip() == help_epilog(command).split("\n", 1)[1].strip(), command

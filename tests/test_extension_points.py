@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.cli_support import ROOT, run_cli
 
 CHECK = '''
 
@@ -184,13 +184,5 @@ def test_each_extension_point_needs_only_the_files_the_document_names(tmp_path: 
     assert proc.returncode == 0, proc.stderr
     groups, sip = (int(x) for x in proc.stdout.splitlines()[-1].split())
     assert sip == 62 and groups == 8  # the bundled example, read through the new source
-    help_text = subprocess.run(
-        [sys.executable, "-m", "sipwatch", "fix", "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=True,
-    ).stdout
+    help_text = run_cli("fix", "--help", env=env, cwd=tmp_path, timeout=60, check=True).stdout
     assert "demo_note" in help_text  # the CLI offers the new action: declared once

@@ -9,14 +9,14 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_runner import ROOT, clean_env, free_port, popen_run, wait_for, write_config
+from tests.cli_support import run_cli
+from tests.daemon_runner import free_port, popen_run, wait_for, write_config
 from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
 
@@ -58,16 +58,7 @@ def samples(exposition: str) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]
 
 
 def sipwatch(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sipwatch", *args],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
+    return run_cli(*args, check=True).stdout
 
 
 def iso_ms(ts: float) -> str:

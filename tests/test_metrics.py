@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from sipwatch.model import (
 )
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.sip_meaning import scanner_tool
+from tests.cli_support import run_cli
 from tests.samples import SRC, FakeClock, attempt, message, transaction
 from tools.synth import Device, Scenario
 
@@ -586,13 +585,7 @@ def test_replay_prometheus_gives_each_broken_device_its_own_series(tmp_path: Pat
         sc.tick(30.0)
     log = tmp_path / "drachtio.log"
     log.write_text("".join(sc.drachtio), encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sipwatch", "replay", "--format", "prometheus", str(log)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    proc = run_cli("replay", "--format", "prometheus", str(log), check=True)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(proc.stdout)

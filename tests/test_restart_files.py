@@ -13,13 +13,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_runner import ROOT, clean_env
+from tests.cli_support import run_cli
+from tests.daemon_runner import clean_env
 from tests.restart_support import (
     Counts,
     SipwatchRun,
@@ -319,12 +318,14 @@ def test_replay_never_uses_checkpoints(tmp_path: Path) -> None:
     state directory configured and systemd's variable set."""
     state = tmp_path / "state"
     env = clean_env(STATE_DIRECTORY=str(state), SIPWATCH_STATE_DIRECTORY=str(state))
-    args = [sys.executable, "-m", "sipwatch", "replay", "--format", "json"]
-    args += ["examples/drachtio-sbc.log", "examples/sbc-sip-sidecar.log"]
-    outputs = [
-        subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        for _ in range(2)
+    args = [
+        "replay",
+        "--format",
+        "json",
+        "examples/drachtio-sbc.log",
+        "examples/sbc-sip-sidecar.log",
     ]
+    outputs = [run_cli(*args, env=env) for _ in range(2)]
     assert all(p.returncode == 0 for p in outputs), outputs[0].stderr[-2000:]
     assert outputs[0].stdout == outputs[1].stdout and '"sip_messages"' in outputs[0].stdout
     assert not state.exists()

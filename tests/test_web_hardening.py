@@ -7,8 +7,6 @@ import asyncio
 import base64
 import logging
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.app import make_app
 from sipwatch.web.auth import WebConfigError, load_web_config
 from sipwatch.web.server import RateLimitedAcceptErrors, start_http
+from tests.cli_support import run_cli
 from tests.tls_support import make_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,14 +136,10 @@ def test_bad_web_config_is_a_located_error(tmp_path: Path, text: str, message: s
     path.write_text(text)
     with pytest.raises(WebConfigError, match=message):
         load_web_config(path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "sipwatch", "check-config"],
+    proc = run_cli(
+        "check-config",
         env={"SIPWATCH_WEB_CONFIG_FILE": str(path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
         timeout=60,
-        check=False,
     )
     assert proc.returncode == 2
     assert "metrics.web_config_file" in proc.stderr and str(path) in proc.stderr
@@ -160,14 +155,7 @@ def test_port_in_use_names_the_address_and_exits_2(unused_tcp_port: int, tmp_pat
         config.write_text(
             f'[metrics]\nlisten = "127.0.0.1:{unused_tcp_port}"\n[sources.docker]\nenabled = false\n'
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "sipwatch", "run", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        proc = run_cli("run", "--config", str(config), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert f"cannot listen on 127.0.0.1:{unused_tcp_port}: address already in use" in proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
