@@ -45,7 +45,7 @@ import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since
-from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions
+from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions, follow_options
 from sipwatch.sources.timestamped import ResumePoint
 
 if TYPE_CHECKING:
@@ -662,8 +662,6 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
         docker_url=docker.url,
         project=docker.project,
         tail=docker.tail,
-        idle_flush=ctx.config.sources.idle_flush_seconds,
-        on_status=ctx.on_status,
-        positions=ctx.positions,
+        **follow_options(ctx),
     )
     return [("docker", source)]

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, T
 from sipwatch.model import LogChunk, Stream
 
 if TYPE_CHECKING:
+    from sipwatch.sources import SourceContext
     from sipwatch.sources.positions import PositionStore
 
-__all__ = ["Backoff", "FanIn", "FollowOptions", "FollowingSource"]
+__all__ = ["Backoff", "FanIn", "FollowOptions", "FollowingSource", "follow_options"]
 
 #: How many removed containers (pods) a source remembers, so that a replayed event does
 #: not follow one again; the oldest are forgotten first.
@@ -158,6 +159,15 @@ class FollowOptions(TypedDict, total=False):
     api_timeout: float
     queue_size: int
     positions: PositionStore | None
+
+
+def follow_options(ctx: SourceContext) -> FollowOptions:
+    """What the configuration and the daemon give every :class:`FollowingSource`."""
+    return FollowOptions(
+        idle_flush=ctx.config.sources.idle_flush_seconds,
+        on_status=ctx.on_status,
+        positions=ctx.positions,
+    )
 
 
 class _Follower(Protocol):

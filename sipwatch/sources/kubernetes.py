@@ -60,7 +60,7 @@ import aiohttp
 import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
-from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions
+from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions, follow_options
 from sipwatch.sources.timestamped import ResumePoint, TimestampedLines
 
 if TYPE_CHECKING:
@@ -791,9 +791,7 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
         namespace=k8s.namespace or None,
         tail=k8s.tail,
         since_seconds=k8s.since_seconds,
-        idle_flush=ctx.config.sources.idle_flush_seconds,
-        on_status=ctx.on_status,
-        positions=ctx.positions,
+        **follow_options(ctx),
     )
     return [("kubernetes", source)]
 
