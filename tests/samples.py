@@ -65,30 +65,36 @@ def message(**kw: Any) -> SipMessage:
     return SipMessage(**fields)
 
 
+# What a REGISTER transaction and the attempt it belongs to have in common.
+_REGISTER: dict[str, Any] = dict(
+    side=Side.INBOUND,
+    call_id="c1@dev",
+    started=1767268800.0,
+    source=SRC,
+    peer_ip="203.0.113.5",
+    peer_port=5060,
+    transport="udp",
+    to_user="alice",
+    to_host="acme.example.com",
+    from_user="alice",
+    request_uri="sip:acme.example.com",
+    user_agent="Yealink SIP-T46S",
+    auth_username="alice",
+    expires=3600,
+    status=403,
+    reason="Forbidden",
+    x_reason="Invalid credentials",
+)
+
+
 def transaction(**kw: Any) -> RegisterTransaction:
     fields: dict[str, Any] = dict(
-        side=Side.INBOUND,
-        call_id="c1@dev",
+        _REGISTER,
         cseq=2,
         branch="z9hG4bK-2",
-        started=1767268800.0,
-        source=SRC,
-        peer_ip="203.0.113.5",
-        peer_port=5060,
-        transport="udp",
-        to_user="alice",
-        to_host="acme.example.com",
-        from_user="alice",
-        request_uri="sip:acme.example.com",
-        user_agent="Yealink SIP-T46S",
-        auth_username="alice",
         has_auth=True,
-        expires=3600,
         requests=1,
         responses=1,
-        status=403,
-        reason="Forbidden",
-        x_reason="Invalid credentials",
         finished=1767268800.04,
     )
     fields.update(kw)
@@ -97,27 +103,11 @@ def transaction(**kw: Any) -> RegisterTransaction:
 
 def attempt(**kw: Any) -> RegisterAttempt:
     fields: dict[str, Any] = dict(
-        side=Side.INBOUND,
-        call_id="c1@dev",
-        started=1767268800.0,
-        source=SRC,
-        peer_ip="203.0.113.5",
-        peer_port=5060,
-        transport="udp",
-        to_user="alice",
-        to_host="acme.example.com",
-        from_user="alice",
-        request_uri="sip:acme.example.com",
-        user_agent="Yealink SIP-T46S",
-        auth_username="alice",
+        _REGISTER,
         transactions=2,
         challenged=True,
         outcome=AttemptOutcome.FAILURE,
-        status=403,
-        reason="Forbidden",
-        x_reason="Invalid credentials",
         finished=1767268800.2,
-        expires=3600,
     )
     fields.update(kw)
     return RegisterAttempt(**fields)
