@@ -348,9 +348,3 @@ async def running(cfg: AlertsConfig, **kw: Any) -> AsyncIterator[AlertManager]:
 async def settle(seconds: float = 0.3) -> None:
     """Give a worker time to send something it should not send."""
     await asyncio.sleep(seconds)
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)

@@ -11,7 +11,7 @@ health, reading /metrics and stopping are written once.
   measured end to end.
 * ``docker_daemon(tmp, engine)``: the zero-config jambonz deployment against a fake Docker
   Engine; ``write_sip`` logs a scenario's drachtio records in a container.
-* The synchronous helpers (``http_get``, ``wait_for``) serve tests that drive the process
+* The synchronous helpers (``http_get``, ``popen_run``) serve tests that drive the process
   with ``subprocess`` and signals themselves.
 """
 
@@ -106,21 +106,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Call ``pred`` until it returns something true (connection errors count as not yet)."""
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 class SipwatchProcess:

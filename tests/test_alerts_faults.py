@@ -17,9 +17,9 @@ from tests.alert_receivers import (
     registration,
     running,
     target,
-    until,
 )
 from tests.jambonz_db import closed_port
+from tests.waiting import until
 
 
 async def test_500_then_recovery_is_delivered_after_retries(http: HttpReceiver) -> None:

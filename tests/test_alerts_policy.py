@@ -15,9 +15,9 @@ from tests.alert_receivers import (
     scanner,
     settle,
     target,
-    until,
 )
 from tests.samples import FakeClock
+from tests.waiting import until
 
 T0 = 1_790_000_000.0
 

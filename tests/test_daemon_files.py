@@ -11,10 +11,10 @@ from tests.daemon_runner import (
     free_port,
     metric_total,
     popen_run,
-    wait_for,
     write_config,
 )
 from tests.daemon_runner import http_get as get
+from tests.waiting import wait_for
 from tools.synth import Device, Scenario
 
 

@@ -19,7 +19,7 @@ from sipwatch.daemon.dependencies import DependencyChange, DependencyHealth
 from sipwatch.daemon.stages import DaemonSink, Diagnoser
 from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.metrics import SipwatchMetrics
-from tests.alert_receivers import HttpReceiver, until
+from tests.alert_receivers import HttpReceiver
 from tests.jambonz_db import (  # noqa: F401 - fixture
     MARIADB_HOST,
     MARIADB_PORT,
@@ -29,6 +29,7 @@ from tests.jambonz_db import (  # noqa: F401 - fixture
     unique_name,
 )
 from tests.tcp_gate import TcpGate
+from tests.waiting import until
 
 REDIS_PORT = 6379
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from sipwatch.daemon.health import SipActivity, SourceState, source_states
 from sipwatch.model import Direction, SipMessage
 from sipwatch.sources.file import ROTATION_GRACE, FileSource
-from tests.daemon_runner import http_get, popen_run, wait_for, write_config
+from tests.daemon_runner import http_get, popen_run, write_config
+from tests.waiting import wait_for
 from tools.synth import Device, Scenario
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli_support import run_cli
-from tests.daemon_runner import free_port, popen_run, wait_for, write_config
+from tests.daemon_runner import free_port, popen_run, write_config
 from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
+from tests.waiting import wait_for
 
 # Families compared between the replay's exposition and the daemon's, summed over the
 # source label (a log file there, hep/101 here).  Float sums (_sum) are left out.
