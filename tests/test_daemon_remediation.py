@@ -10,13 +10,11 @@ import asyncmy
 
 from tests.daemon_runner import docker_daemon, write_sip
 from tests.fake_docker import FakeDockerEngine
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     MARIADB_HOST,
     MARIADB_PORT,
     TEST_SECRET,
     Seeder,
-    jambonz_database,
-    seeder,
     unique_realm,
 )
 from tools.synth import Device, Scenario, pino
@@ -35,8 +33,8 @@ async def stored_password(database: str, client_sid: str) -> str:
 
 async def test_dry_run_plaintext_password_changes_nothing_and_scanners_are_refused(
     docker_engine: FakeDockerEngine,
-    seeder: Seeder,  # noqa: F811
-    jambonz_database: str,  # noqa: F811
+    seeder: Seeder,
+    jambonz_database: str,
     tmp_path: Path,
 ) -> None:
     realm = unique_realm()

@@ -36,7 +36,12 @@ from sipwatch.web.app import make_app
 from sipwatch.web.server import start_http
 from tests.cli_support import sipwatch
 from tests.daemon_runner import clean_env
-from tests.jambonz_db import TEST_SECRET, Seeder, db_url, unique_realm
+from tests.jambonz_db import (
+    TEST_SECRET,
+    Seeder,
+    db_url,
+    unique_realm,
+)
 
 WRONG = "not-the-jambonz-secret-9d1e"
 OTHER = "an-older-jambonz-secret-77aa"

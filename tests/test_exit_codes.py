@@ -23,7 +23,12 @@ from sipwatch.cli.exit_codes import COMMAND_EXIT_CODES, ExitCode, help_epilog, m
 from sipwatch.cli.main import COMMAND_MODULES
 from tests.cli_support import ROOT, Result, run_cli, sipwatch
 from tests.daemon_runner import clean_env
-from tests.jambonz_db import admin_connect, closed_port, db_url, unique_realm
+from tests.jambonz_db import (
+    admin_connect,
+    closed_port,
+    db_url,
+    unique_realm,
+)
 from tests.remediation_support import bounded
 
 README = ROOT / "README.md"

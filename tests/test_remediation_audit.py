@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """The audit trail: JSON log line always, the opt-in sipwatch_audit table created on demand,
 secrets masked, refusal floods bounded, and a broken table never in the way."""
 
@@ -14,15 +13,13 @@ from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.actions import Change, PlanState
 from sipwatch.remediation.audit import AuditRecord, AuditTrail
 from sipwatch.remediation.writer import DbWriter
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     closed_port,
     create_database,
-    db_settings,
     drop_database,
-    jambonz_database,
     unique_name,
 )
-from tests.remediation_support import bounded, rows, writer  # noqa: F401 - fixtures
+from tests.remediation_support import bounded, rows
 from tests.samples import FakeClock
 
 SECRET = "jambonz-secret-value-77"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """The GET_LOCK leader lock against the real MariaDB: exclusive, released on exit, on a
 killed connection and on a killed process, and re-campaigned by the followers."""
 
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.leader import LeaderLock
-from tests.jambonz_db import admin_connect, db_settings, jambonz_database  # noqa: F401
+from tests.jambonz_db import admin_connect
 from tests.remediation_support import bounded
 from tests.waiting import until
 
