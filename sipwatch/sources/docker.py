@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Unpack
@@ -237,21 +237,12 @@ class DockerLogSource(FollowingSource[str, _Follower]):
 
     # ------------------------------------------------------------------ public
 
-    async def chunks(self) -> AsyncGenerator[LogChunk, None]:
-        """Yield log chunks until cancelled or closed.  One iteration at a time.
-
-        Wrap it in ``contextlib.aclosing`` when leaving early, so the background tasks and
-        connections are released at once.  Idle signals follow the rules of
-        :class:`~sipwatch.sources.fanin.FanIn`.
-        """
+    async def _open(self) -> None:
+        """Raises :class:`DockerUnavailable` when no Docker host can be found."""
         self._docker = _make_client(self._docker_url, self._api_timeout)
 
-        def watchers() -> list[asyncio.Task[None]]:
-            return [asyncio.create_task(self._watch_events(), name="docker-events")]
-
-        async with contextlib.aclosing(self._fan_in(watchers)) as items:
-            async for item in items:
-                yield item
+    def _watchers(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._watch_events(), name="docker-events")]
 
     # ----------------------------------------------------------------- helpers
 

@@ -183,9 +183,8 @@ class FollowingSource(Generic[K, F]):
     """A source that follows one log stream per container in its own task, all fanned in.
 
     Subclasses set ``_log`` (their module's logger), ``_kind`` (the log events' prefix) and
-    ``_status_field`` (the name the status key is logged under), implement
-    :meth:`_close_client`, and run their watcher tasks through :meth:`_fan_in` from
-    ``chunks()``.
+    ``_status_field`` (the name the status key is logged under), and implement
+    :meth:`_open`, :meth:`_watchers` and :meth:`_close_client`.
     """
 
     reports_status = True
@@ -216,14 +215,18 @@ class FollowingSource(Generic[K, F]):
         self._gone: dict[K, None] = {}  # removed ones (bounded, insertion order)
         self._status: dict[str, bool] = {}
 
-    async def _fan_in(
-        self, start: Callable[[], list[asyncio.Task[None]]]
-    ) -> AsyncGenerator[LogChunk, None]:
-        """Yield what the followers queue until closed, then stop every task and the client.
-        ``start`` creates the watcher tasks once the fan-in exists."""
+    async def chunks(self) -> AsyncGenerator[LogChunk, None]:
+        """Yield log chunks until cancelled or closed.  One iteration at a time.
+
+        Wrap it in ``contextlib.aclosing`` when leaving early, so the background tasks and
+        connections are released at once.  Idle signals follow the rules of :class:`FanIn`.
+        What the source cannot work with at all (no engine, no cluster configuration) is
+        raised by :meth:`_open`, before anything runs.
+        """
+        await self._open()
         self._fanin = fanin = FanIn(idle_flush=self._idle_flush, queue_size=self._queue_size)
         self._followers, self._gone, self._status = {}, {}, {}
-        watchers = start()
+        watchers = self._watchers()
         for task in watchers:
             fanin.watch(task)
         try:
@@ -238,6 +241,14 @@ class FollowingSource(Generic[K, F]):
             self._followers.clear()
             fanin.close()
             await self._close_client()
+
+    async def _open(self) -> None:
+        """Make the API client (``chunks()`` starts with it)."""
+        raise NotImplementedError
+
+    def _watchers(self) -> list[asyncio.Task[None]]:
+        """The tasks that find what to follow (they start the followers)."""
+        raise NotImplementedError
 
     async def _close_client(self) -> None:
         raise NotImplementedError

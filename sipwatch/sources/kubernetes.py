@@ -51,7 +51,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
@@ -405,11 +405,8 @@ class KubernetesLogSource(FollowingSource[tuple[str, str], _Follower]):
 
     # ------------------------------------------------------------------ public
 
-    async def chunks(self) -> AsyncGenerator[LogChunk, None]:
-        """Yield log chunks until cancelled or closed (wrap in ``contextlib.aclosing``).
-
-        Raises :class:`KubernetesSourceError` when the cluster configuration is unusable.
-        """
+    async def _open(self) -> None:
+        """Raises :class:`KubernetesSourceError` when the cluster configuration is unusable."""
         client, default_ns = await connect(self.access)
         self._api = KubeApi(client, api_timeout=self._api_timeout)
         self._ns = self.namespace or default_ns
@@ -420,15 +417,11 @@ class KubernetesLogSource(FollowingSource[tuple[str, str], _Follower]):
             targets=[f"{t.selector}/{t.container}" for t in self.targets],
         )
 
-        def watchers() -> list[asyncio.Task[None]]:
-            return [
-                asyncio.create_task(self._watch_pods(t), name=f"kube-watch-{t.role}")
-                for t in self.targets
-            ]
-
-        async with contextlib.aclosing(self._fan_in(watchers)) as items:
-            async for item in items:
-                yield item
+    def _watchers(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._watch_pods(t), name=f"kube-watch-{t.role}")
+            for t in self.targets
+        ]
 
     # ----------------------------------------------------------------- helpers
 
