@@ -100,7 +100,7 @@ async def test_campaign_fails_over_when_the_leader_dies(db_settings: DbSettings)
         return a.is_leader or b.is_leader
 
     async with a, b:
-        await until(sample, 5)
+        await until(sample, 5, interval=0.05)
         leader, follower = (a, b) if a.is_leader else (b, a)
         for _ in range(10):  # a stable leader keeps its lock
             await asyncio.sleep(0.05)
@@ -108,7 +108,7 @@ async def test_campaign_fails_over_when_the_leader_dies(db_settings: DbSettings)
         assert leader.is_leader and not follower.is_leader
         assert leader.connection_id is not None
         await kill_connection(leader.connection_id)
-        await until(lambda: follower.is_leader and sample(), 5)
+        await until(lambda: follower.is_leader and sample(), 5, interval=0.05)
         assert await holder_of(name) == follower.connection_id
     assert not any(both), "two leaders at the same time"
     assert await holder_of(name) is None  # stopping released it
