@@ -6,23 +6,20 @@ every packet byte for byte."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.cli_support import run_cli
+from tests.daemon_runner import free_port, popen_run, write_config
+from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
-from tests.hep_support import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.waiting import wait_for
 
 # Families compared between the replay's exposition and the daemon's, summed over the
 # source label (a log file there, hep/101 here).  Float sums (_sum) are left out.
@@ -62,39 +59,7 @@ def samples(exposition: str) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]
 
 
 def sipwatch(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    result = subprocess.run(
-        [sys.executable, "-m", "sipwatch", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_for(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+    return run_cli(*args, check=True).stdout
 
 
 def iso_ms(ts: float) -> str:
@@ -135,33 +100,19 @@ def test_run_with_hep_reports_what_replay_of_the_log_reports(tmp_path: Path) -> 
     homer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     homer.bind(("127.0.0.1", 0))
     homer.settimeout(5)
-    hep_port = free_port()
-    http_port = free_port(socket.SOCK_STREAM)
-    cfg = tmp_path / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+    hep_port = free_port(socket.SOCK_DGRAM)
+    http_port = free_port()
+    config = f"""
 [sources.docker]
 enabled = false
 [sources.hep]
 listen = "127.0.0.1:{hep_port}"
 forward = ["udp://127.0.0.1:{homer.getsockname()[1]}"]
-[metrics]
-listen = "127.0.0.1:{http_port}"
-[logging]
-format = "json"
 """
-    )
+    cfg = write_config(tmp_path / "sipwatch.toml", config, http_port)
     out = tmp_path / "sipwatch.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
     with out.open("w") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env=env,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = popen_run(cfg, stdout=stdout, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for(lambda: any(e["event"] == "HEP source listening" for e in events(out)))

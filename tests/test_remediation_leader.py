@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """The GET_LOCK leader lock against the real MariaDB: exclusive, released on exit, on a
 killed connection and on a killed process, and re-campaigned by the followers."""
 
@@ -15,8 +14,9 @@ from pathlib import Path
 
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.leader import LeaderLock
-from tests.jambonz_db import admin_connect, db_settings, jambonz_database  # noqa: F401
+from tests.jambonz_db import admin_connect
 from tests.remediation_support import bounded
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,6 @@ async def kill_connection(connection_id: int) -> None:
             await cur.execute(f"KILL CONNECTION {int(connection_id)}")
     finally:
         conn.close()
-
-
-async def wait_until(pred: object, seconds: float) -> None:
-    async with asyncio.timeout(seconds):
-        while not pred():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
 
 
 @bounded(20)
@@ -106,7 +100,7 @@ async def test_campaign_fails_over_when_the_leader_dies(db_settings: DbSettings)
         return a.is_leader or b.is_leader
 
     async with a, b:
-        await wait_until(sample, 5)
+        await until(sample, 5, interval=0.05)
         leader, follower = (a, b) if a.is_leader else (b, a)
         for _ in range(10):  # a stable leader keeps its lock
             await asyncio.sleep(0.05)
@@ -114,7 +108,7 @@ async def test_campaign_fails_over_when_the_leader_dies(db_settings: DbSettings)
         assert leader.is_leader and not follower.is_leader
         assert leader.connection_id is not None
         await kill_connection(leader.connection_id)
-        await wait_until(lambda: follower.is_leader and sample(), 5)
+        await until(lambda: follower.is_leader and sample(), 5, interval=0.05)
         assert await holder_of(name) == follower.connection_id
     assert not any(both), "two leaders at the same time"
     assert await holder_of(name) is None  # stopping released it
