@@ -49,11 +49,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 import aiohttp
@@ -61,17 +59,18 @@ import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions, follow_options
+from sipwatch.sources.kube_access import (
+    SERVICE_ACCOUNT_DIR,
+    KubeAccess,
+    KubernetesSourceError,
+    pod_namespace,
+)
 from sipwatch.sources.timestamped import ResumePoint, TimestampedLines
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
 
 log = structlog.get_logger(__name__)
-
-#: Where Kubernetes mounts a pod's service account (token, ca.crt, namespace).
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
-SERVICE_PORT_ENV = "KUBERNETES_SERVICE_PORT"
 
 _MAX_EVENT_LINE = 4 << 20  # a watch event larger than this is garbage (etcd caps at 1.5 MiB)
 _MAX_ERROR_BODY = 64 << 10
@@ -86,10 +85,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,  # a watch line that is not JSON
 )
-
-
-class KubernetesSourceError(Exception):
-    """The cluster cannot be used at all (no configuration, unreadable kubeconfig)."""
 
 
 class KubeApiError(Exception):
@@ -109,48 +104,6 @@ class PodTarget:
     role: str
     selector: str
     container: str
-
-
-@dataclass(frozen=True)
-class KubeAccess:
-    """How to reach the API server.  The defaults are the real locations; tests inject."""
-
-    kubeconfig: str | None = None
-    context: str | None = None
-    service_account_dir: Path = SERVICE_ACCOUNT_DIR
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-
-    def in_cluster(self) -> bool:
-        """Inside a pod: the service's env variables and a mounted service-account token."""
-        return bool(
-            self.environ.get(SERVICE_HOST_ENV)
-            and self.environ.get(SERVICE_PORT_ENV)
-            and (self.service_account_dir / "token").is_file()
-        )
-
-    def kubeconfig_path(self) -> str:
-        if self.kubeconfig:
-            return self.kubeconfig
-        env = self.environ.get("KUBECONFIG", "")
-        first = next((p for p in env.split(os.pathsep) if p), "")
-        return first or os.path.expanduser("~/.kube/config")
-
-    def existing_kubeconfig(self) -> str:
-        path = self.kubeconfig_path()
-        if not os.path.isfile(path):
-            raise KubernetesSourceError(
-                f"not in a pod and no kubeconfig at {path} "
-                "(set sources.kubernetes.kubeconfig or KUBECONFIG)"
-            )
-        return path
-
-
-def pod_namespace(service_account_dir: Path) -> str:
-    """The pod's own namespace, from its service account ("" when not mounted)."""
-    try:
-        return (service_account_dir / "namespace").read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
 
 
 def _since_time(ns: int) -> str:
