@@ -5,6 +5,7 @@ every packet byte for byte."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli_support import run_cli
-from tests.daemon_runner import free_port, popen_run, write_config
+from tests.daemon_runner import FileDaemon, free_port, popen_run, write_config
 from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
 from tests.waiting import wait_for
@@ -196,3 +197,31 @@ forward = ["udp://127.0.0.1:{homer.getsockname()[1]}"]
     assert "HEP capture agent seen" in names and "sipwatch stopped" in names
     learned = [e for e in events(out) if e["event"] == "HEP: learned an SBC address"]
     assert [e["address"] for e in learned] == ["10.0.0.5"]
+
+
+async def test_logs_and_hep_of_one_node_count_each_message_once(tmp_path: Path) -> None:
+    """The same node's drachtio log is followed and its HEP feed received: HEP is the one
+    source of SIP truth (the default), said once at start, and nothing is counted twice."""
+    sc = mixed_scenario(start=float(int(time.time()) - 7200))
+    packets = sc.packets()
+    (tmp_path / "replay.log").write_text(sc.log_text)
+    expected = samples(sipwatch("replay", "--format", "prometheus", str(tmp_path / "replay.log")))
+    hep_port = free_port(socket.SOCK_DGRAM)
+    daemon = FileDaemon(tmp_path, f'[sources.hep]\nlisten = "127.0.0.1:{hep_port}"\n')
+    async with daemon as d:
+        [truth] = d.events("one source of SIP truth")
+        assert truth["sip_messages_from"] == "HEP capture"
+        assert truth["other_sources_give"] == "registrar and drachtio service lines"
+        daemon.append(sc.log_text)  # the log first: its SIP dumps must not count
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as drachtio:
+            for packet in packets:
+                drachtio.sendto(packet, ("127.0.0.1", hep_port))
+        total = sum(v for (name, _), v in expected.items() if name == "sipwatch_sip_messages_total")
+        await d.wait_metric(total, "sipwatch_sip_messages_total")
+        await d.wait_metric(lambda v: v > 0, "sipwatch_log_lines_total", source=str(d.drachtio))
+        await asyncio.sleep(1.0)  # the file source has read everything; nothing more comes
+        _, body = await d.get("/metrics")
+        assert samples(body) == expected
+        assert f'source="{d.drachtio}"' not in "\n".join(
+            line for line in body.splitlines() if line.startswith("sipwatch_sip_messages_total")
+        )
