@@ -5,6 +5,7 @@ for a while; the daemon must count every SIP message exactly once."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from tests.daemon_runner import docker_daemon, write_sip
@@ -89,3 +90,51 @@ async def test_registrar_flavour_is_detected_from_the_container_image(
         assert status == 200, body
     detected = d.events("registrar detected")
     assert detected and detected[0]["flavour"] == "legacy" and detected[0]["service"] == "registrar"
+
+
+async def test_readyz_and_source_up_follow_a_registrar_crash_and_a_drachtio_restart(
+    docker_engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    """While a followed container is down, sipwatch is not ready and says which role; the
+    registrar a deployment does not run (legacy ``registrar`` beside ``sbc-sip-sidecar``)
+    is never reported down, or SipwatchSourceDown would page forever."""
+    sbc = docker_engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
+    reg = docker_engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
+
+    async def readiness(expected: int) -> dict[str, bool]:
+        status, body = 0, "{}"
+        async with asyncio.timeout(20):
+            while status != expected:
+                status, body = await d.get("/readyz")
+                await asyncio.sleep(0.1)
+        sources: dict[str, bool] = json.loads(body)["sources"]
+        return sources
+
+    async def source_up() -> dict[str, float]:
+        _, body = await d.get("/metrics")
+        return {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith("sipwatch_source_up{")
+        }
+
+    async with docker_daemon(tmp_path, docker_engine) as d:
+        assert await readiness(200) == {"docker:drachtio": True, "docker:registrar": True}
+        assert await source_up() == {"drachtio": 1.0, "registrar": 1.0}
+
+        docker_engine.stop(reg)  # the registrar crashes
+        assert await readiness(503) == {"docker:drachtio": True, "docker:registrar": False}
+        await d.wait_metric(0, "sipwatch_source_up", source="registrar")
+        assert await source_up() == {"drachtio": 1.0, "registrar": 0.0}
+
+        docker_engine.start(reg)  # its restart policy brings it back
+        await readiness(200)
+        await d.wait_metric(1, "sipwatch_source_up", source="registrar")
+
+        docker_engine.stop(sbc)  # drachtio restarting: down while it is down
+        assert await readiness(503) == {"docker:drachtio": False, "docker:registrar": True}
+        await d.wait_metric(0, "sipwatch_source_up", source="drachtio")
+        docker_engine.start(sbc)
+        await readiness(200)
+        await d.wait_metric(1, "sipwatch_source_up", source="drachtio")
+        assert await source_up() == {"drachtio": 1.0, "registrar": 1.0}

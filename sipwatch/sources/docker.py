@@ -71,6 +71,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _EVENT_ERRORS: tuple[type[BaseException], ...] = (*_TRANSIENT, ValueError)
 
 _MAX_EVENT_LINE = 1024 * 1024
+#: What the drachtio and the registrar services are reported as (``on_status``, the
+#: ``source`` label of ``sipwatch_source_up``, ``/readyz``'s ``docker:<role>``).
+ROLE_DRACHTIO = "drachtio"
+ROLE_REGISTRAR = "registrar"
 #: Checkpoint keys of this source: ``docker:<container id>``.
 POSITION_PREFIX = "docker:"
 
@@ -199,7 +203,11 @@ class DockerLogSource(FollowingSource[str, _Follower]):
     ``tail`` and ``since`` (epoch seconds) apply to the containers found at start; a
     container that starts later is read from its first line.  ``on_status(service, up)``
     is called when a service gains or loses its last live log stream, and once with
-    ``False`` for services that have no running container at start.
+    ``False`` for services that have no running container at start.  ``roles`` maps
+    services that are alternatives of one role to that role's name (a deployment runs the
+    legacy ``registrar`` *or* ``sbc-sip-sidecar``): the role is what is reported, up while
+    any of its services streams, so the alternative a deployment does not run is never
+    reported down.
 
     It reports every service's state itself (``on_status``), so the daemon does not report
     the source as a whole (``reports_status``).
@@ -223,10 +231,12 @@ class DockerLogSource(FollowingSource[str, _Follower]):
         tail: str = "all",
         since: float | None = None,
         recheck_interval: float = 30.0,
+        roles: Mapping[str, str] | None = None,
         **options: Unpack[FollowOptions],
     ) -> None:
         super().__init__(**options)
         self._services = frozenset(services)
+        self._roles = dict(roles or {})
         self._docker_url = docker_url
         self._project = project
         self._name = name
@@ -265,7 +275,8 @@ class DockerLogSource(FollowingSource[str, _Follower]):
             self._project is None or labels.get(COMPOSE_PROJECT) == self._project
         ):
             number = labels.get(COMPOSE_NUMBER, "1")
-            return service, service if number in ("", "1") else f"{service}-{number}"
+            source = service if number in ("", "1") else f"{service}-{number}"
+            return self._roles.get(service, service), source
         if self._name is not None and name == self._name:
             return name, name
         return None
@@ -383,7 +394,8 @@ class DockerLogSource(FollowingSource[str, _Follower]):
 
     def _report_unfollowed(self) -> None:
         """Services with no container (or no reachable Engine) are down."""
-        wanted = set(self._services) | ({self._name} if self._name else set())
+        wanted = {self._roles.get(s, s) for s in self._services}
+        wanted |= {self._name} if self._name else set()
         followed = {f.key for f in self._followers.values()}
         for key in wanted - followed:
             self._report(key, False)
@@ -648,11 +660,14 @@ class DockerControl:
 def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
     """``[sources.docker]``: the drachtio and registrar compose services of one engine."""
     docker = ctx.config.sources.docker
+    roles = {s: ROLE_DRACHTIO for s in docker.drachtio_services}
+    roles |= {s: ROLE_REGISTRAR for s in docker.registrar_services}
     source = DockerLogSource(
         (*docker.drachtio_services, *docker.registrar_services),
         docker_url=docker.url,
         project=docker.project,
         tail=docker.tail,
+        roles=roles,
         **follow_options(ctx),
     )
     return [("docker", source)]
