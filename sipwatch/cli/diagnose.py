@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sipwatch.cli.arg_types import add_device_arguments, symptom_from_args
 from sipwatch.cli.exit_codes import ExitCode, help_epilog
+from sipwatch.diagnosis.error_kinds import DATABASE_ERRORS, DiagnosisErrorKind
 
 if TYPE_CHECKING:
     from sipwatch.cli.main import SubParsers
@@ -148,12 +149,12 @@ async def run_diagnose(args: argparse.Namespace) -> ExitCode:
     finally:
         await runtime.close()
     if code == ExitCode.OK:
-        if "missing_table" in diagnosis.errors:
+        if DiagnosisErrorKind.MISSING_TABLE in diagnosis.errors:
             code = ExitCode.UNAVAILABLE
             _err(
                 "the jambonz database lacks tables sipwatch needs (see 'Could not check')", secrets
             )
-        elif {"db_unavailable", "timeout"} & set(diagnosis.errors):
+        elif DATABASE_ERRORS & set(diagnosis.errors):
             code = ExitCode.UNAVAILABLE
             _err("the jambonz database stopped answering (see 'Could not check')", secrets)
     out = (
