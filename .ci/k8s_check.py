@@ -46,94 +46,90 @@ _METADATA = {
     "additionalProperties": False,
 }
 _DURATION = {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-schema object with exactly these properties."""
+    return {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def _crd(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A prometheus-operator custom resource of ``kind`` with ``spec``."""
+    return _object(
+        ["apiVersion", "kind", "metadata", "spec"],
+        {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+    )
+
+
+_RULE = _object(
+    ["expr"],
+    {
+        "alert": _STR,
+        "record": _STR,
+        "expr": _STR,
+        "for": _DURATION,
+        "labels": _LABELS,
+        "annotations": _LABELS,
+    },
+) | {"oneOf": [{"required": ["alert"]}, {"required": ["record"]}]}
+
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
-    "ServiceMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "ServiceMonitor"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {
-                        "type": "object",
-                        "properties": {"matchLabels": _LABELS},
-                        "additionalProperties": False,
-                    },
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["port"],
-                            "properties": {
-                                "port": _STR,
-                                "path": _STR,
-                                "interval": _DURATION,
-                                "scrapeTimeout": _DURATION,
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
+    "ServiceMonitor": _crd(
+        "ServiceMonitor",
+        _object(
+            ["selector", "endpoints"],
+            {
+                "selector": {
+                    "type": "object",
+                    "properties": {"matchLabels": _LABELS},
+                    "additionalProperties": False,
                 },
-                "additionalProperties": False,
-            },
-        },
-        "additionalProperties": False,
-    },
-    "PrometheusRule": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "PrometheusRule"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["groups"],
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "name": _STR,
-                                "interval": _DURATION,
-                                "rules": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["expr"],
-                                        "properties": {
-                                            "alert": _STR,
-                                            "record": _STR,
-                                            "expr": _STR,
-                                            "for": _DURATION,
-                                            "labels": _LABELS,
-                                            "annotations": _LABELS,
-                                        },
-                                        "additionalProperties": False,
-                                        "oneOf": [
-                                            {"required": ["alert"]},
-                                            {"required": ["record"]},
-                                        ],
-                                    },
-                                },
-                            },
-                            "additionalProperties": False,
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _object(
+                        ["port"],
+                        {
+                            "port": _STR,
+                            "path": _STR,
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
                         },
-                    }
+                    ),
                 },
-                "additionalProperties": False,
             },
-        },
-        "additionalProperties": False,
-    },
+        ),
+    ),
+    "PrometheusRule": _crd(
+        "PrometheusRule",
+        _object(
+            ["groups"],
+            {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _object(
+                        ["name", "rules"],
+                        {
+                            "name": _STR,
+                            "interval": _DURATION,
+                            "rules": {"type": "array", "items": _RULE},
+                        },
+                    ),
+                }
+            },
+        ),
+    ),
 }
 
 

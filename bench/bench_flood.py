@@ -6,13 +6,13 @@ One source IP tries N distinct usernames (each REGISTER answered 403) and, at 90
 spray, five real devices fail with a wrong password (``tools.synth.scanner_flood``).  For
 each N this reports the peak RSS of
 
-* **replay**: ``sipwatch replay --format json`` of the log, and
+* **replay**: ``sipwatch replay --format json`` of the log (its own VmHWM), and
 * **run**: the daemon following the same file (``follow = false``) until its ``/metrics``
   shows every SIP message, then its ``VmHWM``; it also says whether the five real devices
   reached ``/api/failures``.
 
 Memory must not grow with N (every table is bounded); the test
-``tests/test_flood_memory.py`` pins the replay at 20k/60k names, this measures larger ones.
+``tests/test_flood_memory.py`` pins the replay at 100k/200k names; this also measures the daemon.
 Not a test: the numbers depend on the machine.
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.peak_rss import sipwatch_peak_rss  # noqa: E402
 from tools.synth import FLOOD_REAL_USERS, scanner_flood  # noqa: E402
 
 
@@ -44,20 +45,10 @@ def write_flood(path: Path, names: int) -> int:
     return messages
 
 
-def replay_peak(log: Path) -> tuple[float, float, dict[str, object]]:
-    """(CPU s, peak RSS MiB, report) of one replay, reaped with wait4."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "replay", "--no-diagnose", "--format", "json", str(log)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"replay failed ({proc.returncode})")
-    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, json.loads(out)
+def replay_peak(log: Path) -> float:
+    """Peak RSS (MiB) of one replay: its own VmHWM."""
+    _out, peak = sipwatch_peak_rss("replay", "--no-diagnose", "--format", "json", str(log))
+    return peak
 
 
 def _free_port() -> int:
@@ -136,10 +127,10 @@ def main() -> None:
     for names in args.names:
         log = workdir / f"flood-{names}.log"
         messages = write_flood(log, names)
-        cpu, replay_rss, _report = replay_peak(log)
+        replay_rss = replay_peak(log)
         _took, run_rss, users = daemon_peak(log, messages, workdir)
         print(
-            f"| {names:,} | {messages:,} | {cpu:.1f} | {replay_rss:.0f} MiB | {run_rss:.0f} MiB "
+            f"| {names:,} | {messages:,} | {replay_rss:.0f} MiB | {run_rss:.0f} MiB "
             f"| {len(users)} of {len(FLOOD_REAL_USERS)} |"
         )
         if not args.keep:

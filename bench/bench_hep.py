@@ -40,7 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.hep_scenario import HepScenario  # noqa: E402
-from tools.synth import Device  # noqa: E402
+from tools.synth import Device, Scenario, busy_round  # noqa: E402
+
+
+def _answer_options(sc: Scenario, dev: Device, ping: list[str]) -> None:
+    sc.recv(dev, dev.response(ping, 200, "OK"))
 
 
 def corpus(n_packets: int, seed: int = 1) -> list[bytes]:
@@ -51,35 +55,7 @@ def corpus(n_packets: int, seed: int = 1) -> list[bytes]:
     t = 1795766400.0
     while len(packets) < n_packets:
         sc = HepScenario(t)
-        for _ in range(50):
-            dev = Device(
-                rng.choice(users),
-                "acme.sip.example.com",
-                f"203.0.113.{rng.randrange(1, 250)}",
-                rng=rng,
-            )
-            roll = rng.random()
-            if roll < 0.70:
-                sc.register_ok(dev)
-            elif roll < 0.85:
-                sc.register_rejected(dev, 403, "Forbidden", "Invalid credentials", challenged=True)
-            elif roll < 0.92:
-                sc.register_rejected(
-                    dev, 403, "Forbidden", "Unknown or invalid realm", challenged=False
-                )
-            else:
-                ping = [
-                    f"OPTIONS sip:{dev.ip}:5060 SIP/2.0",
-                    f"Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK{rng.getrandbits(40):x}",
-                    "From: <sip:10.0.0.5>;tag=abc",
-                    f"To: <sip:{dev.ip}:5060>",
-                    f"Call-ID: {rng.getrandbits(64):x}",
-                    "CSeq: 1 OPTIONS",
-                    "Content-Length: 0",
-                ]
-                sc.send(dev, ping)
-                sc.recv(dev, dev.response(ping, 200, "OK"))
-            sc.tick(rng.random() * 0.05)
+        busy_round(sc, rng, users, _answer_options)
         packets += sc.packets()
         t = sc.t
     return packets

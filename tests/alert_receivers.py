@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import email
 import email.policy
 import os
@@ -31,13 +30,10 @@ from typing import Any
 
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sipwatch.alerts import AlertInput, AlertManager
 from sipwatch.config import AlertsConfig, AlertTargetConfig, Secret
+from tests.tls_support import make_certificate
 
 HANG_SECONDS = 60.0
 
@@ -198,36 +194,6 @@ def html_part(msg: EmailMessage) -> str:
 # --- native Slack webhook through a CONNECT proxy -------------------------------------------
 
 
-def make_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
-    """A self-signed certificate (also its own CA) for ``hostname``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @dataclass
 class SlackEndpoint:
     """Context manager: while active, HTTPS to hooks.slack.com lands in ``receiver``."""
@@ -316,17 +282,6 @@ class RecordingMetrics:
         return self.calls.count((target, result))
 
 
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def target(name: str, url: str, **kw: Any) -> AlertTargetConfig:
     return AlertTargetConfig(name=name, url=Secret(url), **kw)
 
@@ -393,9 +348,3 @@ async def running(cfg: AlertsConfig, **kw: Any) -> AsyncIterator[AlertManager]:
 async def settle(seconds: float = 0.3) -> None:
     """Give a worker time to send something it should not send."""
     await asyncio.sleep(seconds)
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)

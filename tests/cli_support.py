@@ -1,4 +1,5 @@
-"""Running the real ``sipwatch`` command line in a subprocess, and reading what it wrote."""
+"""Running the real ``sipwatch`` command line in a subprocess (asynchronously or not), and
+reading what it wrote."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.daemon_runner import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +51,28 @@ async def sipwatch(
             await proc.wait()
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path = ROOT,
+    timeout: float = 120,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m sipwatch ARGS`` synchronously, its output captured as text; the
+    environment is :func:`~tests.daemon_runner.clean_env` unless ``env`` is given."""
+    return subprocess.run(
+        [sys.executable, "-m", "sipwatch", *args],
+        input=stdin,
+        env=clean_env() if env is None else env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
 
 
 def audit_lines(err: str) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ need that belong to no single subject.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import tempfile
@@ -22,20 +21,18 @@ import pytest
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.writer import DbWriter
 from tests.alert_receivers import HttpReceiver, SmtpReceiver
+from tests.daemon_runner import clean_env
 from tests.fake_docker import FakeDockerEngine
 from tests.fake_kube import FakeKubeApiServer, TlsFiles, make_tls, write_kubeconfig
 from tests.jambonz_db import (  # noqa: F401 - fixtures
-    MARIADB_HOST,
-    MARIADB_PORT,
-    MARIADB_USER,
     REDIS_TEST_DB,
     REDIS_URL_BASE,
     TEST_SECRET,
     Seeder,
-    admin_connect,
     create_database,
     database,
     db_settings,
+    db_settings_for,
     db_url,
     drop_database,
     jambonz_database,
@@ -43,6 +40,7 @@ from tests.jambonz_db import (  # noqa: F401 - fixtures
     redis_seeder,
     registration_store,
     seeder,
+    seeder_for,
     silent_server,
     unique_name,
     webhook_server,
@@ -66,11 +64,8 @@ async def fresh_database() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def fresh_seeder(fresh_database: str) -> AsyncIterator[Seeder]:
-    conn = await admin_connect(fresh_database)
-    try:
-        yield Seeder(conn)
-    finally:
-        conn.close()
+    async with seeder_for(fresh_database) as s:
+        yield s
 
 
 CliEnv = Callable[..., dict[str, str]]
@@ -90,7 +85,7 @@ def cli_env_for(tmp_path: Path) -> CliEnv:
                 f'kill_switch_file = "{tmp_path / "remediation.disabled"}"\n'
                 'allow_users = ["allowed*"]\n'
             )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+        env = clean_env()
         env.update(
             PYTHONPATH=str(ROOT),
             SIPWATCH_CONFIG=str(config),
@@ -112,17 +107,7 @@ def cli_env_for(tmp_path: Path) -> CliEnv:
 
 @pytest.fixture
 def fresh_db_settings(fresh_database: str) -> DbSettings:
-    return DbSettings(
-        host=MARIADB_HOST,
-        port=MARIADB_PORT,
-        user=MARIADB_USER,
-        database=fresh_database,
-        connect_timeout=2.0,
-        read_timeout=3.0,
-        query_timeout=4.0,
-        pool_size=2,
-        readonly=False,
-    )
+    return db_settings_for(fresh_database, readonly=False)
 
 
 @pytest.fixture

@@ -27,10 +27,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from tests.fake_http import FakeHttpServer
 
 API_VERSION = "1.45"
 PARTIAL_SIZE = 16 * 1024  # moby daemon/logger/copier.go bufSize
@@ -110,7 +111,7 @@ class FakeContainer:
         return "exited" if self.run else "created"
 
 
-class FakeDockerEngine:
+class FakeDockerEngine(FakeHttpServer):
     """The fake Engine.  ``async with FakeDockerEngine(tmp_path / "d.sock") as engine``."""
 
     def __init__(self, socket_path: str | os.PathLike[str]) -> None:
@@ -127,8 +128,6 @@ class FakeDockerEngine:
         self.available = False
         self._last_ts = 0
         self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._site: web.UnixSite | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -136,7 +135,7 @@ class FakeDockerEngine:
     def url(self) -> str:
         return f"unix://{self.path}"
 
-    async def __aenter__(self) -> FakeDockerEngine:
+    def _make_app(self) -> web.Application:
         app = web.Application()
         ver = r"/{ver:v[0-9]+\.[0-9]+}"
         app.router.add_get("/version", self._version)
@@ -147,58 +146,19 @@ class FakeDockerEngine:
         app.router.add_get(ver + "/containers/{id}/logs", self._logs)
         app.router.add_post(ver + "/containers/{id}/restart", self._restart)
         app.router.add_get(ver + "/events", self._events)
-        # handler_cancellation: a streaming handler dies with its connection, like the
-        # Engine's request context being cancelled.
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await self._listen()
-        return self
+        return app
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.drop_connections()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.path).unlink()
+    def _make_site(self, runner: web.AppRunner) -> web.BaseSite:
+        return web.UnixSite(runner, self.path)
 
-    async def _listen(self) -> None:
-        assert self._runner is not None
-        self._site = web.UnixSite(self._runner, self.path)
-        await self._site.start()
+    def _listening(self) -> None:
         self.available = True
 
-    async def drop_connections(self) -> None:
-        """Close every client connection at once, mid-stream: what a daemon crash looks like."""
-        if self._runner is None or self._runner.server is None:
-            return
-        for handler in self._runner.server.connections:
-            if handler.transport is not None:
-                handler.transport.close()
-        await asyncio.sleep(0)
-
-    async def pause_api(self) -> None:
-        """Stop listening and drop all connections (the daemon is down)."""
+    def _stopped(self) -> None:
+        """The daemon is down: its socket file is gone."""
         self.available = False
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
         with contextlib.suppress(FileNotFoundError):
             Path(self.path).unlink()
-        await self.drop_connections()
-
-    async def resume_api(self) -> None:
-        """Listen again on the same socket (the daemon is back; containers kept running)."""
-        await self._listen()
-
-    def connection_count(self) -> int:
-        if self._runner is None or self._runner.server is None:
-            return 0
-        return len(self._runner.server.connections)
 
     # ---------------------------------------------------------------- controls
 

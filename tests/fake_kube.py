@@ -44,7 +44,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +51,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.fake_http import FakeHttpServer
+from tests.tls_support import write_key
 
 PARTIAL_SIZE = 16 * 1024  # containerd's default max_container_log_line_size
 
@@ -321,17 +323,11 @@ def make_tls(directory: Path) -> TlsFiles:
     files = TlsFiles(directory / "ca.crt", directory / "apiserver.crt", directory / "apiserver.key")
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_key(files.key, key)
     return files
 
 
-class FakeKubeApiServer:
+class FakeKubeApiServer(FakeHttpServer):
     """``async with FakeKubeApiServer(token=..., tls=make_tls(tmp)) as kube: kube.url``."""
 
     def __init__(self, *, token: str, tls: TlsFiles | None = None, namespace: str = "jambonz"):
@@ -354,8 +350,6 @@ class FakeKubeApiServer:
         self._changed = asyncio.Event()
         self._cut_next_log = False
         self._end_watches = False
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -363,55 +357,24 @@ class FakeKubeApiServer:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeKubeApiServer:
+    def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         base = "/api/v1/namespaces/{ns}/pods"
         app.router.add_get(base, self._pods)
         app.router.add_get(base + "/{name}", self._pod)
         app.router.add_get(base + "/{name}/log", self._log)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await self._listen()
-        return self
+        return app
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.drop_connections()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _listen(self) -> None:
-        assert self._runner is not None
+    def _make_site(self, runner: web.AppRunner) -> web.BaseSite:
         ctx = self.tls.server_context() if self.tls else None
-        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=ctx)
-        await self._site.start()
-        if not self.port:
+        return web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=ctx)
+
+    def _listening(self) -> None:
+        if not self.port:  # the first start picked a port: later ones keep it
+            assert isinstance(self._site, web.TCPSite)
             server = self._site._server
             assert server is not None and server.sockets
             self.port = int(server.sockets[0].getsockname()[1])
-
-    async def drop_connections(self) -> None:
-        """Close every client connection at once, mid-stream (apiserver restart, LB reset)."""
-        if self._runner is None or self._runner.server is None:
-            return
-        for handler in self._runner.server.connections:
-            if handler.transport is not None:
-                handler.transport.close()
-        await asyncio.sleep(0)
-
-    async def pause_api(self) -> None:
-        """Stop listening and drop all connections (the control plane is unreachable)."""
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-        await self.drop_connections()
-
-    async def resume_api(self) -> None:
-        await self._listen()
 
     # ----------------------------------------------------------------- controls
 
@@ -651,24 +614,26 @@ class FakeKubeApiServer:
                 self._end_watches = False
         return resp
 
-    async def _pod(self, request: web.Request) -> web.Response:
+    def _named_pod(self, request: web.Request, resource: str) -> FakePod | web.Response:
+        """The pod the path names, or the answer the apiserver gives instead (403, 404)."""
         ns, name = request.match_info["ns"], request.match_info["name"]
-        denied = self._forbidden("get", "pods", ns)
+        denied = self._forbidden("get", resource, ns)
         if denied is not None:
             return denied
         pod = self.pods.get((ns, name))
         if pod is None:
             return _status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
-        return _json(pod.to_json())
+        return pod
+
+    async def _pod(self, request: web.Request) -> web.Response:
+        pod = self._named_pod(request, "pods")
+        return pod if isinstance(pod, web.Response) else _json(pod.to_json())
 
     async def _log(self, request: web.Request) -> web.StreamResponse:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        denied = self._forbidden("get", "pods/log", ns)
-        if denied is not None:
-            return denied
-        pod = self.pods.get((ns, name))
-        if pod is None:
-            return _status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        pod = self._named_pod(request, "pods/log")
+        if isinstance(pod, web.Response):
+            return pod
+        name = pod.name
         q = request.query
         cname = q.get("container")
         if cname is None:

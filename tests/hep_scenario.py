@@ -8,7 +8,7 @@ the SBC's SIP address on the other, the wire bytes as payload, the log's timesta
 from __future__ import annotations
 
 from tests.hep_encoding import Capture, encode_hep3, split_time
-from tools.synth import Device, Scenario, challenge_header
+from tools.synth import Device, Scenario
 
 SBC_IP = "10.0.0.5"
 SBC_PORT = 5060
@@ -106,24 +106,10 @@ def mixed_scenario(start: float = 1795766400.0, **kwargs: object) -> HepScenario
     )
     plaintext = Device("6006", "acme.sip.example.com", "203.0.113.60", user_agent="MicroSIP")
     sc.tick(2)
-    r1 = plaintext.register()
-    sc.recv(plaintext, r1)
-    sc.send(
-        plaintext, plaintext.response(r1, 401, "Unauthorized", [challenge_header(plaintext.domain)])
-    )
-    r2 = plaintext.register(auth=True)
-    sc.recv(plaintext, r2)
-    sc.send(plaintext, plaintext.response(r2, 500, "Internal Server Error"))
+    sc.register_rejected(plaintext, 500, "Internal Server Error", None, challenged=True)
     retx = Device("1002", "acme.sip.example.com", "203.0.113.22", user_agent="Cisco/SPA504G")
     sc.tick(4)
-    r = retx.register()
-    sc.recv(retx, r)
-    sc.tick(0.5)
-    sc.recv(retx, r)
-    sc.send(retx, retx.response(r, 401, "Unauthorized", [challenge_header(retx.domain)]))
-    r = retx.register(auth=True)
-    sc.recv(retx, r)
-    sc.send(retx, retx.response(r, 200, "OK"))
+    sc.register_retransmitted(retx)
     down = Device("7007", "acme.sip.example.com", "203.0.113.70", user_agent="Yealink T54W")
     sc.tick(60)
     req = down.register()

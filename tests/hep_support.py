@@ -12,25 +12,11 @@ from typing import Any
 from sipwatch.config import Config, HepSourceConfig
 from sipwatch.model import MessageBatch
 from sipwatch.sources.hep.listener import HepSource
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, other) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+from tests.daemon_runner import free_port
 
 
 def hep_config(**changes: Any) -> HepSourceConfig:
-    changes.setdefault("listen", f"127.0.0.1:{free_port()}")
+    changes.setdefault("listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}")
     return dataclasses.replace(Config().sources.hep, **changes)
 
 

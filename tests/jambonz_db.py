@@ -11,6 +11,7 @@ New test modules get these fixtures from ``tests/conftest.py``; older ones impor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import uuid
@@ -28,6 +29,7 @@ from sipwatch.diagnosis.crypto import encrypt
 from sipwatch.diagnosis.db import Database, DbSettings
 from sipwatch.diagnosis.jambonz import JambonzDb
 from sipwatch.diagnosis.redis_store import ACTIVE_SET, RegistrationStore, registration_key
+from tests.daemon_runner import free_port
 
 MARIADB_HOST = "127.0.0.1"
 MARIADB_PORT = 3306
@@ -222,27 +224,40 @@ def jambonz_database() -> Iterator[str]:
         asyncio.run(drop_database(name))
 
 
-@pytest.fixture
-def db_settings(jambonz_database: str) -> DbSettings:
+def db_settings_for(name: str, *, readonly: bool = True) -> DbSettings:
+    """Settings for the test MariaDB database ``name``, with short timeouts."""
     return DbSettings(
         host=MARIADB_HOST,
         port=MARIADB_PORT,
         user=MARIADB_USER,
-        database=jambonz_database,
+        database=name,
         connect_timeout=2.0,
         read_timeout=3.0,
         query_timeout=4.0,
         pool_size=2,
+        readonly=readonly,
     )
 
 
-@pytest.fixture
-async def seeder(jambonz_database: str) -> AsyncIterator[Seeder]:
-    conn = await admin_connect(jambonz_database)
+@contextlib.asynccontextmanager
+async def seeder_for(name: str) -> AsyncIterator[Seeder]:
+    """A :class:`Seeder` on its own admin connection to database ``name``."""
+    conn = await admin_connect(name)
     try:
         yield Seeder(conn)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def db_settings(jambonz_database: str) -> DbSettings:
+    return db_settings_for(jambonz_database)
+
+
+@pytest.fixture
+async def seeder(jambonz_database: str) -> AsyncIterator[Seeder]:
+    async with seeder_for(jambonz_database) as s:
+        yield s
 
 
 @pytest.fixture
@@ -393,11 +408,7 @@ async def webhook_server() -> AsyncIterator[WebhookServer]:
 
 def closed_port() -> int:
     """A localhost TCP port nobody listens on (bound then released)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture

@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +21,23 @@ import aiohttp
 from sipwatch.model import LogChunk, RegisterTransaction, Stream
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.sources.positions import STATE_FILE
+from tests.daemon_runner import SipwatchProcess, metric_total
+from tools.synth import Device, Scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = "sipwatch_sip_messages_total"
 TRANSACTIONS = "sipwatch_register_transactions_total"
+START = 1772366400.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def burst(n: int, at: float, first_user: int) -> str:
+    """n registrations at ``at`` seconds after START: 4n SIP messages, 2n REGISTER
+    transactions.  Bursts of several streams stay within seconds of each other, as real
+    logs do (a REGISTER whose answer is read later than a log time Timer F ahead of it would
+    time out, in any run)."""
+    sc = Scenario(START + at)
+    for i in range(n):
+        sc.register_ok(Device(str(first_user + i), "acme.example.com", f"203.0.113.{i % 250 + 1}"))
+    return "".join(sc.drachtio)
 
 
 @dataclass(frozen=True)
@@ -69,73 +73,16 @@ def read_positions(state: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-class SipwatchRun:
-    """One ``sipwatch run`` subprocess; ``async with`` starts it and makes sure it is gone."""
+class SipwatchRun(SipwatchProcess):
+    """One ``sipwatch run`` subprocess; ``async with`` starts it and makes sure it is gone
+    (SIGKILL: a restart test's run never gets to save anything on the way out)."""
 
     def __init__(self, config: str, workdir: Path, env: Mapping[str, str], name: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.cfg = workdir / f"{name}.toml"
-        self.cfg.write_text(
-            config + f'\n[metrics]\nlisten = "127.0.0.1:{self.port}"\n[logging]\nformat = "json"\n'
-        )
-        self.out = workdir / f"{name}.log"
-        self.env = dict(env)
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> SipwatchRun:
-        with self.out.open("wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "sipwatch",
-                "run",
-                "--config",
-                str(self.cfg),
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        async with asyncio.timeout(30):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    if (await self.get("/healthz"))[0] == 200:
-                        return self
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"sipwatch exited: {self.output()[-3000:]}")
-                await asyncio.sleep(0.1)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(self.base + path, timeout=aiohttp.ClientTimeout(total=5)) as r,
-        ):
-            return r.status, await r.text()
-
-    async def metric(self, name: str) -> int:
-        _, body = await self.get("/metrics")
-        return int(
-            sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in body.splitlines()
-                if line.startswith(name + "{")
-            )
-        )
+        super().__init__(config, workdir, env=env, name=name, kill_on_exit=True)
 
     async def counts(self) -> Counts:
-        return Counts(await self.metric(MESSAGES), await self.metric(TRANSACTIONS))
+        _, body = await self.get("/metrics")
+        return Counts(int(metric_total(body, MESSAGES)), int(metric_total(body, TRANSACTIONS)))
 
     async def wait_counts(self, expected: Counts, timeout: float = 30.0) -> Counts:
         """Wait until /metrics shows ``expected`` (never more), then check it holds."""
@@ -176,14 +123,3 @@ async def wait_saved(
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"positions not saved as expected: {data}") from None
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without sipwatch's, systemd's state or container-engine variables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SIPWATCH", "KUBE", "DOCKER")) and k != "STATE_DIRECTORY"
-    }
-    env.update(extra)
-    return env

@@ -9,8 +9,9 @@ import json
 import statistics
 from pathlib import Path
 
-from tests.alert_receivers import HttpReceiver, settle, until
+from tests.alert_receivers import HttpReceiver, settle
 from tests.daemon_runner import FileDaemon
+from tests.waiting import until
 from tools.synth import Device, Scenario
 
 T0 = 1772366400.0  # 2026-03-01 12:00:00 UTC

@@ -5,7 +5,6 @@ counts what it drops)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import structlog
@@ -18,16 +17,9 @@ from tests.alert_receivers import (
     registration,
     running,
     target,
-    until,
 )
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound and released, so connecting is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+from tests.jambonz_db import closed_port
+from tests.waiting import until
 
 
 async def test_500_then_recovery_is_delivered_after_retries(http: HttpReceiver) -> None:
@@ -199,7 +191,7 @@ async def test_hanging_endpoint_times_out_and_does_not_delay_other_targets() -> 
 
 async def test_refused_connection_fails_fast_and_other_target_delivers(http: HttpReceiver) -> None:
     metrics = RecordingMetrics()
-    dead = f"json://127.0.0.1:{_closed_port()}/hook"
+    dead = f"json://127.0.0.1:{closed_port()}/hook"
     cfg = config(target("dead", dead), target("ops", http.url()), retry_max=1)
     async with asyncio.timeout(20), running(cfg, metrics=metrics) as m:
         m.submit(registration())

@@ -7,7 +7,6 @@ import asyncio
 
 from sipwatch.alerts import AlertInput, AlertManager
 from tests.alert_receivers import (
-    FakeClock,
     HttpReceiver,
     RecordingMetrics,
     config,
@@ -16,8 +15,9 @@ from tests.alert_receivers import (
     scanner,
     settle,
     target,
-    until,
 )
+from tests.samples import FakeClock
+from tests.waiting import until
 
 T0 = 1_790_000_000.0
 
@@ -79,7 +79,7 @@ async def test_group_message_total_is_the_sum_of_exact_incident_totals(
 
 async def test_throttle_suppresses_repeats_until_it_expires(http: HttpReceiver) -> None:
     metrics = RecordingMetrics()
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cfg = config(target("ops", http.url()), throttle_seconds=600)
     async with asyncio.timeout(20), running(cfg, metrics=metrics, clock=clock) as m:
         m.submit(registration(count=1))
@@ -101,7 +101,7 @@ async def test_throttle_suppresses_repeats_until_it_expires(http: HttpReceiver) 
 
 
 async def test_throttle_key_includes_cause_and_domain(http: HttpReceiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     async with asyncio.timeout(20), running(config(target("ops", http.url())), clock=clock) as m:
         m.submit(registration())
         await http.wait_for(1)
@@ -115,7 +115,7 @@ async def test_throttle_key_includes_cause_and_domain(http: HttpReceiver) -> Non
 
 
 async def test_escalation_is_not_throttled(http: HttpReceiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cfg = config(target("ops", http.url()), min_severity="info")
     async with asyncio.timeout(20), running(cfg, clock=clock) as m:
         m.submit(registration(severity="warning"))
@@ -130,7 +130,7 @@ async def test_escalation_is_not_throttled(http: HttpReceiver) -> None:
 
 
 async def test_without_throttle_copies_still_merge_while_waiting(http: HttpReceiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cfg = config(target("ops", http.url()), throttle_seconds=0)
     async with asyncio.timeout(20), running(cfg, clock=clock) as m:
         m.submit(registration(count=1))
@@ -148,7 +148,7 @@ async def test_without_throttle_copies_still_merge_while_waiting(http: HttpRecei
 
 
 async def test_ended_notice_only_for_a_success_of_the_same_device(http: HttpReceiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     async with asyncio.timeout(20), running(config(target("ops", http.url())), clock=clock) as m:
         m.submit(registration(last_seen=T0))
         await http.wait_for(1)
@@ -182,7 +182,7 @@ async def test_ending_never_rearms_the_throttle(http: HttpReceiver) -> None:
     """realm_is_ip for alice@127.0.0.1 failing every 30 s while alice@acme registers every
     30 s: one alert in ten minutes, no "resolved" (issue 12.10: it used to re-alert every
     ~30 s after each false resolve)."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cfg = config(target("ops", http.url()), throttle_seconds=900)
     async with asyncio.timeout(30), running(cfg, clock=clock) as m:
         for i in range(20):
@@ -208,7 +208,7 @@ async def test_failing_again_after_a_true_end_is_news_but_flapping_is_damped(
 ) -> None:
     """A second outage after a real recovery is reported at once ("again"); a device that
     keeps flapping is reported again at most FLAP_LIMIT (2) times per throttle window."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cfg = config(target("ops", http.url()), throttle_seconds=900)
     async with asyncio.timeout(30), running(cfg, clock=clock) as m:
         count = 0

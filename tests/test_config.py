@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
-import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -27,6 +25,8 @@ from sipwatch.config import (
     parse_host_port,
     parse_mysql_url,
 )
+from tests.cli_support import run_cli
+from tests.daemon_runner import clean_env
 from tools import config_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,13 +44,6 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config(path, environ=environ or {})
     return [str(p) for p in info.value.problems]
-
-
-def clean_env() -> dict[str, str]:
-    """The real environment minus anything that would change the configuration."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH") and k != "DOCKER_HOST"
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -856,15 +849,7 @@ def test_example_blocks_are_valid_when_uncommented(tmp_path: Path) -> None:
 
 
 def run_check(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipwatch", "check-config", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("check-config", *args, env=env, timeout=60)
 
 
 def test_check_config_ok_subprocess(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sipwatch.model import AttemptOutcome, ServiceEvent, ServiceOrigin
 from sipwatch.pipeline.context import FailureContext
-from tests.test_metrics import attempt, transaction
+from tests.samples import attempt, transaction
 
 REALM = "acme.example.com"
 

@@ -8,19 +8,19 @@ import json
 from pathlib import Path
 
 from tests.alert_receivers import HttpReceiver, SmtpReceiver
+from tests.daemon_runner import docker_daemon, write_sip
 from tests.fake_docker import FakeDockerEngine
-from tests.test_daemon_docker import engine, run_daemon, write_sip  # noqa: F401 - fixture
 from tools.synth import Device, Scenario
 
 T0 = 1772366400.0
 
 
 async def test_alerts_reach_slack_and_email_grouped_escaped_and_resolved(
-    engine: FakeDockerEngine,  # noqa: F811 - the fixture
+    docker_engine: FakeDockerEngine,
     tmp_path: Path,
 ) -> None:
-    sbc = engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
-    engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
+    sbc = docker_engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
+    docker_engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
     async with HttpReceiver() as slack, SmtpReceiver() as smtp:
         extra = f"""
 [alerts]
@@ -35,7 +35,7 @@ name = "security-mail"
 url = "{smtp.url()}"
 kind = "security"
 """
-        async with run_daemon(tmp_path, engine, extra) as d:
+        async with docker_daemon(tmp_path, docker_engine, extra) as d:
             sc = Scenario(T0)
             phone = Device("5001", "198.51.100.10", "203.0.113.45", user_agent="Grandstream HT801")
             for _ in range(3):  # a phone configured with the SBC's IP as domain
@@ -47,7 +47,7 @@ kind = "security"
                     user, "198.51.100.10", "185.243.5.17", 5070 + i, user_agent="friendly-scanner"
                 )
                 sc.register_rejected(scan, 403, "Forbidden", None, challenged=False)
-            write_sip(engine, sbc, sc)
+            write_sip(docker_engine, sbc, sc)
 
             await slack.wait_for(1, timeout=30)
             await smtp.wait_for(1, timeout=30)
@@ -71,10 +71,10 @@ kind = "security"
             # another phone fails, then registers with the same identity: that one ends
             other = Device("6001", "acme.sip.example.com", "203.0.113.46")
             sc.register_rejected(other, 403, "Forbidden", "Invalid credentials", challenged=True)
-            write_sip(engine, sbc, sc)
+            write_sip(docker_engine, sbc, sc)
             await slack.wait_for(2, timeout=30)
             sc.register_ok(other)
-            write_sip(engine, sbc, sc)
+            write_sip(docker_engine, sbc, sc)
             await slack.wait_for(3, timeout=30)
             await d.wait_metric(4, "sipwatch_alerts_total", result="sent")
             titles = [r.payload["title"] for r in slack.delivered]
@@ -84,11 +84,11 @@ kind = "security"
 
 
 async def test_alert_endpoint_failing_then_hanging_does_not_stop_counting(
-    engine: FakeDockerEngine,  # noqa: F811 - the fixture
+    docker_engine: FakeDockerEngine,
     tmp_path: Path,
 ) -> None:
-    sbc = engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
-    engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
+    sbc = docker_engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
+    docker_engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
     async with HttpReceiver() as slack:
         slack.program(["500", "hang"])  # first delivery fails, the retry hangs, then it works
         extra = f"""
@@ -100,16 +100,16 @@ retry_max = 4
 name = "oncall-slack"
 url = "{slack.url("/slack")}"
 """
-        async with run_daemon(tmp_path, engine, extra) as d:
+        async with docker_daemon(tmp_path, docker_engine, extra) as d:
             sc = Scenario(T0)
             phone = Device("5001", "198.51.100.10", "203.0.113.45")
             sc.register_rejected(phone, 403, "Forbidden", None, challenged=False)
-            expected = write_sip(engine, sbc, sc)
+            expected = write_sip(docker_engine, sbc, sc)
             await slack.wait_for(2, timeout=20, delivered=False)  # the 500, then the hang
             # while the endpoint misbehaves, parsing and counting go on
             for i in range(20):
                 sc.register_ok(Device(str(2000 + i), "acme.sip.example.com", "203.0.113.9"))
-            expected += write_sip(engine, sbc, sc)
+            expected += write_sip(docker_engine, sbc, sc)
             await d.wait_metric(expected, "sipwatch_sip_messages_total")
             await slack.wait_for(1, timeout=30)  # delivered after the retries
             assert "realm_is_ip" in json.dumps(slack.delivered[0].payload)

@@ -3,63 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from tests.daemon_runner import (
+    free_port,
+    metric_total,
+    popen_run,
+    write_config,
+)
+from tests.daemon_runner import http_get as get
+from tests.waiting import wait_for
 from tools.synth import Device, Scenario
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_for(pred, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
-
-
-def messages_total(body: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.splitlines()
-        if line.startswith("sipwatch_sip_messages_total{")
-    )
 
 
 def test_run_follows_a_rotating_file_and_exits_on_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "drachtio.log"
     log.write_text("")
     port = free_port()
-    cfg = tmp_path / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+    config = f"""
 [sources]
 idle_flush_seconds = 0.2
 [sources.docker]
@@ -67,21 +30,9 @@ enabled = false
 [[sources.files]]
 path = "{log}"
 follow = true
-[metrics]
-listen = "127.0.0.1:{port}"
-[logging]
-format = "json"
 """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    cfg = write_config(tmp_path / "sipwatch.toml", config, port)
+    proc = popen_run(cfg)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: get(base + "/healthz")[0] == 200)
@@ -93,7 +44,9 @@ format = "json"
         first = "".join(sc.drachtio)
         with open(log, "a") as f:
             f.write(first)
-        wait_for(lambda: messages_total(get(base + "/metrics")[1]) == 16)
+        wait_for(
+            lambda: metric_total(get(base + "/metrics")[1], "sipwatch_sip_messages_total") == 16
+        )
         # logrotate (create mode): rename, new file, more messages
         log.rename(tmp_path / "drachtio.log.1")
         sc2 = Scenario(1772366500.0)
@@ -105,7 +58,9 @@ format = "json"
             challenged=False,
         )
         log.write_text("".join(sc2.drachtio))
-        wait_for(lambda: messages_total(get(base + "/metrics")[1]) == 18)
+        wait_for(
+            lambda: metric_total(get(base + "/metrics")[1], "sipwatch_sip_messages_total") == 18
+        )
         status, body = get(base + "/api/failures")
         assert status == 200
         users = {(f["user"], f["status"]): f["count"] for f in json.loads(body)["failures"]}

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import asyncmy
 
+from tests.daemon_runner import docker_daemon, write_sip
 from tests.fake_docker import FakeDockerEngine
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     MARIADB_HOST,
     MARIADB_PORT,
     TEST_SECRET,
     Seeder,
-    jambonz_database,
-    seeder,
     unique_realm,
 )
-from tests.test_daemon_docker import engine, run_daemon, write_sip  # noqa: F401 - fixture
 from tools.synth import Device, Scenario, pino
 
 
@@ -34,16 +32,16 @@ async def stored_password(database: str, client_sid: str) -> str:
 
 
 async def test_dry_run_plaintext_password_changes_nothing_and_scanners_are_refused(
-    engine: FakeDockerEngine,  # noqa: F811
-    seeder: Seeder,  # noqa: F811
-    jambonz_database: str,  # noqa: F811
+    docker_engine: FakeDockerEngine,
+    seeder: Seeder,
+    jambonz_database: str,
     tmp_path: Path,
 ) -> None:
     realm = unique_realm()
     account = await seeder.account(realm)
     client = await seeder.client(account, "6006", stored="plainpass")  # the wiki's INSERT
-    sbc = engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
-    reg = engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
+    sbc = docker_engine.add_container("drachtio-sbc", image="drachtio/drachtio-server:0.9.2")
+    reg = docker_engine.add_container("sbc-sip-sidecar", image="jambonz/sbc-sip-sidecar:0.9.6")
     extra = f"""
 [database]
 url = "mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{jambonz_database}"
@@ -58,7 +56,7 @@ allow_realms = ["{realm}"]
 kill_switch_file = "{tmp_path / "remediation.disabled"}"
 """
     sc = Scenario(1772366400.0)
-    async with run_daemon(tmp_path, engine, extra) as d:
+    async with docker_daemon(tmp_path, docker_engine, extra) as d:
         phone = Device("6006", realm, "203.0.113.60")
         r1 = phone.register()
         sc.recv(phone, r1)
@@ -66,7 +64,7 @@ kill_switch_file = "{tmp_path / "remediation.disabled"}"
         r2 = phone.register(auth=True)
         sc.recv(phone, r2)
         sc.send(phone, phone.response(r2, 500, "Internal Server Error"))
-        engine.log(
+        docker_engine.log(
             reg,
             pino(
                 sc.t,
@@ -81,7 +79,7 @@ kill_switch_file = "{tmp_path / "remediation.disabled"}"
                 str(100 + i), realm, "185.243.5.17", 5070 + i, user_agent="friendly-scanner"
             )
             sc.register_rejected(scan, 403, "Forbidden", "Invalid credentials", challenged=True)
-        write_sip(engine, sbc, sc)
+        write_sip(docker_engine, sbc, sc)
 
         await d.wait_metric(
             1,

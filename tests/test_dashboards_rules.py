@@ -24,7 +24,7 @@ from sipwatch.daemon.stages import secret_state_collector
 from sipwatch.diagnosis.secret_proof import SecretState, SecretStatus
 from sipwatch.metrics import SipwatchMetrics, render_text
 from sipwatch.model import AttemptOutcome, Direction, ServiceEvent, ServiceOrigin, Side
-from tests.test_metrics import attempt, message, transaction
+from tests.samples import attempt, message, transaction
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = REPO / "dashboards"

@@ -19,16 +19,16 @@ from sipwatch.daemon.dependencies import DependencyChange, DependencyHealth
 from sipwatch.daemon.stages import DaemonSink, Diagnoser
 from sipwatch.diagnosis.symptom import Symptom
 from sipwatch.metrics import SipwatchMetrics
-from tests.alert_receivers import HttpReceiver, until
-from tests.jambonz_db import (  # noqa: F401 - fixture
+from tests.alert_receivers import HttpReceiver
+from tests.jambonz_db import (
     MARIADB_HOST,
     MARIADB_PORT,
     create_database,
     drop_database,
-    jambonz_database,
     unique_name,
 )
 from tests.tcp_gate import TcpGate
+from tests.waiting import until
 
 REDIS_PORT = 6379
 
@@ -83,7 +83,7 @@ def _events(captured: list[dict[str, Any]], event: str, dependency: str) -> int:
 async def test_database_and_redis_loss_is_said_once_and_their_return_too(
     tmp_path: Path,
     http: HttpReceiver,
-    jambonz_database: str,  # noqa: F811
+    jambonz_database: str,
 ) -> None:
     health = DependencyHealth(probe_interval=0.5, down_interval=0.2, probe_timeout=2.0)
     async with (
@@ -130,7 +130,7 @@ async def test_database_and_redis_loss_is_said_once_and_their_return_too(
 async def test_a_failed_diagnosis_query_is_confirmed_by_a_probe_at_once(
     tmp_path: Path,
     http: HttpReceiver,
-    jambonz_database: str,  # noqa: F811
+    jambonz_database: str,
 ) -> None:
     """The periodic probe is slow (60 s); the diagnosis engine's own failed query makes the
     tracker probe now, so the loss is known as soon as a failure is diagnosed."""

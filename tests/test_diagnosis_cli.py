@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.jambonz_db are redefined as parameters
 """``sipwatch diagnose`` as a real subprocess against the real MariaDB and Redis."""
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sipwatch.diagnosis.crypto import encrypt
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     REDIS_TEST_DB,
     REDIS_URL_BASE,
     TEST_SECRET,
@@ -22,12 +21,9 @@ from tests.jambonz_db import (  # noqa: F401 - fixtures
     create_database,
     db_url,
     drop_database,
-    jambonz_database,
     schema_statements,
-    seeder,
     unique_name,
     unique_realm,
-    webhook_server,
 )
 
 

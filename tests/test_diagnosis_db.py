@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.jambonz_db are redefined as parameters
 """The asyncmy wrapper against the real MariaDB: read-only, bounded, classified errors."""
 
 from __future__ import annotations
@@ -16,15 +15,7 @@ from sipwatch.diagnosis.db import (
     DbTimeout,
     DbUnavailable,
 )
-from tests.jambonz_db import (  # noqa: F401 - fixtures
-    MARIADB_HOST,
-    admin_connect,
-    closed_port,
-    database,
-    db_settings,
-    jambonz_database,
-    silent_server,
-)
+from tests.jambonz_db import admin_connect, closed_port
 
 
 def test_url_parsing_and_masking() -> None:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.jambonz_db are redefined as parameters
 """Every root cause, end to end: seeded jambonz rows in MariaDB, registrations in Redis,
 registration webhooks on a local HTTP server, and the real rule files."""
 
@@ -19,26 +18,17 @@ from sipwatch.diagnosis.jambonz import JambonzDb
 from sipwatch.diagnosis.redis_store import RegistrationStore
 from sipwatch.diagnosis.rules import Rule, default_rules_dir, load_rules
 from sipwatch.diagnosis.symptom import Symptom
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     TEST_SECRET,
     RedisSeeder,
     Seeder,
     WebhookServer,
     closed_port,
     create_database,
-    database,
-    db_settings,
     drop_database,
-    jambonz_database,
-    jambonz_db,
-    redis_seeder,
-    registration_store,
     schema_statements,
-    seeder,
-    silent_server,
     unique_name,
     unique_realm,
-    webhook_server,
 )
 
 CREDS_403 = {"status": 403, "x_reason": "Invalid credentials", "challenged": True}
@@ -278,14 +268,15 @@ async def test_account_inactive(seeder: Seeder, make_engine: EngineFactory) -> N
 async def test_client_missing(seeder: Seeder, make_engine: EngineFactory) -> None:
     realm, _ = await healthy(seeder)
     other_realm = unique_realm("other")
-    await seeder.client(await seeder.account(other_realm), "carol")
-    d = await make_engine().diagnose(Symptom("carol", realm, **CREDS_403))
+    user = f"carol-{secrets.token_hex(3)}"  # the database is shared: other realms are ours
+    await seeder.client(await seeder.account(other_realm), user)
+    d = await make_engine().diagnose(Symptom(user, realm, **CREDS_403))
     assert ids(d) == ["client_missing"]
     c = cause(d, "client_missing")
     assert c.evidence["other_realms"] == [other_realm]
     assert c.evidence["client_rows"] == 0
     assert c.fix_command == (
-        f"sipwatch fix --user carol --domain {realm} --action create_client --generate"
+        f"sipwatch fix --user {user} --domain {realm} --action create_client --generate"
     )
 
 

@@ -10,7 +10,12 @@ from sipwatch.diagnosis.jambonz import JambonzDb
 from sipwatch.diagnosis.rules import default_rules_dir, load_rules
 from sipwatch.diagnosis.symptom import Symptom
 from tests.cli_support import sipwatch
-from tests.jambonz_db import TEST_SECRET, Seeder, WebhookServer, unique_realm
+from tests.jambonz_db import (
+    TEST_SECRET,
+    Seeder,
+    WebhookServer,
+    unique_realm,
+)
 
 RULES = load_rules(default_rules_dir())
 AFTER_CHALLENGE_500 = {"status": 500, "challenged": True}

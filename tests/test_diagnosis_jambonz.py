@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.jambonz_db are redefined as parameters
 """The jambonz lookups mirror db-helpers, against the real schema in MariaDB."""
 
 from __future__ import annotations
@@ -6,15 +5,7 @@ from __future__ import annotations
 import secrets
 
 from sipwatch.diagnosis.jambonz import JambonzDb, db_text, parent_domain, safe_url
-from tests.jambonz_db import (  # noqa: F401 - fixtures
-    Seeder,
-    database,
-    db_settings,
-    jambonz_database,
-    jambonz_db,
-    seeder,
-    unique_realm,
-)
+from tests.jambonz_db import Seeder, unique_realm
 
 
 def test_parent_domain_drops_one_label_only_beyond_two() -> None:

@@ -13,14 +13,13 @@ sipwatch's own synthesiser.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from sipwatch.model import ServiceEvent, ServiceOrigin
 from sipwatch.pipeline.context import FailureContext
+from tests.cli_support import run_cli
+from tests.daemon_runner import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-11-27"
@@ -200,25 +199,9 @@ def write_logs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_each_device_keeps_the_cause_its_own_response_supports(tmp_path: Path) -> None:
     drachtio, sidecar = write_logs(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     env["PYTHONPATH"] = str(ROOT)
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sipwatch",
-            "replay",
-            "--format",
-            "json",
-            str(drachtio),
-            str(sidecar),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    res = run_cli("replay", "--format", "json", str(drachtio), str(sidecar), env=env, timeout=60)
     assert res.returncode == 0, res.stderr
     failures = json.loads(res.stdout)["register_failures"]
     first = {f["user"]: f["causes"][0]["id"] if f["causes"] else None for f in failures}

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.jambonz_db are redefined as parameters
 """Registration lookups against the real Redis (dedicated logical DB, own keys only)."""
 
 from __future__ import annotations
@@ -12,13 +11,7 @@ from sipwatch.diagnosis.redis_store import (
     RegistrationStore,
     safe_redis_url,
 )
-from tests.jambonz_db import (  # noqa: F401 - fixtures
-    RedisSeeder,
-    closed_port,
-    redis_seeder,
-    registration_store,
-    unique_realm,
-)
+from tests.jambonz_db import RedisSeeder, closed_port, unique_realm
 
 
 async def test_current_registration_is_found(

@@ -8,7 +8,6 @@ secret proof, so no other test's rows may be in it.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,13 @@ from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.web.app import make_app
 from sipwatch.web.server import start_http
 from tests.cli_support import sipwatch
-from tests.jambonz_db import TEST_SECRET, Seeder, db_url, unique_realm
+from tests.daemon_runner import clean_env
+from tests.jambonz_db import (
+    TEST_SECRET,
+    Seeder,
+    db_url,
+    unique_realm,
+)
 
 WRONG = "not-the-jambonz-secret-9d1e"
 OTHER = "an-older-jambonz-secret-77aa"
@@ -48,9 +53,14 @@ def ids(d: Diagnosis) -> list[str]:
     return [c.id for c in d.causes]
 
 
-async def _engine(settings: DbSettings, secret: str) -> tuple[DiagnosisEngine, Database]:
+async def _diagnose(settings: DbSettings, secret: str, symptom: Symptom) -> Diagnosis:
+    """Diagnose ``symptom`` against the database with sipwatch holding ``secret``."""
     db = Database(settings)
-    return DiagnosisEngine(RULES, db=JambonzDb(db), redis=None, secret=secret), db
+    try:
+        engine = DiagnosisEngine(RULES, db=JambonzDb(db), redis=None, secret=secret)
+        return await engine.diagnose(symptom)
+    finally:
+        await db.close()
 
 
 async def _healthy(seeder: Seeder, others: dict[str, int]) -> str:
@@ -89,11 +99,7 @@ async def test_wrong_secret_is_reported_as_sipwatchs_problem_not_the_clients(
 ) -> None:
     # zero rows decrypt with sipwatch's secret (alice's and three others, all jambonz's)
     realm = await _healthy(fresh_seeder, {TEST_SECRET: 3})
-    engine, db = await _engine(fresh_db_settings, WRONG)
-    try:
-        d = await engine.diagnose(Symptom("alice", realm, **CREDS_403))
-    finally:
-        await db.close()
+    d = await _diagnose(fresh_db_settings, WRONG, Symptom("alice", realm, **CREDS_403))
     assert ids(d) == [SECRET_MISMATCH_CAUSE, "credentials_mismatch"]
     assert "client_password_undecryptable" not in ids(d)
     mismatch = d.causes[0]
@@ -114,11 +120,9 @@ async def test_some_rows_decrypt_the_secret_is_proven_and_the_odd_row_is_named(
     await fresh_seeder.client(acct, "alice", stored=encrypt("alice-device-pw", OTHER))
     for i in range(3):
         await fresh_seeder.client(acct, f"ok{i}", password=f"fine-pw-{i}")
-    engine, db = await _engine(fresh_db_settings, TEST_SECRET)
-    try:
-        d = await engine.diagnose(Symptom("alice", realm, status=500, challenged=True))
-    finally:
-        await db.close()
+    d = await _diagnose(
+        fresh_db_settings, TEST_SECRET, Symptom("alice", realm, status=500, challenged=True)
+    )
     assert ids(d) == ["client_password_undecryptable"]
     cause = d.causes[0]
     assert cause.confidence == "confirmed"
@@ -129,11 +133,7 @@ async def test_all_rows_decrypt_a_healthy_client_gets_no_password_blame(
     fresh_seeder: Seeder, fresh_db_settings: DbSettings
 ) -> None:
     realm = await _healthy(fresh_seeder, {TEST_SECRET: 3})
-    engine, db = await _engine(fresh_db_settings, TEST_SECRET)
-    try:
-        d = await engine.diagnose(Symptom("alice", realm, **CREDS_403))
-    finally:
-        await db.close()
+    d = await _diagnose(fresh_db_settings, TEST_SECRET, Symptom("alice", realm, **CREDS_403))
     assert ids(d) == ["credentials_mismatch"]
     assert d.causes[0].confidence == "confirmed"
 
@@ -145,11 +145,7 @@ async def test_a_lone_row_that_does_not_decrypt_is_not_blamed_either(
     realm = unique_realm()
     acct = await fresh_seeder.account(realm)
     await fresh_seeder.client(acct, "alice", stored=encrypt("alice-device-pw", OTHER))
-    engine, db = await _engine(fresh_db_settings, TEST_SECRET)
-    try:
-        d = await engine.diagnose(Symptom("alice", realm, **CREDS_403))
-    finally:
-        await db.close()
+    d = await _diagnose(fresh_db_settings, TEST_SECRET, Symptom("alice", realm, **CREDS_403))
     assert "client_password_undecryptable" not in ids(d)
     assert any("no other encrypted password exists" in u for u in d.unknown)
 
@@ -178,7 +174,7 @@ def _config(tmp_path: Path, database: str, secret: str) -> Any:
     path.write_text(
         f'[database]\nurl = "{db_url(database)}"\n[jambonz]\nencryption_secret = "{secret}"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     return load_config(str(path), environ=env)
 
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.jambonz_db are redefined as parameters
 """The registration-webhook probe against a real local HTTP server."""
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from sipwatch.diagnosis.webhook_probe import (
     classify_response,
     probe_registration_webhook,
 )
-from tests.jambonz_db import WebhookServer, closed_port, webhook_server  # noqa: F401
+from tests.jambonz_db import WebhookServer, closed_port
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,6 @@ import asyncio
 import contextlib
 import json
 import struct
-import tempfile
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from types import TracebackType
 
 import aiodocker
 import aiohttp
@@ -29,82 +25,19 @@ from sipwatch.sources.docker import (
 )
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since, ts_to_ns
 from tests.fake_docker import FakeDockerEngine, format_ts
+from tests.source_support import Collector
 
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[FakeDockerEngine]:
-    path = tmp_path / "d.sock"
-    if len(str(path)) > 100:  # unix socket paths are limited to ~108 bytes
-        path = Path(tempfile.mkdtemp(prefix="fdk")) / "d.sock"
-    async with FakeDockerEngine(path) as eng:
-        yield eng
-
-
-def make_source(engine: FakeDockerEngine, services: list[str], **kw: object) -> DockerLogSource:
+def make_source(
+    docker_engine: FakeDockerEngine, services: list[str], **kw: object
+) -> DockerLogSource:
     kw.setdefault("idle_flush", 0.2)
     kw.setdefault("backoff_initial", 0.05)
     kw.setdefault("backoff_max", 0.3)
     kw.setdefault("project", "jambonz")
-    return DockerLogSource(services, docker_url=engine.url, **kw)  # type: ignore[arg-type]
-
-
-class Collector:
-    """Runs ``DockerLogSource.chunks()`` in a task and records every chunk."""
-
-    def __init__(self, source: DockerLogSource) -> None:
-        self.source = source
-        self.chunks: list[LogChunk] = []
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Collector:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def _run(self) -> None:
-        async for chunk in self.source.chunks():
-            self.chunks.append(chunk)
-            self._changed.set()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._task is not None
-        if self._task.done():
-            self._task.result()  # surface a crash
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    def data(self, **match: object) -> list[LogChunk]:
-        return [
-            c for c in self.chunks if c.text and all(getattr(c, k) == v for k, v in match.items())
-        ]
-
-    def lines(self, **match: object) -> list[str]:
-        text = "".join(c.text for c in self.data(**match))
-        assert text == "" or text.endswith("\n"), "chunks must hold whole lines"
-        return text.split("\n")[:-1]  # not splitlines(): SIP lines keep their "\r"
-
-    async def wait_for(self, pred: Callable[[], bool], timeout: float = 8.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                assert self._task is not None
-                if self._task.done():
-                    self._task.result()
-                    raise AssertionError("chunks() ended")
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await self._changed.wait()
-
-    async def wait_lines(self, n: int, settle: float = 0.4, **match: object) -> list[str]:
-        """Wait for ``n`` lines, then a moment longer so duplicates would show up too."""
-        await self.wait_for(lambda: len(self.lines(**match)) >= n)
-        await asyncio.sleep(settle)
-        return self.lines(**match)
+    return DockerLogSource(services, docker_url=docker_engine.url, **kw)  # type: ignore[arg-type]
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -211,10 +144,10 @@ def test_registrar_flavour_from_image() -> None:
 
 
 async def test_fake_engine_speaks_the_real_error_and_version_format(
-    engine: FakeDockerEngine,
+    docker_engine: FakeDockerEngine,
 ) -> None:
     async with asyncio.timeout(10):
-        conn = aiohttp.UnixConnector(path=engine.path)
+        conn = aiohttp.UnixConnector(path=docker_engine.path)
         async with aiohttp.ClientSession(connector=conn) as s:
             async with s.get("http://localhost/version") as r:
                 assert (await r.json())["ApiVersion"] == "1.45"
@@ -222,18 +155,18 @@ async def test_fake_engine_speaks_the_real_error_and_version_format(
                 assert r.status == 404
                 assert r.headers["Content-Type"] == "application/json"
                 assert json.loads(await r.read()) == {"message": "No such container: nope"}
-        async with aiodocker.Docker(url=engine.url) as docker:
+        async with aiodocker.Docker(url=docker_engine.url) as docker:
             with pytest.raises(aiodocker.DockerError) as err:
                 await docker.containers.get("nope")
             assert err.value.message == "No such container: nope"
 
 
-async def test_fake_engine_logs_since_is_inclusive(engine: FakeDockerEngine) -> None:
+async def test_fake_engine_logs_since_is_inclusive(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(10):
-        c = engine.add_container("drachtio")
+        c = docker_engine.add_container("drachtio")
         for i in range(3):
-            engine.log(c, f"l{i}\n", ts_ns=T0 + i)
-        async with aiodocker.Docker(url=engine.url) as docker:
+            docker_engine.log(c, f"l{i}\n", ts_ns=T0 + i)
+        async with aiodocker.Docker(url=docker_engine.url) as docker:
             container = await docker.containers.get(c.id)
             got = await container.log(stdout=True, stderr=True, since=ns_to_since(T0 + 1))
         assert got == ["l1\n", "l2\n"]
@@ -242,13 +175,13 @@ async def test_fake_engine_logs_since_is_inclusive(engine: FakeDockerEngine) -> 
 # ------------------------------------------------------------------------ the source
 
 
-async def test_stream_types_are_preserved(engine: FakeDockerEngine) -> None:
+async def test_stream_types_are_preserved(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("sbc")
+        c = docker_engine.add_container("sbc")
         for i in range(20):
-            engine.log(c, f"drachtio {i}\n", stream=2)
-            engine.log(c, f'{{"msg":"pino {i}"}}\n', stream=1)
-        async with Collector(make_source(engine, ["sbc"])) as col:
+            docker_engine.log(c, f"drachtio {i}\n", stream=2)
+            docker_engine.log(c, f'{{"msg":"pino {i}"}}\n', stream=1)
+        async with Collector(make_source(docker_engine, ["sbc"])) as col:
             err = await col.wait_lines(20, stream=Stream.STDERR)
             out = await col.wait_lines(20, stream=Stream.STDOUT)
         assert err == [f"drachtio {i}" for i in range(20)]
@@ -256,48 +189,48 @@ async def test_stream_types_are_preserved(engine: FakeDockerEngine) -> None:
         assert {c.source for c in col.chunks} == {"sbc"}
 
 
-async def test_backlog_is_batched_into_few_chunks(engine: FakeDockerEngine) -> None:
+async def test_backlog_is_batched_into_few_chunks(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("drachtio")
-        engine.log(c, "".join(f"line {i}\n" for i in range(2000)))
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+        c = docker_engine.add_container("drachtio")
+        docker_engine.log(c, "".join(f"line {i}\n" for i in range(2000)))
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             lines = await col.wait_lines(2000)
         assert lines == [f"line {i}" for i in range(2000)]
         assert len(col.data()) < 100
 
 
-async def test_lines_split_across_frames_and_http_chunks(engine: FakeDockerEngine) -> None:
+async def test_lines_split_across_frames_and_http_chunks(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        engine.write_chunk = 3  # frames straddle HTTP chunk borders too
-        c = engine.add_container("drachtio")
-        engine.log_split(c, "REGISTER sip:example.com SIP/2.0\r\n", [3, 10, 11])
+        docker_engine.write_chunk = 3  # frames straddle HTTP chunk borders too
+        c = docker_engine.add_container("drachtio")
+        docker_engine.log_split(c, "REGISTER sip:example.com SIP/2.0\r\n", [3, 10, 11])
         naive = "naïve ünïcode\n".encode()
-        engine.log_split(c, naive, [3, naive.index("ï".encode()) + 1])  # cut inside ï
-        engine.log(c, "after\n")
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+        docker_engine.log_split(c, naive, [3, naive.index("ï".encode()) + 1])  # cut inside ï
+        docker_engine.log(c, "after\n")
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             lines = await col.wait_lines(3)
         assert lines == ["REGISTER sip:example.com SIP/2.0\r", "naïve ünïcode", "after"]
 
 
 async def test_long_line_partials_are_joined_without_inner_timestamps(
-    engine: FakeDockerEngine,
+    docker_engine: FakeDockerEngine,
 ) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("drachtio")
+        c = docker_engine.add_container("drachtio")
         long_line = "x" + "é" * 25000 + "end"  # 50 KiB: 4 partial entries, a cut inside é
-        entries = engine.log(c, long_line + "\n" + "short\n")
+        entries = docker_engine.log(c, long_line + "\n" + "short\n")
         assert len(entries) == 5  # the fake stores it like moby
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             lines = await col.wait_lines(2)
         assert lines == [long_line, "short"]
 
 
-async def test_tty_container(engine: FakeDockerEngine) -> None:
+async def test_tty_container(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("registrar", tty=True, image="jambonz/sbc-registrar:0.9")
+        c = docker_engine.add_container("registrar", tty=True, image="jambonz/sbc-registrar:0.9")
         long_line = "y" * 40000
-        engine.log(c, "tty one\ntty two\n" + long_line + "\n")
-        async with Collector(make_source(engine, ["registrar"])) as col:
+        docker_engine.log(c, "tty one\ntty two\n" + long_line + "\n")
+        async with Collector(make_source(docker_engine, ["registrar"])) as col:
             lines = await col.wait_lines(3)
         assert lines == ["tty one", "tty two", long_line]
         assert {c.stream for c in col.data()} == {Stream.STDOUT}
@@ -305,24 +238,24 @@ async def test_tty_container(engine: FakeDockerEngine) -> None:
 
 @pytest.mark.parametrize("tty", [False, True])
 async def test_restart_mid_stream_loses_and_repeats_nothing(
-    engine: FakeDockerEngine, tty: bool
+    docker_engine: FakeDockerEngine, tty: bool
 ) -> None:
     async with asyncio.timeout(20):
-        c = engine.add_container("drachtio", tty=tty)
+        c = docker_engine.add_container("drachtio", tty=tty)
         expected: list[str] = []
 
         def emit(text: str, ts: int | None = None) -> None:
-            engine.log(c, text + "\n", ts_ns=ts)
+            docker_engine.log(c, text + "\n", ts_ns=ts)
             expected.append(text)
 
         for i in range(50):
             emit(f"a{i}")
-        boundary = engine.next_ts()
+        boundary = docker_engine.next_ts()
         for i in range(5):
             emit(f"same-before-{i}", boundary)
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             await col.wait_lines(55)
-            engine.restart(c)
+            docker_engine.restart(c)
             for i in range(5):  # same timestamp as the last lines before the restart
                 emit(f"same-after-{i}", boundary)
             for i in range(50):
@@ -334,59 +267,61 @@ async def test_restart_mid_stream_loses_and_repeats_nothing(
                     emit(f"r{round_}-{i}")
                     if i % 7 == 0:
                         await asyncio.sleep(0.005)
-                engine.restart(c)
+                docker_engine.restart(c)
             lines = await col.wait_lines(len(expected), settle=0.6)
         assert lines == expected
 
 
-async def test_recreated_container_is_followed_from_its_start(engine: FakeDockerEngine) -> None:
+async def test_recreated_container_is_followed_from_its_start(
+    docker_engine: FakeDockerEngine,
+) -> None:
     async with asyncio.timeout(20):
-        c1 = engine.add_container("drachtio")
-        engine.log(c1, "old 1\nold 2\n")
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+        c1 = docker_engine.add_container("drachtio")
+        docker_engine.log(c1, "old 1\nold 2\n")
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             await col.wait_lines(2)
-            c2 = engine.recreate(c1)
+            c2 = docker_engine.recreate(c1)
             assert c2.id != c1.id
-            engine.log(c2, "new 1\nnew 2\n")  # before the source had a chance to look
+            docker_engine.log(c2, "new 1\nnew 2\n")  # before the source had a chance to look
             lines = await col.wait_lines(4)
             assert lines == ["old 1", "old 2", "new 1", "new 2"]
             # the old follower ended: one log stream left open
-            await col.wait_for(lambda: engine.open_log_streams == 1)
-            engine.log(c2, "new 3\n")
+            await col.wait_for(lambda: docker_engine.open_log_streams == 1)
+            docker_engine.log(c2, "new 3\n")
             assert (await col.wait_lines(5))[-1] == "new 3"
 
 
 async def test_connection_drops_and_api_outage_lose_and_repeat_nothing(
-    engine: FakeDockerEngine,
+    docker_engine: FakeDockerEngine,
 ) -> None:
     async with asyncio.timeout(30):
-        drachtio = engine.add_container("drachtio")
-        registrar = engine.add_container("registrar", image="jambonz/sbc-sip-sidecar:0.9")
+        drachtio = docker_engine.add_container("drachtio")
+        registrar = docker_engine.add_container("registrar", image="jambonz/sbc-sip-sidecar:0.9")
         expected: dict[str, list[str]] = {"drachtio": [], "registrar": []}
         n = 0
 
         def burst(count: int) -> None:
             nonlocal n
             for _ in range(count):
-                engine.log(drachtio, f"d{n}\n", stream=2)
-                engine.log(registrar, f"r{n}\n", stream=1)
+                docker_engine.log(drachtio, f"d{n}\n", stream=2)
+                docker_engine.log(registrar, f"r{n}\n", stream=1)
                 expected["drachtio"].append(f"d{n}")
                 expected["registrar"].append(f"r{n}")
                 n += 1
 
-        engine.write_chunk = 64  # so a drop can cut frames in the middle
+        docker_engine.write_chunk = 64  # so a drop can cut frames in the middle
         burst(100)
-        src = make_source(engine, ["drachtio", "registrar"])
+        src = make_source(docker_engine, ["drachtio", "registrar"])
         async with Collector(src) as col:
             for _ in range(4):
                 burst(200)
                 await asyncio.sleep(0.01)
-                await engine.drop_connections()  # daemon crash, mid-stream
+                await docker_engine.drop_connections()  # daemon crash, mid-stream
             await col.wait_lines(900, source="drachtio")
-            await engine.pause_api()
+            await docker_engine.pause_api()
             burst(150)  # logged while the API is unreachable
             await asyncio.sleep(0.8)
-            await engine.resume_api()
+            await docker_engine.resume_api()
             burst(50)
             got_d = await col.wait_lines(len(expected["drachtio"]), source="drachtio")
             got_r = await col.wait_lines(len(expected["registrar"]), source="registrar")
@@ -394,18 +329,20 @@ async def test_connection_drops_and_api_outage_lose_and_repeat_nothing(
         assert got_r == expected["registrar"]
 
 
-async def test_source_starts_while_api_is_down(engine: FakeDockerEngine) -> None:
+async def test_source_starts_while_api_is_down(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("drachtio")
-        engine.log(c, "before\n")
-        await engine.pause_api()
+        c = docker_engine.add_container("drachtio")
+        docker_engine.log(c, "before\n")
+        await docker_engine.pause_api()
         calls: list[tuple[str, bool]] = []
-        src = make_source(engine, ["drachtio"], on_status=lambda s, up: calls.append((s, up)))
+        src = make_source(
+            docker_engine, ["drachtio"], on_status=lambda s, up: calls.append((s, up))
+        )
         async with Collector(src) as col:
             await asyncio.sleep(0.5)
             assert col.lines() == []
             assert calls == [("drachtio", False)]
-            await engine.resume_api()
+            await docker_engine.resume_api()
             assert await col.wait_lines(1) == ["before"]
             assert calls == [("drachtio", False), ("drachtio", True)]
 
@@ -420,12 +357,12 @@ async def test_unusable_docker_host_is_a_clear_error() -> None:
                 pass
 
 
-async def test_idle_flush_chunk_once_per_quiet_period(engine: FakeDockerEngine) -> None:
+async def test_idle_flush_chunk_once_per_quiet_period(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
         loop = asyncio.get_running_loop()
-        c = engine.add_container("drachtio")
-        async with Collector(make_source(engine, ["drachtio"], idle_flush=0.3)) as col:
-            engine.log(c, "record line 1\nrecord line 2\n")
+        c = docker_engine.add_container("drachtio")
+        async with Collector(make_source(docker_engine, ["drachtio"], idle_flush=0.3)) as col:
+            docker_engine.log(c, "record line 1\nrecord line 2\n")
             await col.wait_for(lambda: bool(col.data()))
             t_data = loop.time()
             await col.wait_for(lambda: col.chunks[-1].text == "")
@@ -434,15 +371,15 @@ async def test_idle_flush_chunk_once_per_quiet_period(engine: FakeDockerEngine) 
             await asyncio.sleep(1.0)  # no second flush without new data
             empties = [x for x in col.chunks if x.text == ""]
             assert empties == [LogChunk("drachtio", Stream.STDERR, "")]
-            engine.log(c, "next\n")
+            docker_engine.log(c, "next\n")
             await col.wait_for(lambda: [x.text for x in col.chunks][-2:] == ["next\n", ""])
 
 
-async def test_no_idle_flush_while_data_is_still_queued(engine: FakeDockerEngine) -> None:
+async def test_no_idle_flush_while_data_is_still_queued(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(20):
-        c = engine.add_container("drachtio")
-        engine.log(c, "".join(f"line {i:05d} {'x' * 100}\n" for i in range(3000)))
-        src = make_source(engine, ["drachtio"], idle_flush=0.02, queue_size=2)
+        c = docker_engine.add_container("drachtio")
+        docker_engine.log(c, "".join(f"line {i:05d} {'x' * 100}\n" for i in range(3000)))
+        src = make_source(docker_engine, ["drachtio"], idle_flush=0.02, queue_size=2)
         seen: list[LogChunk] = []
         async with contextlib.aclosing(src.chunks()) as chunks:
             async for chunk in chunks:
@@ -455,28 +392,28 @@ async def test_no_idle_flush_while_data_is_still_queued(engine: FakeDockerEngine
         assert len(lines) == 3000  # the first idle flush came only after all of them
 
 
-async def test_reopening_many_times_leaks_no_connection(engine: FakeDockerEngine) -> None:
+async def test_reopening_many_times_leaks_no_connection(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(30):
-        c = engine.add_container("drachtio")
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+        c = docker_engine.add_container("drachtio")
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             for i in range(40):
-                engine.log(c, f"n{i}\n")
+                docker_engine.log(c, f"n{i}\n")
                 await col.wait_lines(i + 1, settle=0)
-                engine.restart(c)
+                docker_engine.restart(c)
             lines = await col.wait_lines(40)
             assert lines == [f"n{i}" for i in range(40)]
-            assert engine.log_requests >= 40
-            await col.wait_for(lambda: engine.open_log_streams == 1)
-            assert engine.connection_count() <= 4  # events + logs (+ idle pooled)
+            assert docker_engine.log_requests >= 40
+            await col.wait_for(lambda: docker_engine.open_log_streams == 1)
+            assert docker_engine.connection_count() <= 4  # events + logs (+ idle pooled)
 
 
 async def test_log_reader_releases_connections_with_a_connector_limit(
-    engine: FakeDockerEngine,
+    docker_engine: FakeDockerEngine,
 ) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("drachtio")
-        engine.log(c, "hello\n")
-        connector = aiohttp.UnixConnector(path=engine.path, limit=2)
+        c = docker_engine.add_container("drachtio")
+        docker_engine.log(c, "hello\n")
+        connector = aiohttp.UnixConnector(path=docker_engine.path, limit=2)
         try:
             async with aiodocker.Docker(url="unix://localhost", connector=connector) as docker:
                 for _ in range(10):  # with a leak the third open would wait for a slot forever
@@ -488,42 +425,42 @@ async def test_log_reader_releases_connections_with_a_connector_limit(
                                 assert batch == [(Stream.STDERR, "hello\n")]
                                 break
                 await asyncio.sleep(0.05)
-                assert engine.open_log_streams == 0
+                assert docker_engine.open_log_streams == 0
         finally:
             await connector.close()
 
 
-async def test_on_status_reports_up_and_down(engine: FakeDockerEngine) -> None:
+async def test_on_status_reports_up_and_down(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
         calls: list[tuple[str, bool]] = []
-        c = engine.add_container("drachtio")
+        c = docker_engine.add_container("drachtio")
         src = make_source(
-            engine, ["drachtio", "registrar"], on_status=lambda s, up: calls.append((s, up))
+            docker_engine, ["drachtio", "registrar"], on_status=lambda s, up: calls.append((s, up))
         )
         async with Collector(src) as col:
             await col.wait_for(lambda: ("drachtio", True) in calls)
             assert ("registrar", False) in calls
             assert ("drachtio", False) not in calls  # no spurious down before the first up
-            engine.stop(c)
+            docker_engine.stop(c)
             await col.wait_for(lambda: calls[-1] == ("drachtio", False))
-            engine.start(c)
+            docker_engine.start(c)
             await col.wait_for(lambda: calls[-1] == ("drachtio", True))
-            reg = engine.add_container("registrar")
-            engine.log(reg, "hi\n", stream=1)
+            reg = docker_engine.add_container("registrar")
+            docker_engine.log(reg, "hi\n", stream=1)
             await col.wait_for(lambda: ("registrar", True) in calls)
             assert await col.wait_lines(1, source="registrar") == ["hi"]
 
 
-async def test_only_matching_containers_are_followed(engine: FakeDockerEngine) -> None:
+async def test_only_matching_containers_are_followed(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        good = engine.add_container("drachtio")
-        oneoff = engine.add_container("drachtio", oneoff=True, name="jambonz-drachtio-run-1")
-        other_project = engine.add_container("drachtio", project="other")
-        other_service = engine.add_container("mysql")
-        replica = engine.add_container("drachtio", number=2)
+        good = docker_engine.add_container("drachtio")
+        oneoff = docker_engine.add_container("drachtio", oneoff=True, name="jambonz-drachtio-run-1")
+        other_project = docker_engine.add_container("drachtio", project="other")
+        other_service = docker_engine.add_container("mysql")
+        replica = docker_engine.add_container("drachtio", number=2)
         for c in (good, oneoff, other_project, other_service, replica):
-            engine.log(c, f"from {c.name}\n")
-        async with Collector(make_source(engine, ["drachtio"])) as col:
+            docker_engine.log(c, f"from {c.name}\n")
+        async with Collector(make_source(docker_engine, ["drachtio"])) as col:
             await col.wait_lines(2)
             await asyncio.sleep(0.3)
         assert col.lines(source="drachtio") == ["from jambonz-drachtio-1"]
@@ -531,45 +468,47 @@ async def test_only_matching_containers_are_followed(engine: FakeDockerEngine) -
         assert len(col.lines()) == 2
 
 
-async def test_plain_container_by_name(engine: FakeDockerEngine) -> None:
+async def test_plain_container_by_name(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("whatever", project="x", name="drachtio-plain")
-        engine.log(c, "plain\n")
-        src = make_source(engine, [], project=None, name="drachtio-plain")
+        c = docker_engine.add_container("whatever", project="x", name="drachtio-plain")
+        docker_engine.log(c, "plain\n")
+        src = make_source(docker_engine, [], project=None, name="drachtio-plain")
         async with Collector(src) as col:
             assert await col.wait_lines(1, source="drachtio-plain") == ["plain"]
 
 
-async def test_tail_and_since_apply_at_start(engine: FakeDockerEngine) -> None:
+async def test_tail_and_since_apply_at_start(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("drachtio")
+        c = docker_engine.add_container("drachtio")
         for i in range(5):
-            engine.log(c, f"old{i}\n", ts_ns=T0 + i * 1_000_000_000)
-        async with Collector(make_source(engine, ["drachtio"], tail="2")) as col:
+            docker_engine.log(c, f"old{i}\n", ts_ns=T0 + i * 1_000_000_000)
+        async with Collector(make_source(docker_engine, ["drachtio"], tail="2")) as col:
             assert await col.wait_lines(2) == ["old3", "old4"]
-        async with Collector(make_source(engine, ["drachtio"], since=(T0 / 1e9) + 1)) as col:
+        async with Collector(make_source(docker_engine, ["drachtio"], since=(T0 / 1e9) + 1)) as col:
             assert await col.wait_lines(4) == ["old1", "old2", "old3", "old4"]
         ups: list[bool] = []
-        src = make_source(engine, ["drachtio"], tail="0", on_status=lambda s, up: ups.append(up))
+        src = make_source(
+            docker_engine, ["drachtio"], tail="0", on_status=lambda s, up: ups.append(up)
+        )
         async with Collector(src) as col:
             await col.wait_for(lambda: ups == [True])  # the tail=0 stream is open
-            engine.restart(c)  # nothing seen yet: must still resume, not re-read old lines
-            engine.log(c, "new\n")
+            docker_engine.restart(c)  # nothing seen yet: must still resume, not re-read old lines
+            docker_engine.log(c, "new\n")
             assert await col.wait_lines(1) == ["new"]
 
 
 # --------------------------------------------------------------------------- control
 
 
-async def test_control_lists_inspects_and_restarts(engine: FakeDockerEngine) -> None:
+async def test_control_lists_inspects_and_restarts(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        reg = engine.add_container(
+        reg = docker_engine.add_container(
             "registrar",
             image="jambonz/sbc-sip-sidecar:0.9.3",
             env={"JWT_SECRET": "s3cr3t-jwt", "ENCRYPTION_SECRET": "s3cr3t-enc"},
         )
-        engine.add_container("registrar", oneoff=True, name="jambonz-registrar-run-1")
-        async with DockerControl(engine.url, project="jambonz", api_timeout=2) as dc:
+        docker_engine.add_container("registrar", oneoff=True, name="jambonz-registrar-run-1")
+        async with DockerControl(docker_engine.url, project="jambonz", api_timeout=2) as dc:
             found = await dc.containers("registrar")
             assert [c.id for c in found] == [reg.id]
             info = await dc.service_container("registrar")
@@ -577,9 +516,9 @@ async def test_control_lists_inspects_and_restarts(engine: FakeDockerEngine) -> 
             assert info.env["JWT_SECRET"] == "s3cr3t-jwt"
             assert info.running and not info.tty and info.name == "jambonz-registrar-1"
             assert "s3cr3t" not in repr(info)
-            before = len(engine.events)
+            before = len(docker_engine.events)
             assert await dc.restart_service("registrar", grace=1) == [reg.id]
-            actions = [e["Action"] for e in engine.events[before:]]
+            actions = [e["Action"] for e in docker_engine.events[before:]]
             assert actions == ["die", "stop", "start", "restart"]
             with pytest.raises(ContainerNotFound):
                 await dc.inspect("0" * 64)
@@ -587,19 +526,19 @@ async def test_control_lists_inspects_and_restarts(engine: FakeDockerEngine) -> 
                 await dc.service_container("nope")
 
 
-async def test_control_times_out_and_reports_unavailable(engine: FakeDockerEngine) -> None:
+async def test_control_times_out_and_reports_unavailable(docker_engine: FakeDockerEngine) -> None:
     async with asyncio.timeout(15):
-        c = engine.add_container("registrar")
+        c = docker_engine.add_container("registrar")
         loop = asyncio.get_running_loop()
-        async with DockerControl(engine.url, api_timeout=0.3) as dc:
-            engine.response_delay = 5.0
+        async with DockerControl(docker_engine.url, api_timeout=0.3) as dc:
+            docker_engine.response_delay = 5.0
             t = loop.time()
             with pytest.raises(DockerUnavailable):
                 await dc.inspect(c.id)
             assert loop.time() - t < 2.0
-            engine.response_delay = 0.0
-            await engine.pause_api()
+            docker_engine.response_delay = 0.0
+            await docker_engine.pause_api()
             with pytest.raises(DockerUnavailable):
                 await dc.inspect(c.id)
-            await engine.resume_api()
+            await docker_engine.resume_api()
             assert (await dc.inspect(c.id)).id == c.id

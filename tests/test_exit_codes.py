@@ -22,8 +22,14 @@ import pytest
 
 from sipwatch.cli.exit_codes import COMMAND_EXIT_CODES, ExitCode, help_epilog, markdown_table
 from sipwatch.cli.main import COMMAND_MODULES
-from tests.cli_support import ROOT, Result, sipwatch
-from tests.jambonz_db import admin_connect, db_url, unique_realm
+from tests.cli_support import ROOT, Result, run_cli, sipwatch
+from tests.daemon_runner import clean_env
+from tests.jambonz_db import (
+    admin_connect,
+    closed_port,
+    db_url,
+    unique_realm,
+)
 from tests.remediation_support import bounded
 
 README = ROOT / "README.md"
@@ -43,17 +49,9 @@ def test_readme_table_is_rendered_from_the_one_definition() -> None:
 def test_every_command_has_a_row_and_its_help_lists_exactly_its_codes() -> None:
     commands = {m.replace("_", "-") for m in COMMAND_MODULES}
     assert set(COMMAND_EXIT_CODES) == commands
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    env = clean_env()
     for command in sorted(commands):
-        res = subprocess.run(
-            [sys.executable, "-m", "sipwatch", command, "--help"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        res = run_cli(command, "--help", env=env, timeout=60)
         assert res.returncode == ExitCode.OK
         listed = res.stdout.split("exit codes:\n", 1)[1]
         assert listed.strip() == help_epilog(command).split("\n", 1)[1].strip(), command
@@ -81,12 +79,6 @@ def scenario(command: str, code: ExitCode) -> Callable[[Scenario], Scenario]:
         return fn
 
     return register
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bad_config(ctx: Ctx) -> str:
@@ -173,7 +165,7 @@ async def _diagnose_usage(ctx: Ctx) -> int:
 
 @scenario("diagnose", ExitCode.UNAVAILABLE)
 async def _diagnose_unavailable(ctx: Ctx) -> int:
-    url = f"mysql://root@127.0.0.1:{_closed_port()}/jambones"
+    url = f"mysql://root@127.0.0.1:{closed_port()}/jambones"
     return await _rc(ctx, "diagnose", "--user", "a", "--domain", "b.example.com", "--db-url", url)
 
 
@@ -235,7 +227,7 @@ async def _fix_usage(ctx: Ctx) -> int:
 
 @scenario("fix", ExitCode.UNAVAILABLE)
 async def _fix_unavailable(ctx: Ctx) -> int:
-    url = f"mysql://root@127.0.0.1:{_closed_port()}/jambones"
+    url = f"mysql://root@127.0.0.1:{closed_port()}/jambones"
     return await _rc(ctx, "fix", "--user", "a", "--domain", "b.example.com",
                      "--action", "activate_client", SIPWATCH_DB_URL=url)  # fmt: skip
 
@@ -311,7 +303,7 @@ def _run_config(ctx: Ctx, port: int) -> str:
 
 @scenario("run", ExitCode.OK)
 async def _run_ok(ctx: Ctx) -> int:
-    port = _closed_port()
+    port = closed_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sipwatch", "run", "--config", _run_config(ctx, port),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ctx.env, cwd=str(ROOT),

@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.cli_support import ROOT, run_cli
 
 CHECK = '''
 
@@ -223,13 +223,5 @@ def test_each_extension_point_needs_only_the_files_the_document_names(tmp_path: 
     assert sip == 62 and groups == 8  # the bundled example, read through the new source
     # the new metric, fed by the pipeline: the example's three 200 OK transactions
     assert exposed == str(['sipwatch_register_accepted_total{side="inbound",source="fixed"} 3.0'])
-    help_text = subprocess.run(
-        [sys.executable, "-m", "sipwatch", "fix", "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=True,
-    ).stdout
+    help_text = run_cli("fix", "--help", env=env, cwd=tmp_path, timeout=60, check=True).stdout
     assert "demo_note" in help_text  # the CLI offers the new action: declared once

@@ -11,7 +11,7 @@ from sipwatch.model import AttemptOutcome, Side
 from sipwatch.pipeline.failures import SCANNER_USER
 from sipwatch.pipeline.handoff import DiagnosisHandoff, Recovery
 from sipwatch.pipeline.scanners import ScannerClassifier
-from tests.test_metrics import attempt, transaction
+from tests.samples import attempt, transaction
 
 T0 = 1767268800.0
 SCANNER_IP = "198.51.100.66"

@@ -4,20 +4,14 @@ and never recreated, and a busy SIP stream gone quiet are all reported down, wit
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sipwatch.daemon.health import SipActivity, SourceState, source_states
 from sipwatch.model import Direction, SipMessage
 from sipwatch.sources.file import ROTATION_GRACE, FileSource
+from tests.daemon_runner import http_get, popen_run, write_config
+from tests.waiting import wait_for
 from tools.synth import Device, Scenario
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def message(source: str) -> SipMessage:
@@ -75,38 +69,19 @@ def test_a_path_rotated_away_and_not_recreated_goes_down_after_the_grace(
 
 
 def get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, body = http_get(url)
+    return status, json.loads(body)
 
 
 def metric(url: str, name: str) -> list[str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return [line for line in resp.read().decode().splitlines() if line.startswith(name)]
-
-
-def wait_for(pred, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = pred()
-            if value:
-                return value
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met")
+    return [line for line in http_get(url)[1].splitlines() if line.startswith(name)]
 
 
 def test_the_daemon_reports_a_missing_file_and_a_silent_sbc(
     tmp_path: Path, unused_tcp_port: int
 ) -> None:
     log = tmp_path / "drachtio.log"  # does not exist yet
-    config = tmp_path / "sipwatch.toml"
-    config.write_text(
-        f"""
+    config = f"""
 [sources]
 idle_flush_seconds = 0.2
 silence_seconds = 2
@@ -115,21 +90,8 @@ busy_messages_per_minute = 1
 enabled = false
 [[sources.files]]
 path = "{log}"
-[metrics]
-listen = "127.0.0.1:{unused_tcp_port}"
-[logging]
-format = "json"
 """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_run(write_config(tmp_path / "sipwatch.toml", config, unused_tcp_port))
     base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
         _status, body = wait_for(lambda: (s := get(base + "/readyz"))[0] == 503 and s)

@@ -5,24 +5,22 @@ every packet byte for byte."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.cli_support import run_cli
+from tests.daemon_runner import FileDaemon, free_port, popen_run, write_config
+from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
-from tests.hep_support import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.waiting import wait_for
 
 # Families compared between the replay's exposition and the daemon's, summed over the
 # source label (a log file there, hep/101 here).  Float sums (_sum) are left out.
@@ -62,39 +60,7 @@ def samples(exposition: str) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]
 
 
 def sipwatch(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    result = subprocess.run(
-        [sys.executable, "-m", "sipwatch", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_for(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+    return run_cli(*args, check=True).stdout
 
 
 def iso_ms(ts: float) -> str:
@@ -135,33 +101,19 @@ def test_run_with_hep_reports_what_replay_of_the_log_reports(tmp_path: Path) -> 
     homer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     homer.bind(("127.0.0.1", 0))
     homer.settimeout(5)
-    hep_port = free_port()
-    http_port = free_port(socket.SOCK_STREAM)
-    cfg = tmp_path / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+    hep_port = free_port(socket.SOCK_DGRAM)
+    http_port = free_port()
+    config = f"""
 [sources.docker]
 enabled = false
 [sources.hep]
 listen = "127.0.0.1:{hep_port}"
 forward = ["udp://127.0.0.1:{homer.getsockname()[1]}"]
-[metrics]
-listen = "127.0.0.1:{http_port}"
-[logging]
-format = "json"
 """
-    )
+    cfg = write_config(tmp_path / "sipwatch.toml", config, http_port)
     out = tmp_path / "sipwatch.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
     with out.open("w") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env=env,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = popen_run(cfg, stdout=stdout, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for(lambda: any(e["event"] == "HEP source listening" for e in events(out)))
@@ -245,3 +197,31 @@ format = "json"
     assert "HEP capture agent seen" in names and "sipwatch stopped" in names
     learned = [e for e in events(out) if e["event"] == "HEP: learned an SBC address"]
     assert [e["address"] for e in learned] == ["10.0.0.5"]
+
+
+async def test_logs_and_hep_of_one_node_count_each_message_once(tmp_path: Path) -> None:
+    """The same node's drachtio log is followed and its HEP feed received: HEP is the one
+    source of SIP truth (the default), said once at start, and nothing is counted twice."""
+    sc = mixed_scenario(start=float(int(time.time()) - 7200))
+    packets = sc.packets()
+    (tmp_path / "replay.log").write_text(sc.log_text)
+    expected = samples(sipwatch("replay", "--format", "prometheus", str(tmp_path / "replay.log")))
+    hep_port = free_port(socket.SOCK_DGRAM)
+    daemon = FileDaemon(tmp_path, f'[sources.hep]\nlisten = "127.0.0.1:{hep_port}"\n')
+    async with daemon as d:
+        [truth] = d.events("one source of SIP truth")
+        assert truth["sip_messages_from"] == "HEP capture"
+        assert truth["other_sources_give"] == "registrar and drachtio service lines"
+        daemon.append(sc.log_text)  # the log first: its SIP dumps must not count
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as drachtio:
+            for packet in packets:
+                drachtio.sendto(packet, ("127.0.0.1", hep_port))
+        total = sum(v for (name, _), v in expected.items() if name == "sipwatch_sip_messages_total")
+        await d.wait_metric(total, "sipwatch_sip_messages_total")
+        await d.wait_metric(lambda v: v > 0, "sipwatch_log_lines_total", source=str(d.drachtio))
+        await asyncio.sleep(1.0)  # the file source has read everything; nothing more comes
+        _, body = await d.get("/metrics")
+        assert samples(body) == expected
+        assert f'source="{d.drachtio}"' not in "\n".join(
+            line for line in body.splitlines() if line.startswith("sipwatch_sip_messages_total")
+        )

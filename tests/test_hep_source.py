@@ -15,8 +15,9 @@ from sipwatch.sources.hep import forward as hep_forward
 from sipwatch.sources.hep.forward import HepForwarder
 from sipwatch.sources.hep.listener import HepSource, size_receive_buffer, udp_socket_drops
 from sipwatch.sources.hep.stats import HepStats
+from tests.daemon_runner import free_port
 from tests.hep_scenario import mixed_scenario
-from tests.hep_support import free_port, hep_config, receive_all, running, udp_sender
+from tests.hep_support import hep_config, receive_all, running, udp_sender
 
 
 def target_socket() -> tuple[socket.socket, str]:

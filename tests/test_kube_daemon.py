@@ -6,67 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
-
+from tests.daemon_runner import SipwatchProcess, take_sip
 from tests.fake_kube import FakeKubeApiServer, FakePod
 from tools.synth import Device, Scenario, pino
 
-ROOT = Path(__file__).resolve().parent.parent
 SBC = {"app": "jambonz-sbc-sip"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.base = f"http://127.0.0.1:{port}"
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(self.base + path, timeout=aiohttp.ClientTimeout(total=5)) as r,
-        ):
-            return r.status, await r.text()
-
-    async def metric(self, name: str, **labels: str) -> float:
-        _, body = await self.get("/metrics")
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    async def wait_metric(self, expected: float, name: str, timeout: float = 20.0) -> None:
-        last = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while True:
-                    with contextlib.suppress(aiohttp.ClientError):
-                        last = await self.metric(name)
-                        if last == expected:
-                            return
-                    await asyncio.sleep(0.1)
-        raise AssertionError(f"{name} = {last}, expected {expected}")
-
-
 @contextlib.asynccontextmanager
-async def run_daemon(tmp: Path, kubeconfig: Path) -> AsyncIterator[Daemon]:
-    port = free_port()
-    cfg = tmp / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+async def run_daemon(tmp: Path, kubeconfig: Path) -> AsyncIterator[SipwatchProcess]:
+    config = f"""
 [sources]
 idle_flush_seconds = 0.2
 # Docker off explicitly: until the daemon keeps resolve_sources()'s config, its readiness
@@ -77,54 +29,16 @@ enabled = false
 enabled = true
 kubeconfig = "{kubeconfig}"
 tail = "all"
-[metrics]
-listen = "127.0.0.1:{port}"
-[logging]
-format = "json"
 """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIPWATCH", "KUBE", "DOCKER"))}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sipwatch",
-        "run",
-        "--config",
-        str(cfg),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    d = Daemon(proc, port)
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    if (await d.get("/healthz"))[0] == 200:
-                        break
-                if proc.returncode is not None:
-                    out = await proc.stdout.read() if proc.stdout else b""
-                    raise AssertionError(f"daemon exited: {out.decode()[-3000:]}")
-                await asyncio.sleep(0.1)
+    async with SipwatchProcess(config, tmp) as d:
         yield d
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 def write_sip(kube: FakeKubeApiServer, pod: FakePod, sc: Scenario) -> int:
     """Log the scenario's drachtio records in the pod; return the SIP message count."""
-    text = "".join(sc.drachtio)
-    sc.drachtio.clear()
+    text, count = take_sip(sc)
     kube.log(pod, "drachtio", text)
-    return text.count(" bytes from ") + text.count(" bytes to ")
+    return count
 
 
 async def test_exact_counts_through_restarts_replacement_cuts_and_outages(
@@ -187,7 +101,7 @@ async def test_exact_counts_through_restarts_replacement_cuts_and_outages(
         assert await d.metric("sipwatch_service_events_total", kind="startup") >= 1
         await asyncio.sleep(1.0)  # hold steady: nothing is counted twice later
         assert await d.metric("sipwatch_sip_messages_total") == expected
-    assert d.proc.returncode == 0
-    out = (await d.proc.stdout.read()).decode() if d.proc.stdout else ""
+    assert d.returncode == 0
+    out = d.output()
     assert '"event": "log sources"' in out and '"mode": "configured"' in out
     assert "app=jambonz-sbc-sip container drachtio" in out

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
@@ -26,119 +23,16 @@ from sipwatch.model import (
     Direction,
     LogChunk,
     MessageBatch,
-    RegisterAttempt,
-    RegisterTransaction,
     ServiceEvent,
     ServiceOrigin,
-    Side,
     SipMessage,
     Stream,
 )
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.sip_meaning import scanner_tool
+from tests.cli_support import run_cli
+from tests.samples import SRC, FakeClock, attempt, message, transaction
 from tools.synth import Device, Scenario
-
-SRC = "drachtio"
-
-
-class FakeClock:
-    def __init__(self, now: float = 5000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def message(**kw: Any) -> SipMessage:
-    fields: dict[str, Any] = dict(
-        ts=1767268800.123,
-        source=SRC,
-        direction=Direction.RECV,
-        transport="udp",
-        peer_ip="203.0.113.5",
-        peer_port=5060,
-        size=612,
-        is_request=True,
-        method="REGISTER",
-        status=0,
-        reason="",
-        request_uri="sip:acme.example.com",
-        call_id="c1@dev",
-        cseq=1,
-        via_branch="z9hG4bK-1",
-        from_user="alice",
-        from_host="acme.example.com",
-        to_user="alice",
-        to_host="acme.example.com",
-        contact="<sip:alice@203.0.113.5:5060>",
-        expires=3600,
-        user_agent="Yealink SIP-T46S",
-        auth_username="",
-        auth_realm="",
-        has_auth=False,
-        x_reason="",
-        www_authenticate="",
-    )
-    fields.update(kw)
-    return SipMessage(**fields)
-
-
-def transaction(**kw: Any) -> RegisterTransaction:
-    fields: dict[str, Any] = dict(
-        side=Side.INBOUND,
-        call_id="c1@dev",
-        cseq=2,
-        branch="z9hG4bK-2",
-        started=1767268800.0,
-        source=SRC,
-        peer_ip="203.0.113.5",
-        peer_port=5060,
-        transport="udp",
-        to_user="alice",
-        to_host="acme.example.com",
-        from_user="alice",
-        request_uri="sip:acme.example.com",
-        user_agent="Yealink SIP-T46S",
-        auth_username="alice",
-        has_auth=True,
-        expires=3600,
-        requests=1,
-        responses=1,
-        status=403,
-        reason="Forbidden",
-        x_reason="Invalid credentials",
-        finished=1767268800.04,
-    )
-    fields.update(kw)
-    return RegisterTransaction(**fields)
-
-
-def attempt(**kw: Any) -> RegisterAttempt:
-    fields: dict[str, Any] = dict(
-        side=Side.INBOUND,
-        call_id="c1@dev",
-        started=1767268800.0,
-        source=SRC,
-        peer_ip="203.0.113.5",
-        peer_port=5060,
-        transport="udp",
-        to_user="alice",
-        to_host="acme.example.com",
-        from_user="alice",
-        request_uri="sip:acme.example.com",
-        user_agent="Yealink SIP-T46S",
-        auth_username="alice",
-        transactions=2,
-        challenged=True,
-        outcome=AttemptOutcome.FAILURE,
-        status=403,
-        reason="Forbidden",
-        x_reason="Invalid credentials",
-        finished=1767268800.2,
-        expires=3600,
-    )
-    fields.update(kw)
-    return RegisterAttempt(**fields)
 
 
 def value(metrics: SipwatchMetrics, name: str, **labels: str) -> float | None:
@@ -691,13 +585,7 @@ def test_replay_prometheus_gives_each_broken_device_its_own_series(tmp_path: Pat
         sc.tick(30.0)
     log = tmp_path / "drachtio.log"
     log.write_text("".join(sc.drachtio), encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sipwatch", "replay", "--format", "prometheus", str(log)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    proc = run_cli("replay", "--format", "prometheus", str(log), check=True)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(proc.stdout)

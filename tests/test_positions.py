@@ -34,6 +34,7 @@ from sipwatch.sources.positions import (
     state_directory,
 )
 from sipwatch.sources.timestamped import ResumePoint
+from tests.samples import FakeClock
 from tools.synth import Device, Scenario
 
 TEST_TIMEOUT = 20.0
@@ -202,17 +203,9 @@ def test_held_back_is_the_unfinished_record_or_none_when_rewritten() -> None:
 # --------------------------------------------------------------------------- the keeper
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def keeper(tmp_path: Path, clock: Callable[[], float] | None = None) -> PositionKeeper:
     parser = Pipeline(PipelineSettings()).parser
-    return PositionKeeper(PositionStore.open(tmp_path), parser, clock=clock or Clock())
+    return PositionKeeper(PositionStore.open(tmp_path), parser, clock=clock or FakeClock(1000.0))
 
 
 def feed(k: PositionKeeper, chunk: LogChunk) -> None:
@@ -293,7 +286,7 @@ def test_keeper_waits_for_a_held_record_on_the_other_stream(tmp_path: Path) -> N
 
 
 async def test_keeper_forces_a_stuck_entry_after_the_bound(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     k = keeper(tmp_path, clock)
     assert k.store is not None
     stamped = "".join(
@@ -311,7 +304,7 @@ async def test_keeper_forces_a_stuck_entry_after_the_bound(tmp_path: Path) -> No
 
 
 async def test_keeper_writes_on_tick_and_at_close(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     k = keeper(tmp_path, clock)
     assert k.store is not None
     feed(k, LogChunk("/x", Stream.TEXT, "", position=file_pos(0)))
@@ -333,7 +326,7 @@ async def test_keeper_writes_on_tick_and_at_close(tmp_path: Path) -> None:
 
 
 async def test_a_write_error_is_retried(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     k = keeper(tmp_path, clock)
     assert k.store is not None
     feed(k, LogChunk("/x", Stream.TEXT, "", position=file_pos(5)))

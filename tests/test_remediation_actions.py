@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """Each remediation action against the real MariaDB (jambonz schema) and Redis: plan shows
 masked SQL and before/after, apply changes exactly what it showed in one transaction and
 verifies it, re-running finds nothing to do, planning changes nothing."""
@@ -27,25 +26,18 @@ from sipwatch.remediation.actions import (
     render_sql,
 )
 from sipwatch.remediation.writer import DbWriter
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     TEST_SECRET,
     RedisSeeder,
     Seeder,
-    db_settings,
-    jambonz_database,
     new_sid,
-    redis_seeder,
-    seeder,
     unique_realm,
 )
-from tests.remediation_support import (  # noqa: F401 - fixtures
-    backends,
+from tests.remediation_support import (
     bounded,
     count_clients,
     jambonz_decrypt,
-    redis_client,
     rows,
-    writer,
 )
 
 

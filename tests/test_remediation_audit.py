@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """The audit trail: JSON log line always, the opt-in sipwatch_audit table created on demand,
 secrets masked, refusal floods bounded, and a broken table never in the way."""
 
@@ -14,25 +13,16 @@ from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.actions import Change, PlanState
 from sipwatch.remediation.audit import AuditRecord, AuditTrail
 from sipwatch.remediation.writer import DbWriter
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     closed_port,
     create_database,
-    db_settings,
     drop_database,
-    jambonz_database,
     unique_name,
 )
-from tests.remediation_support import bounded, rows, writer  # noqa: F401 - fixtures
+from tests.remediation_support import bounded, rows
+from tests.samples import FakeClock
 
 SECRET = "jambonz-secret-value-77"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def change() -> Change:
@@ -152,7 +142,7 @@ def test_json_output_through_the_configured_logger() -> None:
 
 
 async def test_refusals_are_deduplicated_and_budgeted() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     trail = AuditTrail(
         writer=None, table=False, clock=clock, refusal_window=600, max_refusals_per_window=5
     )

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """The daemon's AutoRemediator end to end: the real rules and diagnosis engine over seeded
 jambonz rows in MariaDB and registrations in Redis, then consider() in dry-run and on mode,
 with the audit table, metrics and guardrails checked in the database itself."""
@@ -30,23 +29,16 @@ from sipwatch.metrics import REMEDIATIONS, SipwatchMetrics
 from sipwatch.remediation.auto import AutoRemediator
 from sipwatch.remediation.registrar import RegistrarTarget
 from tests.fake_docker import FakeDockerEngine, format_ts
-from tests.jambonz_db import (  # noqa: F401 - fixtures
+from tests.jambonz_db import (
     TEST_SECRET,
     RedisSeeder,
     Seeder,
-    database,
-    db_settings,
-    jambonz_database,
-    redis_seeder,
-    registration_store,
-    seeder,
     unique_realm,
 )
-from tests.remediation_support import (  # noqa: F401 - fixtures
+from tests.remediation_support import (
     bounded,
     count_clients,
     jambonz_decrypt,
-    redis_client,
     rem_config,
     rows,
     short_socket,

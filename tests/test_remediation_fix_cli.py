@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """``sipwatch fix ...`` (``python -m sipwatch fix``) as a real subprocess against the real
 MariaDB and Redis (and the fake Docker Engine for the registrar restart)."""
 
@@ -13,7 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,98 +20,33 @@ import redis.asyncio as aioredis
 
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.auto import AutoRemediator
+from tests.cli_support import ROOT, Result, audit_lines, sipwatch
+from tests.conftest import CliEnv
 from tests.fake_docker import FakeDockerEngine, format_ts
-from tests.jambonz_db import (  # noqa: F401 - fixtures
-    REDIS_TEST_DB,
-    REDIS_URL_BASE,
+from tests.jambonz_db import (
     TEST_SECRET,
     Seeder,
     closed_port,
-    db_settings,
-    db_url,
-    jambonz_database,
-    seeder,
     unique_realm,
 )
-from tests.remediation_support import (  # noqa: F401 - fixtures
+from tests.remediation_support import (
     bounded,
     cleanup_registration,
     count_clients,
     jambonz_decrypt,
-    redis_client,
     rem_config,
     rows,
     short_socket,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-MODULE = "sipwatch"  # the real `sipwatch` command line
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def all(self) -> str:
-        return self.out + self.err
-
 
 @pytest.fixture
-def cli_env(jambonz_database: str, tmp_path: Path) -> dict[str, str]:
-    config = tmp_path / "sipwatch.toml"
-    config.write_text(
-        "[remediation]\n"
-        f'kill_switch_file = "{tmp_path / "remediation.disabled"}"\n'
-        'allow_users = ["allowed*"]\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        SIPWATCH_CONFIG=str(config),
-        SIPWATCH_DB_URL=db_url(jambonz_database),
-        SIPWATCH_REDIS_URL=f"{REDIS_URL_BASE}/{REDIS_TEST_DB}",
-        SIPWATCH_JAMBONZ_ENCRYPTION_SECRET=TEST_SECRET,
-        USER="oncall",
-        LOGNAME="oncall",
-    )
-    return env
+def cli_env(jambonz_database: str, cli_env_for: CliEnv) -> dict[str, str]:
+    return cli_env_for(jambonz_database)
 
 
 async def fix(env: dict[str, str], *args: str, stdin: bytes = b"", timeout: float = 60) -> Result:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        MODULE,
-        "fix",
-        *args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=str(ROOT),
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate(stdin)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
-
-
-def audit_lines(err: str) -> list[dict[str, Any]]:
-    out = []
-    for line in err.splitlines():
-        if line.startswith("{"):
-            data = json.loads(line)
-            if data.get("event") == "remediation_audit":
-                out.append(data)
-    return out
+    return await sipwatch(env, "fix", *args, stdin=stdin, timeout=timeout)
 
 
 async def client(database: str, acct: str, username: str) -> list[dict[str, Any]]:
@@ -203,7 +136,9 @@ async def test_create_client_with_generated_password_to_a_0600_file(
     assert row["is_active"] == 1
     assert jambonz_decrypt(str(row["password"]), TEST_SECRET) == password
     audit = await rows(
-        jambonz_database, "SELECT * FROM sipwatch_audit WHERE sip_user = %s", ("newphone",)
+        jambonz_database,
+        "SELECT * FROM sipwatch_audit WHERE sip_user = %s AND realm = %s",
+        ("newphone", realm),
     )
     assert [a["result"] for a in audit] == ["applied"]
     assert password not in json.dumps(audit, default=str)
@@ -231,7 +166,7 @@ async def test_generated_password_is_shown_once_on_a_terminal(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            MODULE,
+            "sipwatch",
             "fix",
             "--user",
             "ttyphone",

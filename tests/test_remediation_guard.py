@@ -8,14 +8,7 @@ from types import MappingProxyType
 from sipwatch.remediation import guard as g
 from sipwatch.remediation.guard import Guard
 from tests.remediation_support import rem_config
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.samples import FakeClock
 
 
 def check(
@@ -39,7 +32,7 @@ def test_modes_per_action_capped_by_global_mode() -> None:
         mode="dry-run",
         actions=MappingProxyType({"restart_registrar": "on", "create_client": "off"}),
     )
-    guard = Guard(cfg, clock=Clock())
+    guard = Guard(cfg, clock=FakeClock(1000.0))
     assert check(guard, "restart_registrar").mode == "dry-run"
     off = check(guard, "create_client")
     assert not off.allowed and off.reason == g.MODE_OFF
@@ -48,7 +41,7 @@ def test_modes_per_action_capped_by_global_mode() -> None:
 
 
 def test_attack_is_refused_even_when_allow_listed() -> None:
-    guard = Guard(rem_config(allow_users=("*",), allow_realms=("*",)), clock=Clock())
+    guard = Guard(rem_config(allow_users=("*",), allow_realms=("*",)), clock=FakeClock(1000.0))
     v = check(guard, attack=True)
     assert not v.allowed and v.reason == g.ATTACK
     # even for a user the operator named
@@ -58,7 +51,7 @@ def test_attack_is_refused_even_when_allow_listed() -> None:
 
 def test_kill_switch(tmp_path: Path) -> None:
     switch = tmp_path / "remediation.disabled"
-    guard = Guard(rem_config(kill_switch_file=str(switch)), clock=Clock())
+    guard = Guard(rem_config(kill_switch_file=str(switch)), clock=FakeClock(1000.0))
     assert check(guard).allowed
     switch.touch()
     v = check(guard)
@@ -70,7 +63,7 @@ def test_kill_switch(tmp_path: Path) -> None:
 def test_allow_lists_and_explicit_users() -> None:
     guard = Guard(
         rem_config(allow_realms=(), allow_users=("100?@pbx.example.com", "alice")),
-        clock=Clock(),
+        clock=FakeClock(1000.0),
     )
     assert check(guard, user="1001", realm="PBX.example.com").allowed
     v = check(guard, user="10011", realm="pbx.example.com")
@@ -93,7 +86,7 @@ def test_allow_lists_and_explicit_users() -> None:
 
 
 def test_cooldown_per_user() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     guard = Guard(rem_config(user_cooldown_seconds=600.0), clock=clock)
     assert check(guard, user="a").allowed
     guard.record("activate_client", "a@pbx.sip.example.com", "on")
@@ -108,7 +101,7 @@ def test_cooldown_per_user() -> None:
 
 
 def test_rate_limits_per_action_and_global_with_hourly_expiry() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     guard = Guard(
         rem_config(max_changes_per_action_per_hour=3, max_changes_per_hour=5), clock=clock
     )
@@ -136,7 +129,7 @@ def test_rate_limits_per_action_and_global_with_hourly_expiry() -> None:
 
 
 def test_state_stays_bounded_under_a_flood() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     guard = Guard(
         rem_config(
             user_cooldown_seconds=86_400.0,
@@ -157,7 +150,7 @@ def test_state_stays_bounded_under_a_flood() -> None:
 
 
 def test_every_verdict_says_its_mode_reason_and_detail(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     switch = tmp_path / "remediation.disabled"
     guard = Guard(
         rem_config(
@@ -203,14 +196,14 @@ def test_every_verdict_says_its_mode_reason_and_detail(tmp_path: Path) -> None:
 
 def test_a_kill_switch_that_cannot_be_checked_stops_everything() -> None:
     # stat() fails (ENAMETOOLONG): sipwatch cannot tell whether the switch is there
-    guard = Guard(rem_config(kill_switch_file="/tmp/" + "k" * 300), clock=Clock())
+    guard = Guard(rem_config(kill_switch_file="/tmp/" + "k" * 300), clock=FakeClock(1000.0))
     assert guard.kill_switch_active() is True
     v = check(guard)
     assert (v.allowed, v.reason) == (False, g.KILL_SWITCH)
 
 
 def test_a_named_user_does_not_wave_through_the_other_names_of_the_change() -> None:
-    guard = Guard(rem_config(allow_realms=(), allow_users=("alice",)), clock=Clock())
+    guard = Guard(rem_config(allow_realms=(), allow_users=("alice",)), clock=FakeClock(1000.0))
     for names in (
         [("bob", "x.org"), ("mallory", "x.org")],  # the named user first, then one not allowed
         [("mallory", "x.org"), ("bob", "x.org")],
@@ -234,7 +227,7 @@ def test_a_named_user_does_not_wave_through_the_other_names_of_the_change() -> N
 
 
 def test_the_cooldown_ends_exactly_after_its_length_and_is_forgotten_then() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     guard = Guard(rem_config(user_cooldown_seconds=600.0), clock=clock)
     guard.record("activate_client", "1001@pbx.sip.example.com", "on")
     clock.now += 599.999
@@ -246,7 +239,7 @@ def test_the_cooldown_ends_exactly_after_its_length_and_is_forgotten_then() -> N
 
 
 def test_a_full_cooldown_table_forgets_the_least_recent_attempt() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     guard = Guard(rem_config(user_cooldown_seconds=3600.0), clock=clock, max_cooldown_keys=2)
     for user in ("a", "b", "a", "c"):  # "a" again: now the most recent, "b" the oldest
         guard.record("activate_client", f"{user}@pbx.sip.example.com", "on")
@@ -261,7 +254,7 @@ def test_a_full_cooldown_table_forgets_the_least_recent_attempt() -> None:
 
 
 def test_usage_reports_mode_on_unless_asked() -> None:
-    guard = Guard(rem_config(), clock=Clock())
+    guard = Guard(rem_config(), clock=FakeClock(1000.0))
     guard.record("activate_client", "a@r", "on")
     guard.record("activate_client", "b@r", "dry-run")
     guard.record("activate_account", "c@r", "dry-run")

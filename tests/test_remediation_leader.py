@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from helper modules are redefined as parameters
 """The GET_LOCK leader lock against the real MariaDB: exclusive, released on exit, on a
 killed connection and on a killed process, and re-campaigned by the followers."""
 
@@ -21,8 +20,9 @@ from structlog.testing import capture_logs
 
 from sipwatch.diagnosis.db import DbSettings
 from sipwatch.remediation.leader import LeaderLock
-from tests.jambonz_db import admin_connect, db_settings, jambonz_database  # noqa: F401
+from tests.jambonz_db import admin_connect
 from tests.remediation_support import bounded
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,6 @@ async def kill_connection(connection_id: int) -> None:
             await cur.execute(f"KILL CONNECTION {int(connection_id)}")
     finally:
         conn.close()
-
-
-async def wait_until(pred: object, seconds: float) -> None:
-    async with asyncio.timeout(seconds):
-        while not pred():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
 
 
 @bounded(20)
@@ -122,7 +116,7 @@ async def test_campaign_fails_over_when_the_leader_dies(db_settings: DbSettings)
         return a.is_leader or b.is_leader
 
     async with a, b:
-        await wait_until(sample, 5)
+        await until(sample, 5, interval=0.05)
         leader, follower = (a, b) if a.is_leader else (b, a)
         for _ in range(10):  # a stable leader keeps its lock
             await asyncio.sleep(0.05)
@@ -379,10 +373,10 @@ async def test_a_leader_that_lost_its_lock_campaigns_again_at_once(
         on_change=lambda leader: changes.append((leader, time.monotonic())),
     )
     async with a:
-        await wait_until(lambda: a.is_leader, 5)
+        await until(lambda: a.is_leader, 5)
         assert a.connection_id is not None
         await kill_connection(a.connection_id)
-        await wait_until(lambda: len(changes) >= 3, 5)
+        await until(lambda: len(changes) >= 3, 5)
     assert [leader for leader, _ in changes] == [True, False, True, False]
     assert changes[2][1] - changes[1][1] < 0.25
 
@@ -398,7 +392,7 @@ async def test_a_follower_tries_again_every_retry_interval(db_settings: DbSettin
             await asyncio.sleep(0.2)
             assert not follower.is_leader
             await holder.release()
-            await wait_until(lambda: follower.is_leader, 2)
+            await until(lambda: follower.is_leader, 2)
     finally:
         await holder.release()
 
@@ -408,7 +402,7 @@ async def test_a_stopped_campaign_stays_stopped(db_settings: DbSettings) -> None
     name = lock_name()
     a = LeaderLock(db_settings, name, check_interval=0.05, retry_interval=0.05)
     async with a:
-        await wait_until(lambda: a.is_leader, 5)
+        await until(lambda: a.is_leader, 5)
         assert f"leader:{name}" in {t.get_name() for t in asyncio.all_tasks()}
     assert not a.is_leader
     await asyncio.sleep(0.3)  # several intervals: nothing campaigns any more
@@ -437,7 +431,7 @@ async def test_a_leader_checks_its_lock_every_check_interval_not_continuously(
     # the jambonz database is production: a leader asks IS_USED_LOCK once per interval
     a = LeaderLock(db_settings, lock_name(), check_interval=0.3, retry_interval=30.0)
     async with a:
-        await wait_until(lambda: a.is_leader, 5)
+        await until(lambda: a.is_leader, 5)
         assert a.connection_id is not None
         await asyncio.sleep(0.4)  # past the first check
         idle = []

@@ -145,7 +145,7 @@ async def test_create_client_preview_shows_no_made_up_client_sid(
     seeder: Seeder, jambonz_database: str, cli_env_for: Any, tmp_path: Path
 ) -> None:
     realm = unique_realm()
-    await seeder.account(realm)
+    acct = await seeder.account(realm)
     env = cli_env_for(jambonz_database)
     base = ["fix", "--user", "newphone", "--domain", realm, "--action", "create_client"]
     dry = await sipwatch(
@@ -159,7 +159,9 @@ async def test_create_client_preview_shows_no_made_up_client_sid(
     done = await sipwatch(env, *base, "--generate", "--password-out", str(tmp_path / "b"), "--yes")
     assert done.rc == 0, done.all
     [row] = await rows(
-        jambonz_database, "SELECT client_sid FROM clients WHERE username = %s", ("newphone",)
+        jambonz_database,
+        "SELECT client_sid FROM clients WHERE username = %s AND account_sid = %s",
+        ("newphone", acct),
     )
     assert f"Applied and verified: client {row['client_sid']} created" in done.out
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.cli_support import ROOT, run_cli
+
 EXAMPLE = [
     str(ROOT / "examples" / "drachtio-sbc.log"),
     str(ROOT / "examples" / "sbc-sip-sidecar.log"),
@@ -15,14 +15,7 @@ EXAMPLE = [
 
 
 def sipwatch(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipwatch", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    return run_cli(*args, stdin=stdin.decode() if stdin is not None else None)
 
 
 def test_json_report_of_the_bundled_example() -> None:

@@ -13,31 +13,22 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_runner import clean_env
 from tests.fake_docker import FakeContainer, FakeDockerEngine, format_ts
 from tests.restart_support import (
+    START,
     Counts,
     SipwatchRun,
-    clean_env,
+    burst,
     log_counts,
     read_positions,
     wait_saved,
 )
 from tools.synth import Device, Scenario, pino
 
-START = 1772366400.0
 SBC_IMAGE = "drachtio/drachtio-server:0.9.2"
 REG_IMAGE = "jambonz/sbc-sip-sidecar:0.9.6"
 STARTUP = pino(START, 30, "connected to drachtio listening on 10.0.0.5:9022, local hostports: x")
-
-
-def burst(n: int, at: float, first_user: int) -> str:
-    """n registrations at ``at`` seconds: bursts of several containers stay within seconds of
-    each other, as real logs do (a REGISTER whose answer is read later than a log time Timer F
-    ahead of it would time out, in any run)."""
-    sc = Scenario(START + at)
-    for i in range(n):
-        sc.register_ok(Device(str(first_user + i), "acme.example.com", f"203.0.113.{i % 250 + 1}"))
-    return "".join(sc.drachtio)
 
 
 def config(state: Path, *, tail: str, idle: float = 0.2) -> str:

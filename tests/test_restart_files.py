@@ -13,33 +13,22 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_support import run_cli
+from tests.daemon_runner import clean_env
 from tests.restart_support import (
-    ROOT,
     Counts,
     SipwatchRun,
-    clean_env,
+    burst,
     log_counts,
     read_positions,
     wait_saved,
 )
-from tools.synth import Device, Scenario
 
-START = 1772366400.0
 _RECORD_START = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ", re.MULTILINE)
-
-
-def burst(n: int, at: float, first_user: int) -> str:
-    """n registrations: 4n SIP messages, 2n REGISTER transactions."""
-    sc = Scenario(START + at)
-    for i in range(n):
-        sc.register_ok(Device(str(first_user + i), "acme.example.com", f"203.0.113.{i % 250 + 1}"))
-    return "".join(sc.drachtio)
 
 
 def append(path: Path, text: str) -> None:
@@ -329,12 +318,14 @@ def test_replay_never_uses_checkpoints(tmp_path: Path) -> None:
     state directory configured and systemd's variable set."""
     state = tmp_path / "state"
     env = clean_env(STATE_DIRECTORY=str(state), SIPWATCH_STATE_DIRECTORY=str(state))
-    args = [sys.executable, "-m", "sipwatch", "replay", "--format", "json"]
-    args += ["examples/drachtio-sbc.log", "examples/sbc-sip-sidecar.log"]
-    outputs = [
-        subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        for _ in range(2)
+    args = [
+        "replay",
+        "--format",
+        "json",
+        "examples/drachtio-sbc.log",
+        "examples/sbc-sip-sidecar.log",
     ]
+    outputs = [run_cli(*args, env=env) for _ in range(2)]
     assert all(p.returncode == 0 for p in outputs), outputs[0].stderr[-2000:]
     assert outputs[0].stdout == outputs[1].stdout and '"sip_messages"' in outputs[0].stdout
     assert not state.exists()

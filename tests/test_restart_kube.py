@@ -10,22 +10,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from tests.daemon_runner import clean_env
 from tests.fake_kube import FakeKubeApiServer, FakePod, rfc3339nano_fixed
-from tests.restart_support import Counts, SipwatchRun, clean_env, log_counts, wait_saved
+from tests.restart_support import START, Counts, SipwatchRun, burst, log_counts, wait_saved
 from tools.synth import Device, Scenario, pino
 
-START = 1772366400.0
 SBC = {"app": "jambonz-sbc-sip"}
 REG = {"app": "sbc-register"}
 STARTUP = pino(START, 30, "connected to drachtio listening on 10.0.0.5:9022, local hostports: x")
-
-
-def burst(n: int, at: float, first_user: int) -> str:
-    """n registrations at ``at`` seconds (pods' logs stay within seconds of each other)."""
-    sc = Scenario(START + at)
-    for i in range(n):
-        sc.register_ok(Device(str(first_user + i), "acme.example.com", f"203.0.113.{i % 250 + 1}"))
-    return "".join(sc.drachtio)
 
 
 class Case:

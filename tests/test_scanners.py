@@ -9,7 +9,7 @@ import pytest
 
 from sipwatch.model import Side
 from sipwatch.pipeline.scanners import Aor, DistinctCounter, ScannerClassifier, ScannerState
-from tests.test_metrics import attempt, transaction
+from tests.samples import attempt, transaction
 
 T0 = 1767268800.0
 IP = "198.51.100.66"

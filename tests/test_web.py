@@ -14,7 +14,7 @@ from sipwatch.model import AttemptOutcome
 from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.app import MAX_LIMIT, make_app
 from sipwatch.web.server import start_http
-from tests.test_metrics import FakeClock, attempt, transaction
+from tests.samples import FakeClock, attempt, transaction
 
 T0 = 1767268800.0
 

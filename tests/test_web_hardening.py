@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import logging
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sipwatch.metrics import SipwatchMetrics
 from sipwatch.pipeline.failures import FailureTracker
 from sipwatch.web.app import make_app
 from sipwatch.web.auth import WebConfigError, load_web_config
 from sipwatch.web.server import RateLimitedAcceptErrors, start_http
+from tests.cli_support import run_cli
+from tests.tls_support import make_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,28 +80,7 @@ async def test_connections_beyond_the_cap_get_503_and_healthz_recovers(
 
 @pytest.fixture
 def web_config(tmp_path: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    make_certificate(tmp_path, "localhost", cert_name="tls.crt", key_name="tls.key")
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
     path = tmp_path / "web-config.yml"
     path.write_text(
@@ -162,14 +136,10 @@ def test_bad_web_config_is_a_located_error(tmp_path: Path, text: str, message: s
     path.write_text(text)
     with pytest.raises(WebConfigError, match=message):
         load_web_config(path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "sipwatch", "check-config"],
+    proc = run_cli(
+        "check-config",
         env={"SIPWATCH_WEB_CONFIG_FILE": str(path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
         timeout=60,
-        check=False,
     )
     assert proc.returncode == 2
     assert "metrics.web_config_file" in proc.stderr and str(path) in proc.stderr
@@ -185,14 +155,7 @@ def test_port_in_use_names_the_address_and_exits_2(unused_tcp_port: int, tmp_pat
         config.write_text(
             f'[metrics]\nlisten = "127.0.0.1:{unused_tcp_port}"\n[sources.docker]\nenabled = false\n'
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "sipwatch", "run", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        proc = run_cli("run", "--config", str(config), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert f"cannot listen on 127.0.0.1:{unused_tcp_port}: address already in use" in proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr

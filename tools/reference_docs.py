@@ -72,6 +72,7 @@ from sipwatch.replay.diagnosis import diagnose_replay
 from sipwatch.replay.driver import ReplayResult, replay_paths, status_sort_key
 from sipwatch.replay.report import CauseMap, record_key
 from sipwatch.sip_meaning import SCANNER_USER_AGENTS, X_REASONS
+from sipwatch.sources.docker import ROLE_DRACHTIO, ROLE_REGISTRAR
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_LOGS = ("examples/drachtio-sbc.log", "examples/sbc-sip-sidecar.log")
@@ -421,6 +422,10 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         f"stdin. Comes from configuration; the first {caps['source']} distinct names are kept, "
         "later ones "
         f"become {_code(OTHER)}.",
+        "_source:" + m.SOURCE_UP: "What is followed: a file path, `-` for stdin, a Docker "
+        f"role ({_code(ROLE_DRACHTIO)} or {_code(ROLE_REGISTRAR)}: up while any of its "
+        "services streams, so the registrar a deployment does not run is never down), "
+        "`kubernetes:<role>`, or `hep`.",
         "node": "The SBC node a source describes: a Kubernetes pod's node, or a HEP capture "
         f"agent id. At most {caps['node']} distinct nodes. Join on `source` to split any "
         "per-source metric by node.",

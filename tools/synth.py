@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -190,6 +190,18 @@ class Scenario:
         extra = [f"X-Reason: {x_reason}"] if x_reason else []
         self.send(dev, dev.response(req, status, reason, extra))
 
+    def register_retransmitted(self, dev: Device, gap: float = 0.5) -> None:
+        """A REGISTER sent again after ``gap`` seconds without an answer (UDP), then the
+        usual challenge and success."""
+        r = dev.register()
+        self.recv(dev, r)
+        self.tick(gap)
+        self.recv(dev, r)
+        self.send(dev, dev.response(r, 401, "Unauthorized", [challenge_header(dev.domain)]))
+        r = dev.register(auth=True)
+        self.recv(dev, r)
+        self.send(dev, dev.response(r, 200, "OK"))
+
 
 def example_logs(start: float = 1795766400.0) -> tuple[str, str]:
     """The bundled example: one healthy device and one of each common failure.
@@ -259,14 +271,7 @@ def example_logs(start: float = 1795766400.0) -> tuple[str, str]:
         "1002", "acme.sip.example.com", "203.0.113.22", 5060, user_agent="Cisco/SPA504G-7.6.2c"
     )
     sc.tick(4)
-    r = retx.register()
-    sc.recv(retx, r)
-    sc.tick(0.5)
-    sc.recv(retx, r)
-    sc.send(retx, retx.response(r, 401, "Unauthorized", [challenge_header(retx.domain)]))
-    r = retx.register(auth=True)
-    sc.recv(retx, r)
-    sc.send(retx, retx.response(r, 200, "OK"))
+    sc.register_retransmitted(retx)
 
     # drachtio <-> app API traffic is not network SIP and must not be counted
     sc.log(
@@ -318,6 +323,53 @@ def example_logs(start: float = 1795766400.0) -> tuple[str, str]:
     return "".join(sc.drachtio), "".join(sc.registrar)
 
 
+def busy_round(
+    sc: Scenario,
+    rng: random.Random,
+    users: Sequence[str],
+    on_options: Callable[[Scenario, Device, list[str]], None],
+    *,
+    devices: int = 50,
+) -> None:
+    """A few seconds of a busy SBC: ``devices`` registrations (70% fine, 15% a wrong
+    password, 7% an unknown realm) and OPTIONS pings to the rest; ``on_options`` adds what
+    follows a ping the SBC sent (its answer, a debug line)."""
+    for _ in range(devices):
+        dev = Device(
+            rng.choice(users),
+            "acme.sip.example.com",
+            f"203.0.113.{rng.randrange(1, 250)}",
+            5060,
+            rng=rng,
+        )
+        roll = rng.random()
+        if roll < 0.70:
+            sc.register_ok(dev)
+        elif roll < 0.85:
+            sc.register_rejected(dev, 403, "Forbidden", "Invalid credentials", challenged=True)
+        elif roll < 0.92:
+            sc.register_rejected(
+                dev, 403, "Forbidden", "Unknown or invalid realm", challenged=False
+            )
+        else:
+            opts = [
+                f"OPTIONS sip:{dev.ip}:5060 SIP/2.0",
+                f"Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK{rng.getrandbits(40):x}",
+                "From: <sip:10.0.0.5>;tag=abc",
+                f"To: <sip:{dev.ip}:5060>",
+                f"Call-ID: {rng.getrandbits(64):x}",
+                "CSeq: 1 OPTIONS",
+                "Content-Length: 0",
+            ]
+            sc.send(dev, opts)
+            on_options(sc, dev, opts)
+        sc.tick(rng.random() * 0.05)
+
+
+def _options_debug_line(sc: Scenario, dev: Device, opts: list[str]) -> None:
+    sc.log("nta.c:2880 agent_recv_request() nta: received OPTIONS (CSeq 1)")
+
+
 def bench_corpus(target_bytes: int, *, seed: int = 1) -> Iterator[str]:
     """Yield drachtio log text until ``target_bytes`` is reached: a realistic mix of healthy
     registrations, rejections, retransmissions, OPTIONS pings and sofia debug lines."""
@@ -327,33 +379,7 @@ def bench_corpus(target_bytes: int, *, seed: int = 1) -> Iterator[str]:
     users = [str(1000 + i) for i in range(2000)]
     while produced < target_bytes:
         sc = Scenario(t)
-        for _ in range(50):
-            user = rng.choice(users)
-            dev = Device(
-                user, "acme.sip.example.com", f"203.0.113.{rng.randrange(1, 250)}", 5060, rng=rng
-            )
-            roll = rng.random()
-            if roll < 0.70:
-                sc.register_ok(dev)
-            elif roll < 0.85:
-                sc.register_rejected(dev, 403, "Forbidden", "Invalid credentials", challenged=True)
-            elif roll < 0.92:
-                sc.register_rejected(
-                    dev, 403, "Forbidden", "Unknown or invalid realm", challenged=False
-                )
-            else:
-                opts = [
-                    f"OPTIONS sip:{dev.ip}:5060 SIP/2.0",
-                    f"Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK{rng.getrandbits(40):x}",
-                    "From: <sip:10.0.0.5>;tag=abc",
-                    f"To: <sip:{dev.ip}:5060>",
-                    f"Call-ID: {rng.getrandbits(64):x}",
-                    "CSeq: 1 OPTIONS",
-                    "Content-Length: 0",
-                ]
-                sc.send(dev, opts)
-                sc.log("nta.c:2880 agent_recv_request() nta: received OPTIONS (CSeq 1)")
-            sc.tick(rng.random() * 0.05)
+        busy_round(sc, rng, users, _options_debug_line)
         chunk = "".join(sc.drachtio)
         produced += len(chunk)
         t = sc.t

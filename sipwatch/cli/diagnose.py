@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sipwatch.cli.arg_types import ip_address, sip_status
+from sipwatch.cli.arg_types import add_device_arguments, symptom_from_args
 from sipwatch.cli.exit_codes import ExitCode, help_epilog
+from sipwatch.diagnosis.error_kinds import DATABASE_ERRORS, DiagnosisErrorKind
 
 if TYPE_CHECKING:
     from sipwatch.cli.main import SubParsers
@@ -45,11 +46,7 @@ def register(sub: SubParsers) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--user", required=True, help="the To user (AOR user) of the device")
-    p.add_argument("--domain", required=True, help="the To host (SIP realm) of the device")
-    p.add_argument("--source-ip", type=ip_address, help="the device's public IP address")
-    p.add_argument("--status", type=sip_status, help="final SIP status the device got (e.g. 403)")
-    p.add_argument("--x-reason", help="X-Reason header of that response, if any")
+    add_device_arguments(p)
     challenge = p.add_mutually_exclusive_group()
     challenge.add_argument(
         "--challenged",
@@ -64,7 +61,6 @@ def register(sub: SubParsers) -> None:
         action="store_false",
         help="the final answer came without a 401 challenge",
     )
-    p.add_argument("--auth-username", help="Authorization username, if it differs from --user")
     p.add_argument("--user-agent", help="the device's User-Agent")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--db-url", help="mysql://user:password@host:port/jambones")
@@ -111,7 +107,6 @@ async def run_diagnose(args: argparse.Namespace) -> ExitCode:
     from sipwatch.diagnosis.render import render_json, render_text
     from sipwatch.diagnosis.rules import RuleError
     from sipwatch.diagnosis.settings import SettingsError, build_runtime, settings_from_config
-    from sipwatch.diagnosis.symptom import Symptom
 
     secrets: list[str] = []
     try:
@@ -137,16 +132,7 @@ async def run_diagnose(args: argparse.Namespace) -> ExitCode:
         _err(str(exc), secrets)
         return ExitCode.USAGE
 
-    symptom = Symptom(
-        user=args.user,
-        domain=args.domain,
-        source_ip=args.source_ip,
-        status=args.status,
-        x_reason=args.x_reason,
-        challenged=args.challenged,
-        auth_username=args.auth_username,
-        user_agent=args.user_agent,
-    )
+    symptom = symptom_from_args(args, challenged=args.challenged, user_agent=args.user_agent)
     code = ExitCode.OK
     try:
         if runtime.database is not None:
@@ -163,12 +149,12 @@ async def run_diagnose(args: argparse.Namespace) -> ExitCode:
     finally:
         await runtime.close()
     if code == ExitCode.OK:
-        if "missing_table" in diagnosis.errors:
+        if DiagnosisErrorKind.MISSING_TABLE in diagnosis.errors:
             code = ExitCode.UNAVAILABLE
             _err(
                 "the jambonz database lacks tables sipwatch needs (see 'Could not check')", secrets
             )
-        elif {"db_unavailable", "timeout"} & set(diagnosis.errors):
+        elif DATABASE_ERRORS & set(diagnosis.errors):
             code = ExitCode.UNAVAILABLE
             _err("the jambonz database stopped answering (see 'Could not check')", secrets)
     out = (

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sipwatch.cli.arg_types import ip_address, sip_status
+from sipwatch.cli.arg_types import add_device_arguments
 from sipwatch.cli.exit_codes import help_epilog
 from sipwatch.remediation.catalog import ACTION_IDS
 
@@ -37,16 +37,11 @@ def register(sub: SubParsers) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--user", required=True, help="the device's SIP user (To user)")
-    p.add_argument("--domain", required=True, help="the device's SIP domain (To host / realm)")
+    add_device_arguments(p)
     p.add_argument(
         "--action",
         choices=ACTION_IDS,
         help="the action to run (default: the one the most likely cause names)",
-    )
-    p.add_argument(
-        "--auth-username",
-        help="the Authorization username, if the device authenticates as another name",
     )
     pw = p.add_mutually_exclusive_group()
     pw.add_argument(
@@ -83,11 +78,6 @@ def register(sub: SubParsers) -> None:
         metavar="SECONDS",
         help="after applying, wait this long for the device to register (200 OK)",
     )
-    p.add_argument(
-        "--source-ip", type=ip_address, help="the device's public IP (for the diagnosis)"
-    )
-    p.add_argument("--status", type=sip_status, help="the final SIP status the device got")
-    p.add_argument("--x-reason", help="the X-Reason of that response, if any")
     p.add_argument("--config", help="config file (default: $SIPWATCH_CONFIG or /etc/sipwatch)")
     p.add_argument("--db-url", help="mysql://user:password@host:port/jambones")
     p.add_argument("--redis-url", help="redis://host:port/0")

@@ -397,6 +397,20 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
+def secret_file(of: str, what: str, example: str, note: str = "") -> Any:
+    """The ``*_file`` companion of secret setting ``of``: read ``what`` from a file instead
+    (a Docker or systemd secret), so the secret need not stand in the config or the
+    environment."""
+    return setting(
+        None, doc=f"Read {what} from this file instead{note}.", file_for=of, example=example
+    )
+
+
+def connect_timeout_setting() -> Any:
+    """How long to wait for a connection to a dependency (the database, Redis)."""
+    return setting(5.0, doc="Seconds to wait for a connection.", positive=True, maximum=300)
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaField:
     name: str
@@ -938,15 +952,10 @@ class DatabaseConfig:
         check=_check_mysql_url,
         example='"mysql://sipwatch:password@127.0.0.1:3306/jambones"',
     )
-    url_file: str | None = setting(
-        None,
-        doc="Read the URL from this file instead (e.g. a Docker or systemd secret).",
-        file_for="url",
-        example='"/run/secrets/sipwatch_db_url"',
+    url_file: str | None = secret_file(
+        "url", "the URL", '"/run/secrets/sipwatch_db_url"', " (e.g. a Docker or systemd secret)"
     )
-    connect_timeout: float = setting(
-        5.0, doc="Seconds to wait for a connection.", positive=True, maximum=300
-    )
+    connect_timeout: float = connect_timeout_setting()
     read_timeout: float = setting(
         10.0, doc="Seconds to wait for a query result.", positive=True, maximum=3600
     )
@@ -968,15 +977,8 @@ class RedisConfig:
         check=_check_redis_url,
         example='"redis://127.0.0.1:6379/0"',
     )
-    url_file: str | None = setting(
-        None,
-        doc="Read the URL from this file instead.",
-        file_for="url",
-        example='"/run/secrets/sipwatch_redis_url"',
-    )
-    connect_timeout: float = setting(
-        5.0, doc="Seconds to wait for a connection.", positive=True, maximum=300
-    )
+    url_file: str | None = secret_file("url", "the URL", '"/run/secrets/sipwatch_redis_url"')
+    connect_timeout: float = connect_timeout_setting()
     read_timeout: float = setting(
         5.0, doc="Seconds to wait for a reply.", positive=True, maximum=300
     )
@@ -994,11 +996,8 @@ class JambonzConfig:
         mask="text",
         example='"the-ENCRYPTION_SECRET-of-the-api-server"',
     )
-    encryption_secret_file: str | None = setting(
-        None,
-        doc="Read the encryption secret from this file instead.",
-        file_for="encryption_secret",
-        example='"/run/secrets/jambonz_encryption_secret"',
+    encryption_secret_file: str | None = secret_file(
+        "encryption_secret", "the encryption secret", '"/run/secrets/jambonz_encryption_secret"'
     )
     registrar_flavour: RegistrarFlavour = setting(
         "auto",
@@ -1069,11 +1068,8 @@ class AlertTargetConfig:
         check=_check_apprise_url,
         example='"slack://TokenA/TokenB/TokenC/#oncall"',
     )
-    url_file: str | None = setting(
-        None,
-        doc="Read the apprise URL from this file instead.",
-        file_for="url",
-        example='"/run/secrets/sipwatch_slack_url"',
+    url_file: str | None = secret_file(
+        "url", "the apprise URL", '"/run/secrets/sipwatch_slack_url"'
     )
     severities: tuple[Severity, ...] = setting(
         (),

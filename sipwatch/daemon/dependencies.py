@@ -34,14 +34,14 @@ from typing import Any
 
 import structlog
 
+from sipwatch.diagnosis.error_kinds import DATABASE_ERRORS, DiagnosisErrorKind
+
 log = structlog.get_logger("sipwatch.daemon.dependencies")
 
 #: Which dependency a diagnosis error kind (``observe_diagnosis_error``) is about.
 DEPENDENCY_OF_ERROR: dict[str, str] = {
-    "db_unavailable": "database",
-    "missing_table": "database",
-    "timeout": "database",  # the diagnosis deadline covers the database queries
-    "redis_unavailable": "redis",
+    **dict.fromkeys(DATABASE_ERRORS, "database"),
+    DiagnosisErrorKind.REDIS_UNAVAILABLE: "redis",
 }
 
 PROBE_INTERVAL = 30.0

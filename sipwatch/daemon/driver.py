@@ -297,9 +297,10 @@ class Daemon:
 
     def readiness(self) -> dict[str, SourceState]:
         """Sources and dependencies for /readyz.  Docker services are alternatives per role:
-        a deployment runs either `registrar` (legacy) or `sbc-sip-sidecar`, so the role is up
-        if one of them is.  The database and Redis count too: without them the causes are
-        guesses, and the daemon says so (a system alert, and 503 here naming them)."""
+        a deployment runs either `registrar` (legacy) or `sbc-sip-sidecar`, so the Docker
+        source reports the role, up if one of them is.  The database and Redis count too:
+        without them the causes are guesses, and the daemon says so (a system alert, and 503
+        here naming them)."""
         status = dict(self.source_states)
         details = self.health.details()
         for name, is_up in self.health.readiness(sources=False).items():
@@ -308,23 +309,19 @@ class Daemon:
         docker = self.config.sources.docker
         if not docker.enabled:
             return status
+        from sipwatch.sources.docker import ROLE_DRACHTIO, ROLE_REGISTRAR
+
         out = {k: v for k, v in status.items() if k != "docker"}
         for role, names in (
-            ("drachtio", docker.drachtio_services),
-            ("registrar", docker.registrar_services),
+            (ROLE_DRACHTIO, docker.drachtio_services),
+            (ROLE_REGISTRAR, docker.registrar_services),
         ):
-            seen = [status[n] for n in names if n in status]
-            for n in names:
-                out.pop(n, None)
+            state = out.pop(role, None)  # the Docker source reports each role
             if names:
-                up = [s for s in seen if s.up]
-                out[f"docker:{role}"] = (
-                    up[0]
-                    if up
-                    else next(
-                        (s for s in seen if s.reason),
-                        SourceState(False, f"no running container of {', '.join(names)}"),
-                    )
+                if state is not None and not state.up and not state.reason:
+                    state = None
+                out[f"docker:{role}"] = state or SourceState(
+                    False, f"no running container of {', '.join(names)}"
                 )
         return out
 

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncmy
 from asyncmy.cursors import DictCursor
 
+from sipwatch.diagnosis.error_kinds import DiagnosisErrorKind
+
 _READ_STATEMENT = re.compile(r"^\s*(select|show)\b", re.IGNORECASE)
 
 # MySQL/MariaDB error numbers.
@@ -49,15 +51,15 @@ class DbError(Exception):
 
 
 class DbUnavailable(DbError):
-    kind = "db_unavailable"
+    kind = DiagnosisErrorKind.DB_UNAVAILABLE
 
 
 class DbTimeout(DbError):
-    kind = "timeout"
+    kind = DiagnosisErrorKind.TIMEOUT
 
 
 class DbSchemaError(DbError):
-    kind = "missing_table"
+    kind = DiagnosisErrorKind.MISSING_TABLE
 
 
 class DbReadOnlyError(DbError):

@@ -28,6 +28,7 @@ from sipwatch.diagnosis.crypto import (
     decrypt,
 )
 from sipwatch.diagnosis.db import DbError, DbSchemaError, DbTimeout
+from sipwatch.diagnosis.error_kinds import DiagnosisErrorKind
 from sipwatch.diagnosis.jambonz import (
     REALM_MAX,
     Account,
@@ -190,9 +191,13 @@ class FactCollector:
                 async with asyncio.timeout(self._deadline):
                     hook_secret, probe_realm = await self._db_facts(s, f, g, self._db)
             except TimeoutError:
-                f.error("timeout", "database: diagnosis deadline exceeded")
+                f.error(DiagnosisErrorKind.TIMEOUT, "database: diagnosis deadline exceeded")
             except DbError as exc:
-                kind = exc.kind if isinstance(exc, (DbTimeout, DbSchemaError)) else "db_unavailable"
+                kind = (
+                    exc.kind
+                    if isinstance(exc, (DbTimeout, DbSchemaError))
+                    else DiagnosisErrorKind.DB_UNAVAILABLE
+                )
                 f.error(kind, f"database: {exc.kind}: {exc}")
 
         await self._webhook_facts(f, g, hook_secret, probe_realm)
@@ -385,7 +390,7 @@ class FactCollector:
         try:
             reg = await self.redis_cache.get_or_load(("reg", s.aor), lambda: store.lookup(s.aor))
         except RedisUnavailable as exc:
-            f.error("redis_unavailable", f"redis: unavailable: {exc}")
+            f.error(DiagnosisErrorKind.REDIS_UNAVAILABLE, f"redis: unavailable: {exc}")
             return
         g.registration_cached = reg is not None
         ev["registered_now"] = reg is not None

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sipwatch.diagnosis.error_kinds import DiagnosisErrorKind
+
 ACTIVE_SET = "active-user"
 _MAX_VALUE = 65536
 
@@ -26,7 +28,7 @@ _MAX_VALUE = 65536
 class RedisUnavailable(Exception):
     """Redis did not answer (refused, timeout, auth, protocol error)."""
 
-    kind = "redis_unavailable"
+    kind = DiagnosisErrorKind.REDIS_UNAVAILABLE
 
 
 def registration_key(aor: str) -> str:

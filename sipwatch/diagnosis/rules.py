@@ -54,6 +54,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -322,6 +323,25 @@ class _Ctx:
         who = f"rule {rule_id!r}: " if rule_id else ""
         return RuleError(f"{self.path}:{line}: {who}{msg}")
 
+    def refuse_unknown(
+        self,
+        raw: Mapping[Any, Any],
+        allowed: AbstractSet[str],
+        line: int,
+        rule_id: str | None,
+        where: str = "",
+        noun: str = "key",
+    ) -> None:
+        """A key the format does not know is an error at its own line (a typo is never
+        silently ignored)."""
+        unknown = sorted(map(str, set(raw) - allowed))
+        if unknown:
+            raise self.err(
+                _line_of(raw, unknown[0], line),
+                rule_id,
+                f"{where}unknown {noun} {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})",
+            )
+
 
 def _line_of(obj: Any, key: Any, default: int) -> int:
     if isinstance(obj, _LineDict):
@@ -364,14 +384,7 @@ def _str_list(ctx: _Ctx, line: int, rid: str, key: str, value: Any) -> list[str]
 def _pattern(ctx: _Ctx, rid: str, raw: Any, line: int, key: str) -> SymptomPattern:
     if not isinstance(raw, dict) or not raw:
         raise ctx.err(line, rid, f"each {key} entry must be a non-empty mapping")
-    unknown = set(raw) - _MATCH_KEYS
-    if unknown:
-        bad = sorted(map(str, unknown))[0]
-        raise ctx.err(
-            _line_of(raw, bad, line),
-            rid,
-            f"{key}: unknown field {bad!r} (allowed: {', '.join(sorted(_MATCH_KEYS))})",
-        )
+    ctx.refuse_unknown(raw, _MATCH_KEYS, line, rid, f"{key}: ", "field")
     status = x_reason = events = None
     challenged = None
     if "status" in raw:
@@ -434,13 +447,7 @@ def _patterns(ctx: _Ctx, rid: str, doc: _LineDict, key: str) -> tuple[SymptomPat
 def _example(ctx: _Ctx, rid: str, raw: Any, line: int) -> RuleExample:
     if not isinstance(raw, dict) or not raw:
         raise ctx.err(line, rid, "each example must be a mapping with symptom, facts, expect")
-    bad = sorted(map(str, set(raw) - _EXAMPLE_KEYS))
-    if bad:
-        raise ctx.err(
-            _line_of(raw, bad[0], line),
-            rid,
-            f"example: unknown key {bad[0]!r} (allowed: {', '.join(sorted(_EXAMPLE_KEYS))})",
-        )
+    ctx.refuse_unknown(raw, _EXAMPLE_KEYS, line, rid, "example: ")
     if "expect" not in raw:
         raise ctx.err(line, rid, "example: missing 'expect' (the cause ids, most likely first)")
     symptom_raw: Any = raw.get("symptom") or {}
@@ -519,13 +526,7 @@ def _rule(ctx: _Ctx, doc: Any, default_line: int) -> Rule:
     for key in _REQUIRED:
         if key not in doc:
             raise ctx.err(line, rid, f"missing required key {key!r}")
-    unknown = sorted(map(str, set(doc) - _RULE_KEYS))
-    if unknown:
-        raise ctx.err(
-            _line_of(doc, unknown[0], line),
-            rid,
-            f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_RULE_KEYS))})",
-        )
+    ctx.refuse_unknown(doc, _RULE_KEYS, line, rid)
     if rid is None or not _ID_RE.match(rid):
         raise ctx.err(
             _line_of(doc, "id", line),
@@ -618,13 +619,7 @@ def _rule(ctx: _Ctx, doc: Any, default_line: int) -> Rule:
     fix_line = _line_of(doc, "fix", line)
     if not isinstance(fix, dict):
         raise ctx.err(fix_line, rid, "fix must be a mapping with steps and command")
-    bad_fix = sorted(map(str, set(fix) - {"steps", "command"}))
-    if bad_fix:
-        raise ctx.err(
-            _line_of(fix, bad_fix[0], fix_line),
-            rid,
-            f"fix: unknown key {bad_fix[0]!r} (allowed: command, steps)",
-        )
+    ctx.refuse_unknown(fix, {"steps", "command"}, fix_line, rid, "fix: ")
     steps_raw = fix.get("steps")
     steps_line = _line_of(fix, "steps", fix_line)
     if not isinstance(steps_raw, list) or not steps_raw:

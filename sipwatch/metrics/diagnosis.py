@@ -5,12 +5,8 @@ run, alert notifications and remediation actions.  Fed by the daemon's later sta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from prometheus_client.metrics_core import Metric
-
 from sipwatch.metrics import names
-from sipwatch.metrics.families import CounterVec, described
+from sipwatch.metrics.families import CounterVec, VecCollector
 from sipwatch.metrics.labels import (
     ALERT_RESULTS,
     DIAGNOSIS_ERROR_KINDS,
@@ -27,7 +23,7 @@ ACTION_LABELS = 32
 DIAGNOSIS_KIND_LABELS = 32
 
 
-class DiagnosisCollector:
+class DiagnosisCollector(VecCollector):
     """A prometheus-client collector for diagnosis, alerting and remediation."""
 
     def __init__(self) -> None:
@@ -61,13 +57,6 @@ class DiagnosisCollector:
 
     def observe_remediation(self, action: str, result: str) -> None:
         self.remediations.inc((self._action(action), fixed(result, REMEDIATION_RESULTS)))
-
-    def describe(self) -> list[Metric]:
-        return described(self._families())
-
-    def collect(self) -> Iterator[Metric]:
-        for vec in self._families():
-            yield vec.family()
 
     def _families(self) -> tuple[CounterVec, ...]:
         return (self.root_causes, self.errors, self.alerts, self.remediations)

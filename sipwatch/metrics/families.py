@@ -21,7 +21,7 @@ Rendering uses the library's ``CounterMetricFamily``, ``GaugeMetricFamily`` and
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import utils
 from prometheus_client.metrics_core import (
@@ -38,8 +38,9 @@ LabelValues = tuple[str, ...]
 _le: Callable[[float], str] = utils.floatToGoString
 
 
-class CounterVec:
-    """A counter family: label values -> monotonically increasing value."""
+class _ValueVec:
+    """What a counter and a gauge family share: the family's name, help, label names and
+    unit, and one value per label set."""
 
     __slots__ = ("doc", "labelnames", "name", "unit", "values")
 
@@ -50,6 +51,15 @@ class CounterVec:
         self.unit = unit
         self.values: dict[LabelValues, float] = {}
 
+    def remove(self, key: LabelValues) -> None:
+        self.values.pop(key, None)
+
+
+class CounterVec(_ValueVec):
+    """A counter family: label values -> monotonically increasing value."""
+
+    __slots__ = ()
+
     def inc(self, key: LabelValues, amount: float = 1.0) -> None:
         values = self.values
         values[key] = values.get(key, 0.0) + amount
@@ -58,14 +68,11 @@ class CounterVec:
         """Expose ``key`` at 0 before its first increment (a known label set)."""
         self.values.setdefault(key, 0.0)
 
-    def remove(self, key: LabelValues) -> None:
-        self.values.pop(key, None)
-
     def get(self, key: LabelValues) -> float | None:
         return self.values.get(key)
 
     def family(self, values: dict[LabelValues, float] | None = None) -> CounterMetricFamily:
-        fam = CounterMetricFamily(self.name, self.doc, labels=self.labelnames, unit=self.unit)
+        fam = self.describe()
         for key, value in (self.values if values is None else values).items():
             fam.add_metric(key, value)
         return fam
@@ -74,17 +81,13 @@ class CounterVec:
         return CounterMetricFamily(self.name, self.doc, labels=self.labelnames, unit=self.unit)
 
 
-class GaugeVec:
+class GaugeVec(_ValueVec):
     """A gauge family: label values -> current value (or a callable read at scrape time)."""
 
-    __slots__ = ("doc", "functions", "labelnames", "name", "unit", "values")
+    __slots__ = ("functions",)
 
     def __init__(self, name: str, doc: str, labelnames: Sequence[str], unit: str = "") -> None:
-        self.name = name
-        self.doc = doc
-        self.labelnames = tuple(labelnames)
-        self.unit = unit
-        self.values: dict[LabelValues, float] = {}
+        super().__init__(name, doc, labelnames, unit)
         self.functions: dict[LabelValues, Callable[[], float]] = {}
 
     def set(self, key: LabelValues, value: float) -> None:
@@ -94,7 +97,7 @@ class GaugeVec:
         self.functions[key] = read
 
     def remove(self, key: LabelValues) -> None:
-        self.values.pop(key, None)
+        super().remove(key)
         self.functions.pop(key, None)
 
     def get(self, key: LabelValues) -> float | None:
@@ -102,7 +105,7 @@ class GaugeVec:
         return read() if read is not None else self.values.get(key)
 
     def family(self) -> GaugeMetricFamily:
-        fam = GaugeMetricFamily(self.name, self.doc, labels=self.labelnames, unit=self.unit)
+        fam = self.describe()
         for key, value in self.values.items():
             if key not in self.functions:
                 fam.add_metric(key, value)
@@ -158,6 +161,24 @@ class HistogramVec:
         return HistogramMetricFamily(self.name, self.doc, labels=self.labelnames, unit=self.unit)
 
 
-def described(families: Iterable[CounterVec | GaugeVec | HistogramVec]) -> list[Metric]:
+Vec = CounterVec | GaugeVec | HistogramVec
+
+
+def described(families: Iterable[Vec]) -> list[Metric]:
     """``Collector.describe()`` for a stage: the families without samples."""
     return [f.describe() for f in families]
+
+
+class VecCollector:
+    """A stage collector that renders its vectors as they are: ``describe()`` and
+    ``collect()`` from the one list of its families (``_families``)."""
+
+    def _families(self) -> Sequence[Vec]:
+        raise NotImplementedError
+
+    def describe(self) -> list[Metric]:
+        return described(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        for vec in self._families():
+            yield vec.family()

@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 
 from sipwatch.metrics import names
 from sipwatch.metrics.cardinality import OTHER
-from sipwatch.metrics.families import CounterVec, GaugeVec, LabelValues, described
+from sipwatch.metrics.families import CounterVec, GaugeVec, LabelValues, VecCollector
 from sipwatch.metrics.labels import PINO_LEVELS, RECORD_KINDS, CappedLabel, fixed, method_label
 from sipwatch.model import ServiceEvent, SipMessage
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sipwatch.ingest.framing import LogParser
 
 
-class IngestCollector:
+class IngestCollector(VecCollector):
     """A prometheus-client collector for the ingest stage; fed by the pipeline's
     ``observe_message``/``observe_event``/``observe_parse_stats`` hooks."""
 
@@ -104,9 +104,6 @@ class IngestCollector:
             self.last_event.set((source,), ev.ts)
 
     # ------------------------------------------------------------------ collector
-    def describe(self) -> list[Metric]:
-        return described(self._families())
-
     def collect(self) -> Iterator[Metric]:
         lines = dict(self.lines.values)
         records = dict(self.records.values)

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from sipwatch.diagnosis.error_kinds import DiagnosisErrorKind
 from sipwatch.ingest import framing
 from sipwatch.metrics.cardinality import OTHER
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction
@@ -71,7 +72,7 @@ X_REASON_NONE: Final = "none"
 RECORD_KINDS: Final = frozenset(framing.RECORD_KINDS)
 PINO_LEVELS: Final = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 SEVERITIES: Final = frozenset({"info", "warning", "error", "critical"})
-DIAGNOSIS_ERROR_KINDS: Final = ("db_unavailable", "timeout", "missing_table", "redis_unavailable")
+DIAGNOSIS_ERROR_KINDS: Final = tuple(k.value for k in DiagnosisErrorKind)
 ALERT_RESULTS: Final = frozenset(
     {"sent", "failed", "retried", "throttled", "deduplicated", "dropped", "grouped"}
 )

@@ -13,14 +13,12 @@ tried before it was recognised are withdrawn (``watch_scanners``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
-
-from prometheus_client.metrics_core import Metric
 
 from sipwatch.metrics import names
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, OTHER, TopNTracker
-from sipwatch.metrics.families import CounterVec, GaugeVec, described
+from sipwatch.metrics.families import CounterVec, GaugeVec, VecCollector
 from sipwatch.metrics.labels import DISTINCT_USERS_CAP, attempt_status, ip_label, user_label
 from sipwatch.model import AttemptOutcome, RegisterAttempt, Side
 
@@ -35,7 +33,7 @@ SCANNER_EVIDENCE: Final = ("user_agent", "usernames")
 Key = tuple[str, str]  # (side, user@domain) or (side, ip)
 
 
-class OffenderCollector:
+class OffenderCollector(VecCollector):
     """A prometheus-client collector for the per-user and per-IP series and their trackers."""
 
     def __init__(
@@ -143,13 +141,6 @@ class OffenderCollector:
         self.ips.expire()
 
     # ------------------------------------------------------------------ collector
-    def describe(self) -> list[Metric]:
-        return described(self._families())
-
-    def collect(self) -> Iterator[Metric]:
-        for vec in self._families():
-            yield vec.family()
-
     def _families(self) -> tuple[CounterVec | GaugeVec, ...]:
         return (
             self.user_failures,

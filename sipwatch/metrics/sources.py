@@ -12,16 +12,12 @@ metric then splits by node with a join, without a node label multiplying its ser
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from prometheus_client.metrics_core import Metric
-
 from sipwatch.metrics import names
-from sipwatch.metrics.families import CounterVec, GaugeVec, described
+from sipwatch.metrics.families import CounterVec, GaugeVec, VecCollector
 from sipwatch.metrics.labels import CappedLabel
 
 
-class SourceCollector:
+class SourceCollector(VecCollector):
     """A prometheus-client collector for source state and queue fill."""
 
     def __init__(self, source: CappedLabel, stage: CappedLabel, node: CappedLabel) -> None:
@@ -81,13 +77,6 @@ class SourceCollector:
 
     def observe_queue_drop(self, stage: str) -> None:
         self.drops.inc((self._stage(stage),))
-
-    def describe(self) -> list[Metric]:
-        return described(self._families())
-
-    def collect(self) -> Iterator[Metric]:
-        for vec in self._families():
-            yield vec.family()
 
     def _families(self) -> tuple[CounterVec | GaugeVec, ...]:
         return (self.up, self.reconnects, self.depth, self.capacity, self.drops, self.node)

@@ -45,6 +45,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from sipwatch.cli.arg_types import symptom_from_args
 from sipwatch.cli.exit_codes import ExitCode
 from sipwatch.config import Config, ConfigError, Secret, load_config
 from sipwatch.diagnosis.db import DbError, DbSettings
@@ -249,14 +250,7 @@ async def _run(
     if args.wait is not None and (args.wait <= 0 or settings.redis_url is None):
         raise _Usage("--wait needs a positive number of seconds and a Redis URL")
     username = args.auth_username or None
-    symptom = Symptom(
-        user=args.user,
-        domain=args.domain,
-        source_ip=args.source_ip,
-        status=args.status,
-        x_reason=args.x_reason,
-        auth_username=username,
-    )
+    symptom = symptom_from_args(args, auth_username=username)
 
     diagnosis = await _diagnose(settings, symptom)
     out(render_text(diagnosis, out.secrets).rstrip())

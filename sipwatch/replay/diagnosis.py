@@ -14,6 +14,7 @@ from typing import Any
 
 from sipwatch.config import Config
 from sipwatch.diagnosis.db import DbError
+from sipwatch.diagnosis.error_kinds import DATABASE_ERRORS
 from sipwatch.diagnosis.settings import DiagnosisSettings, build_runtime, settings_from_config
 from sipwatch.replay.driver import ReplayResult
 from sipwatch.replay.report import CauseMap, record_key
@@ -53,9 +54,7 @@ async def _diagnose_all(
             diagnosis = await runtime.engine.diagnose(symptom)
             causes: list[dict[str, Any]] = [c.to_dict() for c in diagnosis.causes]
             out[record_key(record)] = causes
-            if problem is None and {"db_unavailable", "timeout", "missing_table"} & set(
-                diagnosis.errors
-            ):
+            if problem is None and DATABASE_ERRORS & set(diagnosis.errors):
                 problem = "the jambonz database stopped answering or lacks its tables"
     finally:
         await runtime.close()

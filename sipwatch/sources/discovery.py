@@ -37,7 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sipwatch.sources.kubernetes import SERVICE_ACCOUNT_DIR, KubeAccess, pod_namespace
+from sipwatch.sources.kube_access import SERVICE_ACCOUNT_DIR, KubeAccess, pod_namespace
 
 if TYPE_CHECKING:
     from sipwatch.config import Config

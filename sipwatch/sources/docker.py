@@ -34,10 +34,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import aiodocker
 import aiohttp
@@ -45,12 +45,11 @@ import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.docker_logs import LogDecoder, iter_log_batches, ns_to_since
-from sipwatch.sources.fanin import Backoff, FanIn
+from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions, follow_options
 from sipwatch.sources.timestamped import ResumePoint
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
-    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +71,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _EVENT_ERRORS: tuple[type[BaseException], ...] = (*_TRANSIENT, ValueError)
 
 _MAX_EVENT_LINE = 1024 * 1024
-_MAX_GONE = 1024
+#: What the drachtio and the registrar services are reported as (``on_status``, the
+#: ``source`` label of ``sipwatch_source_up``, ``/readyz``'s ``docker:<role>``).
+ROLE_DRACHTIO = "drachtio"
+ROLE_REGISTRAR = "registrar"
 #: Checkpoint keys of this source: ``docker:<container id>``.
 POSITION_PREFIX = "docker:"
 
@@ -192,7 +194,7 @@ class _Follower:
         return POSITION_PREFIX + self.container_id
 
 
-class DockerLogSource:
+class DockerLogSource(FollowingSource[str, _Follower]):
     """Follow the logs of the containers of some compose services.
 
     ``services`` are compose service names (label ``com.docker.compose.service``);
@@ -201,7 +203,11 @@ class DockerLogSource:
     ``tail`` and ``since`` (epoch seconds) apply to the containers found at start; a
     container that starts later is read from its first line.  ``on_status(service, up)``
     is called when a service gains or loses its last live log stream, and once with
-    ``False`` for services that have no running container at start.
+    ``False`` for services that have no running container at start.  ``roles`` maps
+    services that are alternatives of one role to that role's name (a deployment runs the
+    legacy ``registrar`` *or* ``sbc-sip-sidecar``): the role is what is reported, up while
+    any of its services streams, so the alternative a deployment does not run is never
+    reported down.
 
     It reports every service's state itself (``on_status``), so the daemon does not report
     the source as a whole (``reports_status``).
@@ -211,7 +217,9 @@ class DockerLogSource:
     framing channel.  A TTY container delivers everything as ``Stream.STDOUT``.
     """
 
-    reports_status = True
+    _log = log
+    _kind = "docker"
+    _status_field = "service"
 
     def __init__(
         self,
@@ -222,68 +230,33 @@ class DockerLogSource:
         name: str | None = None,
         tail: str = "all",
         since: float | None = None,
-        idle_flush: float = 0.5,
-        on_status: Callable[[str, bool], None] | None = None,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
         recheck_interval: float = 30.0,
-        api_timeout: float = 10.0,
-        queue_size: int = 64,
-        positions: PositionStore | None = None,
+        roles: Mapping[str, str] | None = None,
+        **options: Unpack[FollowOptions],
     ) -> None:
+        super().__init__(**options)
         self._services = frozenset(services)
+        self._roles = dict(roles or {})
         self._docker_url = docker_url
         self._project = project
         self._name = name
         self._tail = tail
         self._since = ns_to_since(int(since * 1_000_000_000)) if since is not None else None
-        self._idle_flush = idle_flush
-        self._on_status = on_status
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
         self._recheck_interval = recheck_interval
-        self._api_timeout = api_timeout
-        self._queue_size = queue_size
-        self._positions = positions
-        self._status: dict[str, bool] = {}
-        self._followers: dict[str, _Follower] = {}
-        self._gone: dict[str, None] = {}  # removed container ids (bounded, insertion order)
         self._docker: aiodocker.Docker | None = None
-        self._fanin: FanIn | None = None
 
     # ------------------------------------------------------------------ public
 
-    async def chunks(self) -> AsyncGenerator[LogChunk, None]:
-        """Yield log chunks until cancelled or closed.  One iteration at a time.
-
-        Wrap it in ``contextlib.aclosing`` when leaving early, so the background tasks and
-        connections are released at once.  Idle signals follow the rules of
-        :class:`~sipwatch.sources.fanin.FanIn`.
-        """
+    async def _open(self) -> None:
+        """Raises :class:`DockerUnavailable` when no Docker host can be found."""
         self._docker = _make_client(self._docker_url, self._api_timeout)
-        self._fanin = fanin = FanIn(idle_flush=self._idle_flush, queue_size=self._queue_size)
-        self._followers = {}
-        self._gone = {}
-        self._status = {}
-        watcher = asyncio.create_task(self._watch_events(), name="docker-events")
-        fanin.watch(watcher)
-        try:
-            async with contextlib.aclosing(fanin.chunks()) as items:
-                async for item in items:
-                    yield item
-        finally:
-            await self._shutdown(watcher)
+
+    def _watchers(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._watch_events(), name="docker-events")]
 
     # ----------------------------------------------------------------- helpers
 
-    async def _shutdown(self, watcher: asyncio.Task[None]) -> None:
-        tasks = [watcher] + [f.task for f in self._followers.values() if f.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._followers.clear()
-        if self._fanin is not None:
-            self._fanin.close()
+    async def _close_client(self) -> None:
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
@@ -302,21 +275,11 @@ class DockerLogSource:
             self._project is None or labels.get(COMPOSE_PROJECT) == self._project
         ):
             number = labels.get(COMPOSE_NUMBER, "1")
-            return service, service if number in ("", "1") else f"{service}-{number}"
+            source = service if number in ("", "1") else f"{service}-{number}"
+            return self._roles.get(service, service), source
         if self._name is not None and name == self._name:
             return name, name
         return None
-
-    def _report(self, key: str, up: bool) -> None:
-        if self._status.get(key) is up:
-            return
-        self._status[key] = up
-        log.info("docker_source_status", service=key, up=up)
-        if self._on_status is not None:
-            try:
-                self._on_status(key, up)
-            except Exception:
-                log.exception("docker_on_status_failed", service=key)
 
     def _set_streaming(self, follower: _Follower, up: bool) -> None:
         follower.streaming = up
@@ -431,7 +394,8 @@ class DockerLogSource:
 
     def _report_unfollowed(self) -> None:
         """Services with no container (or no reachable Engine) are down."""
-        wanted = set(self._services) | ({self._name} if self._name else set())
+        wanted = {self._roles.get(s, s) for s in self._services}
+        wanted |= {self._name} if self._name else set()
         followed = {f.key for f in self._followers.values()}
         for key in wanted - followed:
             self._report(key, False)
@@ -522,11 +486,6 @@ class DockerLogSource:
                         break  # shutting down with a backlog: nobody will read it
             log.info("docker_follow_end", container=f.container_id[:12], source=f.source)
 
-    def _mark_gone(self, container_id: str) -> None:
-        self._gone[container_id] = None
-        while len(self._gone) > _MAX_GONE:
-            del self._gone[next(iter(self._gone))]
-
     async def _inspect(self, container_id: str) -> ContainerInfo:
         try:
             data = await self._client._query_json(f"containers/{container_id}/json")
@@ -601,12 +560,6 @@ class DockerLogSource:
         return LogChunk(
             f.source, stream, "", position=Position(f.position_key, {"since_ns": opened_ns})
         )
-
-    @staticmethod
-    async def _sleep_or_wake(f: _Follower, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await f.wake.wait()
 
 
 class DockerControl:
@@ -707,13 +660,14 @@ class DockerControl:
 def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
     """``[sources.docker]``: the drachtio and registrar compose services of one engine."""
     docker = ctx.config.sources.docker
+    roles = {s: ROLE_DRACHTIO for s in docker.drachtio_services}
+    roles |= {s: ROLE_REGISTRAR for s in docker.registrar_services}
     source = DockerLogSource(
         (*docker.drachtio_services, *docker.registrar_services),
         docker_url=docker.url,
         project=docker.project,
         tail=docker.tail,
-        idle_flush=ctx.config.sources.idle_flush_seconds,
-        on_status=ctx.on_status,
-        positions=ctx.positions,
+        roles=roles,
+        **follow_options(ctx),
     )
     return [("docker", source)]

@@ -49,34 +49,31 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import aiohttp
 import structlog
 
 from sipwatch.model import LogChunk, Position, Stream
-from sipwatch.sources.fanin import Backoff, FanIn
+from sipwatch.sources.fanin import Backoff, FollowingSource, FollowOptions, follow_options
+from sipwatch.sources.kube_access import (
+    SERVICE_ACCOUNT_DIR,
+    KubeAccess,
+    KubernetesSourceError,
+    pod_namespace,
+)
 from sipwatch.sources.timestamped import ResumePoint, TimestampedLines
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
-    from sipwatch.sources.positions import PositionStore
 
 log = structlog.get_logger(__name__)
 
-#: Where Kubernetes mounts a pod's service account (token, ca.crt, namespace).
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
-SERVICE_PORT_ENV = "KUBERNETES_SERVICE_PORT"
-
 _MAX_EVENT_LINE = 4 << 20  # a watch event larger than this is garbage (etcd caps at 1.5 MiB)
 _MAX_ERROR_BODY = 64 << 10
-_MAX_GONE = 1024
 #: Checkpoint keys of this source: ``kubernetes:<pod uid>/<container>``.
 POSITION_PREFIX = "kubernetes:"
 
@@ -88,10 +85,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,  # a watch line that is not JSON
 )
-
-
-class KubernetesSourceError(Exception):
-    """The cluster cannot be used at all (no configuration, unreadable kubeconfig)."""
 
 
 class KubeApiError(Exception):
@@ -111,48 +104,6 @@ class PodTarget:
     role: str
     selector: str
     container: str
-
-
-@dataclass(frozen=True)
-class KubeAccess:
-    """How to reach the API server.  The defaults are the real locations; tests inject."""
-
-    kubeconfig: str | None = None
-    context: str | None = None
-    service_account_dir: Path = SERVICE_ACCOUNT_DIR
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-
-    def in_cluster(self) -> bool:
-        """Inside a pod: the service's env variables and a mounted service-account token."""
-        return bool(
-            self.environ.get(SERVICE_HOST_ENV)
-            and self.environ.get(SERVICE_PORT_ENV)
-            and (self.service_account_dir / "token").is_file()
-        )
-
-    def kubeconfig_path(self) -> str:
-        if self.kubeconfig:
-            return self.kubeconfig
-        env = self.environ.get("KUBECONFIG", "")
-        first = next((p for p in env.split(os.pathsep) if p), "")
-        return first or os.path.expanduser("~/.kube/config")
-
-    def existing_kubeconfig(self) -> str:
-        path = self.kubeconfig_path()
-        if not os.path.isfile(path):
-            raise KubernetesSourceError(
-                f"not in a pod and no kubeconfig at {path} "
-                "(set sources.kubernetes.kubeconfig or KUBECONFIG)"
-            )
-        return path
-
-
-def pod_namespace(service_account_dir: Path) -> str:
-    """The pod's own namespace, from its service account ("" when not mounted)."""
-    try:
-        return (service_account_dir / "namespace").read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
 
 
 def _since_time(ns: int) -> str:
@@ -366,7 +317,7 @@ class _Follower:
         return f"{POSITION_PREFIX}{self.uid}/{self.target.container}"
 
 
-class KubernetesLogSource:
+class KubernetesLogSource(FollowingSource[tuple[str, str], _Follower]):
     """Follow one container of the pods a label selector picks, per :class:`PodTarget`.
 
     ``tail`` ("0", a number or "all") or ``since_seconds`` apply to the pods found at start;
@@ -375,7 +326,9 @@ class KubernetesLogSource:
     reports its own status, so the daemon adds no entry of its own for it.
     """
 
-    reports_status = True
+    _log = log
+    _kind = "kubernetes"
+    _status_field = "source"
 
     def __init__(
         self,
@@ -385,81 +338,47 @@ class KubernetesLogSource:
         namespace: str | None = None,
         tail: str = "0",
         since_seconds: int | None = None,
-        idle_flush: float = 0.5,
-        on_status: Callable[[str, bool], None] | None = None,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
-        api_timeout: float = 10.0,
         watch_timeout: int = 300,
-        queue_size: int = 64,
-        positions: PositionStore | None = None,
+        **options: Unpack[FollowOptions],
     ) -> None:
         if not targets:
             raise ValueError("at least one pod target is needed")
+        super().__init__(**options)
         self.targets = tuple(targets)
         self.access = access or KubeAccess()
         self.namespace = namespace or None
         self._tail = tail
         self._since_seconds = since_seconds
-        self._idle_flush = idle_flush
-        self._on_status = on_status
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._api_timeout = api_timeout
         self._watch_timeout = watch_timeout
-        self._queue_size = queue_size
-        self._positions = positions
         self._api: KubeApi | None = None
-        self._fanin: FanIn | None = None
         self._ns = ""
-        self._followers: dict[tuple[str, str], _Follower] = {}  # (uid, container)
-        self._gone: dict[tuple[str, str], None] = {}
-        self._status: dict[str, bool] = {}
 
     def status_keys(self) -> list[str]:
         return [f"kubernetes:{t.role}" for t in self.targets]
 
     # ------------------------------------------------------------------ public
 
-    async def chunks(self) -> AsyncGenerator[LogChunk, None]:
-        """Yield log chunks until cancelled or closed (wrap in ``contextlib.aclosing``).
-
-        Raises :class:`KubernetesSourceError` when the cluster configuration is unusable.
-        """
+    async def _open(self) -> None:
+        """Raises :class:`KubernetesSourceError` when the cluster configuration is unusable."""
         client, default_ns = await connect(self.access)
         self._api = KubeApi(client, api_timeout=self._api_timeout)
         self._ns = self.namespace or default_ns
-        self._fanin = fanin = FanIn(idle_flush=self._idle_flush, queue_size=self._queue_size)
-        self._followers, self._gone, self._status = {}, {}, {}
         log.info(
             "kubernetes_source_start",
             namespace=self._ns,
             in_cluster=self.access.in_cluster(),
             targets=[f"{t.selector}/{t.container}" for t in self.targets],
         )
-        watchers = [
+
+    def _watchers(self) -> list[asyncio.Task[None]]:
+        return [
             asyncio.create_task(self._watch_pods(t), name=f"kube-watch-{t.role}")
             for t in self.targets
         ]
-        for task in watchers:
-            fanin.watch(task)
-        try:
-            async with contextlib.aclosing(fanin.chunks()) as items:
-                async for item in items:
-                    yield item
-        finally:
-            await self._shutdown(watchers)
 
     # ----------------------------------------------------------------- helpers
 
-    async def _shutdown(self, watchers: list[asyncio.Task[None]]) -> None:
-        tasks = watchers + [f.task for f in self._followers.values() if f.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._followers.clear()
-        if self._fanin is not None:
-            self._fanin.close()
+    async def _close_client(self) -> None:
         if self._api is not None:
             await self._api.close()
             self._api = None
@@ -471,17 +390,6 @@ class KubernetesLogSource:
 
     def _pods_path(self) -> str:
         return f"/api/v1/namespaces/{self._ns}/pods"
-
-    def _report(self, key: str, up: bool) -> None:
-        if self._status.get(key) is up:
-            return
-        self._status[key] = up
-        log.info("kubernetes_source_status", source=key, up=up)
-        if self._on_status is not None:
-            try:
-                self._on_status(key, up)
-            except Exception:
-                log.exception("kubernetes_on_status_failed", source=key)
 
     def _report_role(self, target: PodTarget) -> None:
         up = any(f.streaming for f in self._followers.values() if f.target == target)
@@ -697,9 +605,7 @@ class KubernetesLogSource:
                     await self._sleep_or_wake(f, backoff.next())
         finally:
             self._followers.pop((f.uid, f.target.container), None)
-            self._gone[(f.uid, f.target.container)] = None
-            while len(self._gone) > _MAX_GONE:
-                del self._gone[next(iter(self._gone))]
+            self._mark_gone((f.uid, f.target.container))
             self._set_streaming(f, False)
             if self._fanin is not None:
                 for stream, text in f.decoder.flush():
@@ -805,12 +711,6 @@ class KubernetesLogSource:
                 got = True
                 await put(LogChunk(f.source, stream, text, f.node, position=self._position(f)))
 
-    @staticmethod
-    async def _sleep_or_wake(f: _Follower, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await f.wake.wait()
-
 
 def targets_from_config(ctx: SourceContext) -> list[PodTarget]:
     k8s = ctx.config.sources.kubernetes
@@ -837,9 +737,7 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
         namespace=k8s.namespace or None,
         tail=k8s.tail,
         since_seconds=k8s.since_seconds,
-        idle_flush=ctx.config.sources.idle_flush_seconds,
-        on_status=ctx.on_status,
-        positions=ctx.positions,
+        **follow_options(ctx),
     )
     return [("kubernetes", source)]
 
