@@ -199,15 +199,17 @@ async def test_lock_is_released_when_the_process_is_killed(
 # ------------------------------------------------------- what leadership changes say and do
 
 
-async def connection_open(connection_id: int) -> bool:
+async def idle_ms(connection_id: int) -> float | None:
+    """How long the server has had no statement from the connection (None: it is closed)."""
     conn = await admin_connect()
     try:
         async with conn.cursor() as cur:
             await cur.execute(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
+                "SELECT TIME_MS FROM information_schema.PROCESSLIST WHERE ID = %s",
                 (connection_id,),
             )
-            return bool((await cur.fetchone())[0])
+            row = await cur.fetchone()
+            return None if row is None else float(row[0])
     finally:
         conn.close()
 
@@ -216,7 +218,7 @@ async def closes(connection_id: int, seconds: float = 5.0) -> bool:
     """The server sees the connection end within ``seconds``."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
-            while await connection_open(connection_id):
+            while await idle_ms(connection_id) is not None:
                 await asyncio.sleep(0.05)
             return True
     return False
@@ -410,20 +412,6 @@ async def test_a_stopped_campaign_stays_stopped(db_settings: DbSettings) -> None
     assert f"leader:{name}" not in {t.get_name() for t in asyncio.all_tasks()}
 
 
-async def idle_ms(connection_id: int) -> float:
-    """How long the server has had no statement from the connection."""
-    conn = await admin_connect()
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(
-                "SELECT TIME_MS FROM information_schema.PROCESSLIST WHERE ID = %s",
-                (connection_id,),
-            )
-            return float((await cur.fetchone())[0])
-    finally:
-        conn.close()
-
-
 @bounded(30)
 async def test_a_leader_checks_its_lock_every_check_interval_not_continuously(
     db_settings: DbSettings,
@@ -436,7 +424,9 @@ async def test_a_leader_checks_its_lock_every_check_interval_not_continuously(
         await asyncio.sleep(0.4)  # past the first check
         idle = []
         for _ in range(12):
-            idle.append(await idle_ms(a.connection_id))
+            ms = await idle_ms(a.connection_id)
+            assert ms is not None
+            idle.append(ms)
             await asyncio.sleep(0.05)
         assert a.is_leader
     assert max(idle) >= 150, idle  # the connection rests between checks
