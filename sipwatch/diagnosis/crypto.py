@@ -105,12 +105,18 @@ def encrypt(
     return json.dumps({"iv": iv.hex(), "content": content.hex()}, separators=(",", ":"))
 
 
+def has_control_characters(text: str) -> bool:
+    """C0 controls or DEL: never in a password jambonz stores (the portal refuses them), so
+    their presence marks a failed decrypt, and a new password may not carry them."""
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
 def _looks_like_text(raw: bytes) -> str | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if has_control_characters(text):
         return None
     return text
 

@@ -56,6 +56,7 @@ from sipwatch.diagnosis.crypto import (
     classify_stored_password,
     decrypt,
     encrypt,
+    has_control_characters,
 )
 from sipwatch.diagnosis.jambonz import REALM_MAX, USERNAME_MAX, db_text, parent_domain
 from sipwatch.diagnosis.redis_store import ACTIVE_SET, registration_key
@@ -231,7 +232,7 @@ def check_password(password: str) -> str | None:
         return f"the password must have at least {PASSWORD_MIN} characters"
     if len(password) > PASSWORD_MAX:
         return f"the password must have at most {PASSWORD_MAX} characters"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in password):
+    if has_control_characters(password):
         return "the password must not contain control characters"
     return None
 
