@@ -14,6 +14,7 @@ from sipwatch.diagnosis.db import (
     DbSettings,
     DbTimeout,
     DbUnavailable,
+    classify_error,
 )
 from tests.jambonz_db import admin_connect, closed_port
 
@@ -176,3 +177,29 @@ async def test_concurrent_queries_share_a_bounded_pool(database: Database) -> No
     results = await asyncio.gather(*(database.fetch_all("SELECT %s AS n", (i,)) for i in range(20)))
     assert [r[0]["n"] for r in results] == list(range(20))
     assert database._pool.size <= database.settings.pool_size
+
+
+async def test_a_lock_wait_timeout_is_a_timeout_not_an_outage(jambonz_database: str) -> None:
+    """MariaDB's error 1205 (a row locked by another transaction for longer than
+    innodb_lock_wait_timeout) means the database answered slowly, not that it is gone."""
+    holder = await admin_connect(jambonz_database)
+    waiter = await admin_connect(jambonz_database)
+    try:
+        async with holder.cursor() as cur:
+            await cur.execute("CREATE TABLE IF NOT EXISTS lock_probe (id INT PRIMARY KEY)")
+            await cur.execute("INSERT IGNORE INTO lock_probe VALUES (1)")
+            await cur.execute("BEGIN")
+            await cur.execute("SELECT id FROM lock_probe WHERE id = 1 FOR UPDATE")
+        async with waiter.cursor() as cur:
+            await cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            with pytest.raises(Exception) as raised:
+                await cur.execute("UPDATE lock_probe SET id = 1 WHERE id = 1")
+        error = classify_error(raised.value, "mysql://127.0.0.1:3306/jambones")
+        assert isinstance(error, DbTimeout), (raised.value, error)
+        assert error.kind == "timeout"
+    finally:
+        async with holder.cursor() as cur:
+            await cur.execute("ROLLBACK")
+            await cur.execute("DROP TABLE IF EXISTS lock_probe")
+        holder.close()
+        waiter.close()

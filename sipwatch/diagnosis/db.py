@@ -38,7 +38,9 @@ _READ_STATEMENT = re.compile(r"^\s*(select|show)\b", re.IGNORECASE)
 _ER_NO_SUCH_TABLE = 1146
 _ER_BAD_FIELD = 1054
 _ER_READ_ONLY_TRANSACTION = 1792
-_ER_STATEMENT_TIMEOUT = (1969, 3024)  # MariaDB max_statement_time, MySQL max_execution_time
+# MariaDB max_statement_time, MySQL max_execution_time, and a row lock held by another
+# transaction past innodb_lock_wait_timeout: the server answered, slowly - not an outage
+_ER_STATEMENT_TIMEOUT = (1969, 3024, 1205)
 _CR_SERVER_GONE = 2006
 _CR_SERVER_LOST = 2013
 _CR_LOST_EXTENDED = 2055
