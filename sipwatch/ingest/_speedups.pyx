@@ -1,0 +1,627 @@
+# cython: language_level=3, boundscheck=True, wraparound=False, initializedcheck=True
+# cython: cdivision=False, embedsignature=False
+"""The compiled hot path of the log scanner (``sipwatch.ingest.speedups`` decides whether it runs).
+
+Two pieces, each a drop-in for a pure-Python reference that stays the definition of what they
+do (a differential Hypothesis property and the whole parser suite hold them to it):
+
+* ``finditer(buf)``: the records ``framing.RECORD_RE.finditer(buf)`` finds, as match-like
+  objects with the same groups, found by one pass over the lines instead of the regex
+  engine's backtracking walk;
+* ``build_sip_message``: ``sip.build_sip_message`` with typed locals and the URI / branch /
+  parameter scans as C loops (values with non-ASCII characters take the reference path: the
+  reference's ``re.IGNORECASE`` and ``str.lower`` have Unicode rules a C loop would not copy).
+
+The scanner reads the text only through bounds-checked indexing (``boundscheck=True``); the
+few places that index past a checked ``i < n`` say so.  A text with a lone CR (``\\r`` not
+before ``\\n``: the framer turns those into LFs before it scans, so only a direct caller sends
+one) goes to the reference regex: the regex ends a record mid-line there, which a line
+scanner would not copy.
+"""
+
+from cpython.unicode cimport Py_UNICODE_ISDECIMAL, Py_UNICODE_ISSPACE
+
+from sipwatch.ingest import sip as _sip
+
+cdef Py_ssize_t MAX_GROUPS = 40
+# header name (lower case) -> index in sip.HEADER_FIELDS
+cdef dict _HEADER_NAMES = {
+    "v": 1, "via": 1,
+    "call-id": 2, "i": 3,
+    "cseq": 4,
+    "f": 5, "from": 5,
+    "t": 6, "to": 6,
+    "contact": 7, "m": 8,
+    "expires": 9,
+    "user-agent": 10,
+    "authorization": 11,
+    "proxy-authorization": 12,
+    "x-reason": 13,
+    "www-authenticate": 14,
+    "proxy-authenticate": 15,
+}
+cdef Py_ssize_t _LONGEST_NAME = 19  # "proxy-authorization"
+
+cdef object _py_uri = _sip.parse_uri_user_host
+cdef object _py_param = _sip._param
+cdef object _py_int = _sip._int
+cdef object _BRANCH_RE = _sip._BRANCH_RE
+cdef Py_ssize_t MAX_FIELD = _sip.MAX_FIELD
+cdef tuple _FIELDS = tuple(_sip.HEADER_FIELDS)
+
+
+cdef class Layout:
+    """Where each value goes in the groups of ``framing.RECORD_RE`` (built from its
+    ``groupindex``, so the regex stays the one definition of the group numbers)."""
+
+    cdef Py_ssize_t ngroups
+    cdef Py_ssize_t header[16]  # HEADER_FIELDS order -> group number
+    cdef Py_ssize_t line, pino
+    cdef object regex
+
+    def __init__(self, regex):
+        cdef Py_ssize_t i
+        self.regex = regex
+        self.ngroups = regex.groups
+        if self.ngroups + 1 > MAX_GROUPS or len(_FIELDS) != 16:
+            raise ValueError("RECORD_RE has more groups than the compiled scanner knows")
+        index = regex.groupindex
+        for i in range(16):
+            self.header[i] = index[_FIELDS[i]]
+        self.line = index["line"]
+        self.pino = index["pino"]
+
+
+cdef class Record:
+    """One record: what ``re.Match`` offers ``LogParser._frame`` and ``_record``."""
+
+    cdef readonly str string
+    cdef Py_ssize_t ngroups
+    cdef Py_ssize_t spans[80]  # 2 * MAX_GROUPS: (start, end) of group g at 2g, -1 if absent
+
+    def start(self, Py_ssize_t g=0):
+        if g < 0 or g > self.ngroups:
+            raise IndexError("no such group")
+        return self.spans[2 * g]
+
+    def end(self, Py_ssize_t g=0):
+        if g < 0 or g > self.ngroups:
+            raise IndexError("no such group")
+        return self.spans[2 * g + 1]
+
+    def span(self, Py_ssize_t g=0):
+        return (self.start(g), self.end(g))
+
+    def group(self, Py_ssize_t g=0):
+        if g < 0 or g > self.ngroups:
+            raise IndexError("no such group")
+        if self.spans[2 * g] < 0:
+            return None
+        return self.string[self.spans[2 * g]:self.spans[2 * g + 1]]
+
+    def groups(self, default=None):
+        cdef Py_ssize_t g
+        cdef list out = []
+        for g in range(1, self.ngroups + 1):
+            if self.spans[2 * g] < 0:
+                out.append(default)
+            else:
+                out.append(self.string[self.spans[2 * g]:self.spans[2 * g + 1]])
+        return tuple(out)
+
+
+cdef inline bint _is_digit(Py_UCS4 c):
+    return Py_UNICODE_ISDECIMAL(c)
+
+
+cdef inline bint _is_alpha(Py_UCS4 c):
+    return (c >= u'a' and c <= u'z') or (c >= u'A' and c <= u'Z')
+
+
+cdef inline bint _is_hex(Py_UCS4 c):
+    return (c >= u'0' and c <= u'9') or (c >= u'a' and c <= u'f') or (c >= u'A' and c <= u'F')
+
+
+cdef Py_ssize_t _template(str s, Py_ssize_t p, Py_ssize_t n, str tmpl):
+    """Match ``tmpl`` at ``p`` (D: a decimal digit, L: an ASCII letter, H: a hex digit, any
+    other character itself); the end position, or -1."""
+    cdef Py_ssize_t i, m = len(tmpl)
+    cdef Py_UCS4 t, c
+    if p + m > n:
+        return -1
+    for i in range(m):
+        t = tmpl[i]
+        c = s[p + i]
+        if t == u'D':
+            if not _is_digit(c):
+                return -1
+        elif t == u'L':
+            if not _is_alpha(c):
+                return -1
+        elif t == u'H':
+            if not _is_hex(c):
+                return -1
+        elif c != t:
+            return -1
+    return p + m
+
+
+cdef str _STAMP = "DDDD-DD-DD DD:DD:DD.DDDDDD "
+cdef str _LEGACY = "HHHHHHHH|DDDD-LLL-DD DD:DD:DD."
+
+
+cdef Py_ssize_t _legacy_end(str s, Py_ssize_t p, Py_ssize_t n):
+    """End of ``[0-9a-fA-F]{8}\\|\\d{4}-[A-Za-z]{3}-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{1,9}\\|``
+    at ``p`` (after the closing ``|``), or -1."""
+    cdef Py_ssize_t q = _template(s, p, n, _LEGACY)
+    cdef Py_ssize_t k = 0
+    if q < 0:
+        return -1
+    while q + k < n and k < 10 and _is_digit(s[q + k]):
+        k += 1
+    if k < 1 or k > 9 or q + k >= n or s[q + k] != u'|':
+        return -1
+    return q + k + 1
+
+
+cdef inline bint _record_start(str s, Py_ssize_t p, Py_ssize_t n):
+    """``framing._RECORD_START`` matches at ``p``."""
+    cdef Py_UCS4 c
+    if p >= n:
+        return False
+    c = s[p]
+    if c == u'{':
+        return p + 1 < n and s[p + 1] == u'"'
+    if _is_digit(c):
+        if _template(s, p, n, _STAMP) >= 0:
+            return True
+    if _is_hex(c):
+        return _legacy_end(s, p, n) >= 0
+    return False
+
+
+cdef inline Py_ssize_t _line_end(str s, Py_ssize_t p, Py_ssize_t n):
+    cdef Py_ssize_t i = s.find("\n", p, n)
+    return n if i < 0 else i
+
+
+cdef inline Py_ssize_t _value_end(str s, Py_ssize_t p, Py_ssize_t le):
+    """End of ``[^\\r\\n]*`` from ``p`` on a line ending at ``le`` (no lone CR in the text)."""
+    if le > p and s[le - 1] == u'\r':
+        return le - 1
+    return le
+
+
+cdef bint _dump_header(str s, Py_ssize_t q, Py_ssize_t le, Py_ssize_t *sp):
+    """``(recv|send) (\\d+) bytes (?:from|to) ([A-Za-z]{2,5})/\\[([^\\]\\n]{0,64})\\]:(\\d{1,5})``
+    at ``q`` on the line ending at ``le``; fills the spans of groups 3-7 (at sp[6..15])."""
+    cdef Py_ssize_t p = q, k
+    if p + 5 > le:
+        return False
+    if not ((s[p] == u'r' and s[p + 1] == u'e' and s[p + 2] == u'c' and s[p + 3] == u'v')
+            or (s[p] == u's' and s[p + 1] == u'e' and s[p + 2] == u'n' and s[p + 3] == u'd')):
+        return False
+    if s[p + 4] != u' ':
+        return False
+    sp[6] = p
+    sp[7] = p + 4
+    p += 5
+    k = p
+    while p < le and _is_digit(s[p]):
+        p += 1
+    if p == k:
+        return False
+    sp[8] = k
+    sp[9] = p
+    if p + 7 > le or s[p:p + 7] != " bytes ":
+        return False
+    p += 7
+    if p + 5 <= le and s[p:p + 5] == "from ":
+        p += 5
+    elif p + 3 <= le and s[p:p + 3] == "to ":
+        p += 3
+    else:
+        return False
+    k = p
+    while p < le and p - k < 6 and _is_alpha(s[p]):
+        p += 1
+    if p - k < 2 or p - k > 5 or p + 1 >= le or s[p] != u'/' or s[p + 1] != u'[':
+        return False
+    sp[10] = k
+    sp[11] = p
+    p += 2
+    k = p
+    while p < le and p - k <= 64 and s[p] != u']':
+        p += 1
+    if p >= le or p - k > 64:  # no "]" within 64 characters on this line
+        return False
+    sp[12] = k
+    sp[13] = p
+    p += 1
+    if p >= le or s[p] != u':':
+        return False
+    p += 1
+    k = p
+    while p < le and p - k < 5 and _is_digit(s[p]):
+        p += 1
+    if p == k:
+        return False
+    sp[14] = k
+    sp[15] = p
+    return True
+
+
+cdef int _header_field(str s, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *vstart):
+    """Which ``HEADER_FIELDS`` entry the header line at ``p`` is (-1: none sipwatch reads);
+    ``vstart`` gets where its value starts (``name[ \\t]*:[ \\t]*``)."""
+    cdef Py_ssize_t k = p
+    cdef Py_UCS4 c
+    while k < le and k - p <= _LONGEST_NAME:
+        c = s[k]
+        if not (_is_alpha(c) or c == u'-'):
+            break
+        k += 1
+    if k == p or k - p > _LONGEST_NAME:
+        return -1
+    field = _HEADER_NAMES.get(s[p:k].lower())  # ASCII only: the run holds [A-Za-z-]
+    if field is None:
+        return -1
+    while k < le and (s[k] == u' ' or s[k] == u'\t'):
+        k += 1
+    if k >= le or s[k] != u':':
+        return -1
+    k += 1
+    while k < le and (s[k] == u' ' or s[k] == u'\t'):
+        k += 1
+    vstart[0] = k
+    return <int>field
+
+
+cdef inline bint _ends_headers(str s, Py_ssize_t ls, Py_ssize_t n):
+    """The guard of a header line: ``(?!record start)(?!\\r?\\n|\\r?\\Z)``."""
+    if ls >= n or s[ls] == u'\n':
+        return True
+    if s[ls] == u'\r' and (ls + 1 >= n or s[ls + 1] == u'\n'):
+        return True
+    return _record_start(s, ls, n)
+
+
+cdef Py_ssize_t _parse_record(Record r, Layout lay, str s, Py_ssize_t st, Py_ssize_t n):
+    """Fill ``r`` with the groups of the record starting at ``st``; returns where the part
+    the groups cover ends (the rest of the record is plain lines up to the next start)."""
+    cdef Py_ssize_t *sp = r.spans
+    cdef Py_ssize_t le = _line_end(s, st, n)
+    cdef Py_ssize_t q, cur, ls, lend, vs, ve, g
+    cdef int field
+    cdef bint first
+    if s[st] == u'{':
+        g = lay.pino
+        sp[2 * g] = st
+        sp[2 * g + 1] = le
+        return le
+    q = _template(s, st, n, _STAMP)
+    if q >= 0:
+        sp[2] = st
+        sp[3] = q - 1
+    else:
+        q = _legacy_end(s, st, n)
+        sp[4] = st + 9
+        sp[5] = q - 1
+        if q < le and s[q] == u' ':
+            q += 1
+    if not _dump_header(s, q, le, sp):
+        for g in range(6, 16):
+            sp[g] = -1
+        g = lay.line
+        sp[2 * g] = q
+        sp[2 * g + 1] = le
+        return le
+    # the start line: the next line, unless it starts a record (it may be empty)
+    if le >= n or _record_start(s, le + 1, n):
+        return le
+    ls = le + 1
+    lend = _line_end(s, ls, n)
+    sp[16] = ls
+    sp[17] = _value_end(s, ls, lend)
+    cur = lend
+    first = True
+    while cur < n:  # s[cur] == "\n"
+        ls = cur + 1
+        if _ends_headers(s, ls, n):
+            break
+        lend = _line_end(s, ls, n)
+        field = _header_field(s, ls, lend, &vs)
+        if field >= 0:
+            if field == 1 and first:
+                field = 0  # the top Via: the first header line
+            g = lay.header[field]
+            ve = _value_end(s, vs, lend)
+            sp[2 * g] = vs
+            sp[2 * g + 1] = ve
+        first = False
+        cur = lend
+    return cur
+
+
+cdef bint _lone_cr(str s, Py_ssize_t n):
+    cdef Py_ssize_t i = s.find("\r", 0, n)
+    while i >= 0:
+        if i + 1 >= n or s[i + 1] != u'\n':
+            return True
+        i = s.find("\r", i + 2, n)
+    return False
+
+
+def finditer(Layout lay, str s):
+    """The records of ``s``: the matches ``lay.regex.finditer(s)`` yields, in a list."""
+    cdef Py_ssize_t n = len(s)
+    cdef Py_ssize_t p = 0, nl, i, ng = lay.ngroups
+    cdef Record r, prev = None
+    cdef list out = []
+    if _lone_cr(s, n):
+        return list(lay.regex.finditer(s))
+    while p < n:
+        if _record_start(s, p, n):
+            if prev is not None:
+                prev.spans[1] = p - 1
+            r = Record.__new__(Record)
+            r.string = s
+            r.ngroups = ng
+            for i in range(2 * (ng + 1)):
+                r.spans[i] = -1
+            r.spans[0] = p
+            _parse_record(r, lay, s, p, n)
+            out.append(r)
+            prev = r
+        nl = s.find("\n", p, n)
+        if nl < 0:
+            break
+        p = nl + 1
+    if prev is not None:
+        prev.spans[1] = n
+    return out
+
+
+# ---------------------------------------------------------------------- SIP message
+
+cdef inline bint _uri_stop(Py_UCS4 c):
+    return c == u'@' or c == u'>' or Py_UNICODE_ISSPACE(c)
+
+
+cdef inline Py_UCS4 _low(str v, Py_ssize_t i):
+    """ASCII lower case of ``v[i]`` (exact for letters, which is all it is compared with)."""
+    cdef Py_UCS4 c = v[i]
+    return <Py_UCS4>(<unsigned int>c | 0x20u)
+
+
+cdef tuple _uri_user_host(str value):
+    """``sip.parse_uri_user_host`` for an ASCII value: the same search, as one loop."""
+    cdef Py_ssize_t n = len(value), i, p = -1, h, k, u0 = -1, u1 = -1
+    cdef Py_UCS4 c
+    cdef str user, host
+    for i in range(n):
+        c = _low(value, i)
+        if c == u's' and i + 3 < n and _low(value, i + 1) == u'i' and _low(value, i + 2) == u'p':
+            if value[i + 3] == u':':
+                p = i + 4
+                break
+            if _low(value, i + 3) == u's' and i + 4 < n and value[i + 4] == u':':
+                p = i + 5
+                break
+        elif (c == u't' and i + 3 < n and _low(value, i + 1) == u'e'
+              and _low(value, i + 2) == u'l' and value[i + 3] == u':'):
+            p = i + 4
+            break
+    if p < 0:
+        return ("", "")
+    # optional "user[:password]@"
+    h = p
+    k = p
+    while k < n and not (_uri_stop(value[k]) or value[k] == u':'):
+        k += 1
+    if k < n and value[k] == u'@':
+        u0, u1, h = p, k, k + 1
+    elif k < n and value[k] == u':':
+        i = k + 1
+        while i < n and not _uri_stop(value[i]):
+            i += 1
+        if i < n and value[i] == u'@':
+            u0, u1, h = p, k, i + 1
+    # host: "[...]" or up to ":;>?" or whitespace
+    k = -1
+    if h < n and value[h] == u'[':
+        k = value.find("]", h + 1)
+    if k >= 0:
+        host = value[h + 1:k]
+    else:
+        k = h
+        while k < n:
+            c = value[k]
+            if c == u':' or c == u';' or c == u'>' or c == u'?' or Py_UNICODE_ISSPACE(c):
+                break
+            k += 1
+        host = value[h:k]
+        if host[:1] == "[":
+            host = host[1:len(host) - 1]  # "[" alone: "" (wraparound is off: no -1)
+    user = value[u0:u1] if u0 >= 0 else ""
+    return (user[:MAX_FIELD], host[:MAX_FIELD].lower())
+
+
+cdef inline tuple uri_user_host(str value):
+    if value.isascii():
+        return _uri_user_host(value)
+    return _py_uri(value)
+
+
+cdef str _param_ascii(str value, str name):
+    """``sip._param`` for an ASCII value (``lower()`` keeps the length, as the loop needs)."""
+    cdef str low = value.lower()
+    cdef Py_ssize_t pos = 0, i, j, end, n = len(value), m = len(name)
+    cdef Py_UCS4 c
+    while True:
+        i = low.find(name, pos)
+        if i < 0:
+            return ""
+        c = low[i - 1] if i > 0 else u' '
+        if i == 0 or c == u' ' or c == u',' or c == u';' or c == u'\t':
+            j = i + m
+            while j < n and (value[j] == u' ' or value[j] == u'\t'):
+                j += 1
+            if j < n and value[j] == u'=':
+                j += 1
+                while j < n and (value[j] == u' ' or value[j] == u'\t'):
+                    j += 1
+                if j < n and value[j] == u'"':
+                    end = value.find('"', j + 1)
+                    return value[j + 1:end if end >= 0 else n][:MAX_FIELD]
+                end = j
+                while end < n:
+                    c = value[end]
+                    if c == u',' or c == u';' or c == u' ' or c == u'\t' or c == u'\r':
+                        break
+                    end += 1
+                return value[j:end][:MAX_FIELD]
+        pos = i + m
+
+
+cdef inline str param(str value, str name):
+    if value.isascii():
+        return _param_ascii(value, name)
+    return _py_param(value, name)
+
+
+cdef object _int(str text):
+    text = text.strip()
+    if text.isascii() and text.isdigit() and len(text) < 12:
+        return int(text)
+    return None
+
+
+cdef str _branch(str via):
+    cdef Py_ssize_t b = via.find("branch="), k, n = len(via)
+    cdef Py_UCS4 c
+    if b < 0:
+        bm = _BRANCH_RE.search(via)  # "Branch=", "BRANCH =" ...
+        return bm.group(1) if bm is not None else ""
+    b += 7
+    k = b
+    while k < n:
+        c = via[k]
+        if c == u';' or c == u',' or Py_UNICODE_ISSPACE(c):
+            break
+        k += 1
+    return via[b:k]
+
+
+def build_sip_message(
+    double ts,
+    str source,
+    str what,
+    Py_ssize_t size,
+    str transport,
+    str peer_ip,
+    Py_ssize_t peer_port,
+    str start,
+    tuple headers,
+):
+    """``sip.build_sip_message``, compiled (the reference documents the rules)."""
+    cdef bint is_request
+    cdef int status
+    cdef str code, reason, method, request_uri
+    cdef Py_ssize_t sp
+    start = start.rstrip()
+    if start.startswith("SIP/2.0 "):
+        is_request = False
+        code = start[8:11]
+        if not (code.isascii() and code.isdigit()) or start[11:12] not in ("", " "):
+            return None
+        status = int(code)
+        if not 100 <= status <= 699:
+            return None
+        reason = start[12:]
+        method = ""
+        request_uri = ""
+    else:
+        sp = start.find(" ")
+        if sp <= 0 or not start.endswith("SIP/2.0"):
+            return None
+        is_request = True
+        status = 0
+        reason = ""
+        method = start[:sp].upper()[:MAX_FIELD]
+        request_uri = start[sp + 1:max(len(start) - 8, 0)].strip()[:MAX_FIELD]
+    cdef str top_via, via, call_id, call_id_c, cseq, from_v, to_v, contact, contact_c
+    cdef str expires, user_agent, authz, proxy_authz, x_reason, www_auth, proxy_authn
+    (top_via, via, call_id, call_id_c, cseq, from_v, to_v, contact, contact_c, expires,
+     user_agent, authz, proxy_authz, x_reason, www_auth, proxy_authn) = headers
+    via = top_via or via
+    call_id = (call_id or call_id_c).strip()
+    contact = contact or contact_c
+    authz = authz or proxy_authz
+    www_auth = www_auth or proxy_authn
+
+    cdef object cseq_num = 0
+    cdef list parts
+    if cseq:
+        parts = cseq.split()
+        if parts:
+            cseq_num = _int(parts[0]) or 0
+            if len(parts) > 1 and not is_request:
+                method = (<str>parts[1]).upper()[:MAX_FIELD]
+    cdef str branch = _branch(via) if via else ""
+    cdef str to_user = "", to_host = ""
+    if to_v:
+        to_user, to_host = uri_user_host(to_v)
+    cdef str from_user = "", from_host = "", auth_username = "", auth_realm = "", ce
+    cdef bint has_auth = False
+    cdef object exp = None
+    if is_request:
+        if from_v:
+            from_user, from_host = uri_user_host(from_v)
+        if expires:
+            exp = _int(expires)
+        if exp is None and contact:
+            ce = param(contact, "expires")
+            if ce:
+                exp = _int(ce)
+        if authz:
+            has_auth = True
+            auth_username = param(authz, "username")
+            auth_realm = param(authz, "realm")
+    elif expires:
+        exp = _int(expires)
+
+    return _SipMessage(
+        ts,
+        source,
+        _RECV if what == "recv" else _SEND,
+        transport,
+        peer_ip,
+        peer_port,
+        size,
+        is_request,
+        method,
+        status,
+        reason[:MAX_FIELD],
+        request_uri,
+        call_id[:MAX_FIELD],
+        cseq_num,
+        branch[:MAX_FIELD],
+        from_user,
+        from_host,
+        to_user,
+        to_host,
+        contact[:MAX_FIELD],
+        exp,
+        user_agent.strip()[:MAX_FIELD],
+        auth_username,
+        auth_realm,
+        has_auth,
+        x_reason.strip()[:MAX_FIELD],
+        www_auth[:MAX_FIELD],
+    )
+
+
+cdef object _SipMessage = _sip.SipMessage
+cdef object _RECV = _sip._RECV
+cdef object _SEND = _sip._SEND
