@@ -50,6 +50,7 @@ from sipwatch.diagnosis.rules import (
     default_rules_dir,
     load_rules,
 )
+from sipwatch.ingest import speedups
 from sipwatch.ingest.framing import LogParser
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, OTHER
 from sipwatch.metrics.core import KIND_LABELS, NODE_LABELS, SOURCE_LABELS, STAGE_LABELS
@@ -467,6 +468,9 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         "action": f"Remediation action: {_codes(REMEDIATION_ACTIONS)}; at most "
         f"{caps['action']} distinct.",
         "version": "The sipwatch version.",
+        "implementation": "Which implementation of the log parser's hot path runs: "
+        f"{_codes((speedups.COMPILED, speedups.PYTHON))} (built without a C compiler, or "
+        f"`{speedups.NO_EXTENSIONS_ENV}=1`).",
         "_kind:" + m.LOG_RECORDS: "Framed record kind: "
         f"{_codes(sorted(m.RECORD_KINDS))}; anything else is {_code(OTHER)}.",
         "_kind:" + m.PARSE_ERRORS: "What could not be parsed (defined by the parser, e.g. "

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from types import ModuleType
 
 from sipwatch.ingest import sip, speedups
 from sipwatch.ingest.registrar import PinoError, classify_drachtio_line, parse_pino_line
@@ -88,14 +89,18 @@ _record_headers = header_getter(RECORD_RE)
 # the SIP message built from one.  The pure-Python pair is the reference.
 Scan = Callable[[str], Iterable["re.Match[str]"]]
 Build = Callable[..., SipMessage | None]
+
+
+def compiled_implementation(module: ModuleType) -> tuple[Scan, Build]:
+    """The hot path of the compiled ``module`` (``sipwatch.ingest._speedups``)."""
+    return partial(module.finditer, module.Layout(RECORD_RE)), module.build_sip_message
+
+
 IMPLEMENTATIONS: dict[str, tuple[Scan, Build]] = {
     speedups.PYTHON: (RECORD_RE.finditer, sip.build_sip_message)
 }
 if speedups.compiled is not None:
-    IMPLEMENTATIONS[speedups.COMPILED] = (
-        partial(speedups.compiled.finditer, speedups.compiled.Layout(RECORD_RE)),
-        speedups.compiled.build_sip_message,
-    )
+    IMPLEMENTATIONS[speedups.COMPILED] = compiled_implementation(speedups.compiled)
 # What a LogParser uses unless told otherwise (module globals, so a test can patch them).
 scan_records, build_sip_message = IMPLEMENTATIONS[speedups.IMPLEMENTATION]
 _MONTHS = {
