@@ -12,14 +12,23 @@ do (a differential Hypothesis property and the whole parser suite hold them to i
   parameter scans as C loops (values with non-ASCII characters take the reference path: the
   reference's ``re.IGNORECASE`` and ``str.lower`` have Unicode rules a C loop would not copy).
 
-The scanner reads the text only through bounds-checked indexing (``boundscheck=True``); the
-few places that index past a checked ``i < n`` say so.  A text with a lone CR (``\\r`` not
+The scanner reads the str's own buffer (PEP 393 data, 1/2/4 bytes a character) through one
+guarded accessor, ``at()``, which returns 0 outside ``[0, n)``: an index slip can never read
+past the text.  The only unguarded reads are in loops bounded by ``n`` (commented); Python-level
+indexing elsewhere is bounds-checked (``boundscheck=True``).  A text with a lone CR (``\\r`` not
 before ``\\n``: the framer turns those into LFs before it scans, so only a direct caller sends
 one) goes to the reference regex: the regex ends a record mid-line there, which a line
 scanner would not copy.
 """
 
-from cpython.unicode cimport Py_UNICODE_ISDECIMAL, Py_UNICODE_ISSPACE
+from cpython.unicode cimport (
+    Py_UNICODE_ISDECIMAL,
+    Py_UNICODE_ISSPACE,
+    PyUnicode_DATA,
+    PyUnicode_KIND,
+    PyUnicode_READ,
+)
+from libc.string cimport memchr
 
 from sipwatch.ingest import sip as _sip
 
@@ -41,6 +50,18 @@ cdef dict _HEADER_NAMES = {
     "proxy-authenticate": 15,
 }
 cdef Py_ssize_t _LONGEST_NAME = 19  # "proxy-authorization"
+# _HEADER_NAMES as C arrays for the scanner (the bytes objects stay alive in _NAME_BYTES)
+cdef list _NAME_BYTES = [name.encode("ascii") for name in _HEADER_NAMES]
+cdef Py_ssize_t _N_NAMES = len(_NAME_BYTES)
+cdef const char *_NAME_PTR[32]
+cdef Py_ssize_t _NAME_LEN[32]
+cdef int _NAME_FIELD[32]
+if _N_NAMES > 32:
+    raise ValueError("more header names than the scanner's table holds")
+for _i, _name in enumerate(_HEADER_NAMES):
+    _NAME_PTR[_i] = <bytes>_NAME_BYTES[_i]
+    _NAME_LEN[_i] = len(_name)
+    _NAME_FIELD[_i] = _HEADER_NAMES[_name]
 
 cdef object _py_uri = _sip.parse_uri_user_host
 cdef object _py_param = _sip._param
@@ -110,139 +131,179 @@ cdef class Record:
         return tuple(out)
 
 
-cdef inline bint _is_digit(Py_UCS4 c):
+# A character code as a plain integer: Cython treats Py_UCS4 as a one-character string in
+# arithmetic ("c + 32" would concatenate), so the scanner never uses it.
+ctypedef unsigned int uchar
+
+
+cdef struct Text:
+    void *data  # the str's own buffer (PEP 393: 1, 2 or 4 bytes a character)
+    int kind
+    Py_ssize_t n
+
+
+cdef inline uchar at(const Text *t, Py_ssize_t i) noexcept:
+    """``s[i]``, or 0 outside the text: no read ever leaves the string's buffer (every
+    caller checks ``i < n`` itself; this is the guard that makes a slip harmless)."""
+    if i < 0 or i >= t.n:
+        return 0
+    return PyUnicode_READ(t.kind, t.data, i)
+
+
+cdef inline Py_ssize_t _find_nl(const Text *t, Py_ssize_t p) noexcept:
+    """Index of the next "\n" at or after ``p``, or ``n``."""
+    cdef const char *hit
+    cdef Py_ssize_t i
+    if p >= t.n:
+        return t.n
+    if p < 0:
+        p = 0
+    if t.kind == 1:
+        hit = <const char *>memchr(<const char *>t.data + p, 10, <size_t>(t.n - p))
+        return t.n if hit == NULL else hit - <const char *>t.data
+    for i in range(p, t.n):
+        if PyUnicode_READ(t.kind, t.data, i) == 10:
+            return i
+    return t.n
+
+
+cdef inline bint _is_digit(uchar c) noexcept:
     return Py_UNICODE_ISDECIMAL(c)
 
 
-cdef inline bint _is_alpha(Py_UCS4 c):
-    return (c >= u'a' and c <= u'z') or (c >= u'A' and c <= u'Z')
+cdef inline bint _is_alpha(uchar c) noexcept:
+    return (c >= 97 and c <= 122) or (c >= 65 and c <= 90)
 
 
-cdef inline bint _is_hex(Py_UCS4 c):
-    return (c >= u'0' and c <= u'9') or (c >= u'a' and c <= u'f') or (c >= u'A' and c <= u'F')
+cdef inline bint _is_hex(uchar c) noexcept:
+    return (c >= 48 and c <= 57) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70)
 
 
-cdef Py_ssize_t _template(str s, Py_ssize_t p, Py_ssize_t n, str tmpl):
-    """Match ``tmpl`` at ``p`` (D: a decimal digit, L: an ASCII letter, H: a hex digit, any
-    other character itself); the end position, or -1."""
-    cdef Py_ssize_t i, m = len(tmpl)
-    cdef Py_UCS4 t, c
-    if p + m > n:
+# Templates: D a decimal digit (Unicode, as the regex's \d), L an ASCII letter, H a hex digit,
+# any other character itself.
+cdef const char *_STAMP = b"DDDD-DD-DD DD:DD:DD.DDDDDD "
+cdef Py_ssize_t _STAMP_LEN = 27
+cdef const char *_LEGACY = b"HHHHHHHH|DDDD-LLL-DD DD:DD:DD."
+cdef Py_ssize_t _LEGACY_LEN = 30
+
+
+cdef Py_ssize_t _template(const Text *t, Py_ssize_t p, const char *tmpl, Py_ssize_t m) noexcept:
+    """Match ``tmpl`` at ``p``; the end position, or -1."""
+    cdef Py_ssize_t i
+    cdef char k
+    cdef uchar c
+    if p < 0 or p + m > t.n:
         return -1
     for i in range(m):
-        t = tmpl[i]
-        c = s[p + i]
-        if t == u'D':
+        k = tmpl[i]
+        c = PyUnicode_READ(t.kind, t.data, p + i)  # p + i < p + m <= n
+        if k == b'D':
             if not _is_digit(c):
                 return -1
-        elif t == u'L':
+        elif k == b'L':
             if not _is_alpha(c):
                 return -1
-        elif t == u'H':
+        elif k == b'H':
             if not _is_hex(c):
                 return -1
-        elif c != t:
+        elif c != <uchar>k:
             return -1
     return p + m
 
 
-cdef str _STAMP = "DDDD-DD-DD DD:DD:DD.DDDDDD "
-cdef str _LEGACY = "HHHHHHHH|DDDD-LLL-DD DD:DD:DD."
+cdef inline bint _literal(const Text *t, Py_ssize_t p, Py_ssize_t le, const char *lit, Py_ssize_t m) noexcept:
+    """The ASCII ``lit`` (``m`` characters) at ``p``, before ``le``."""
+    cdef Py_ssize_t i
+    if p + m > le:
+        return False
+    for i in range(m):
+        if at(t, p + i) != <uchar>lit[i]:
+            return False
+    return True
 
 
-cdef Py_ssize_t _legacy_end(str s, Py_ssize_t p, Py_ssize_t n):
-    """End of ``[0-9a-fA-F]{8}\\|\\d{4}-[A-Za-z]{3}-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{1,9}\\|``
-    at ``p`` (after the closing ``|``), or -1."""
-    cdef Py_ssize_t q = _template(s, p, n, _LEGACY)
+cdef Py_ssize_t _legacy_end(const Text *t, Py_ssize_t p) noexcept:
+    """End of ``[0-9a-fA-F]{8}\|\d{4}-[A-Za-z]{3}-\d\d \d\d:\d\d:\d\d\.\d{1,9}\|`` at ``p``
+    (after the closing ``|``), or -1."""
+    cdef Py_ssize_t q = _template(t, p, _LEGACY, _LEGACY_LEN)
     cdef Py_ssize_t k = 0
     if q < 0:
         return -1
-    while q + k < n and k < 10 and _is_digit(s[q + k]):
+    while q + k < t.n and k < 10 and _is_digit(at(t, q + k)):
         k += 1
-    if k < 1 or k > 9 or q + k >= n or s[q + k] != u'|':
+    if k < 1 or k > 9 or at(t, q + k) != 124 or q + k >= t.n:  # "|"
         return -1
     return q + k + 1
 
 
-cdef inline bint _record_start(str s, Py_ssize_t p, Py_ssize_t n):
+cdef inline bint _record_start(const Text *t, Py_ssize_t p) noexcept:
     """``framing._RECORD_START`` matches at ``p``."""
-    cdef Py_UCS4 c
-    if p >= n:
+    cdef uchar c
+    if p >= t.n:
         return False
-    c = s[p]
-    if c == u'{':
-        return p + 1 < n and s[p + 1] == u'"'
-    if _is_digit(c):
-        if _template(s, p, n, _STAMP) >= 0:
-            return True
+    c = at(t, p)
+    if c == 123:  # {"
+        return p + 1 < t.n and at(t, p + 1) == 34
+    if _is_digit(c) and _template(t, p, _STAMP, _STAMP_LEN) >= 0:
+        return True
     if _is_hex(c):
-        return _legacy_end(s, p, n) >= 0
+        return _legacy_end(t, p) >= 0
     return False
 
 
-cdef inline Py_ssize_t _line_end(str s, Py_ssize_t p, Py_ssize_t n):
-    cdef Py_ssize_t i = s.find("\n", p, n)
-    return n if i < 0 else i
-
-
-cdef inline Py_ssize_t _value_end(str s, Py_ssize_t p, Py_ssize_t le):
-    """End of ``[^\\r\\n]*`` from ``p`` on a line ending at ``le`` (no lone CR in the text)."""
-    if le > p and s[le - 1] == u'\r':
+cdef inline Py_ssize_t _value_end(const Text *t, Py_ssize_t p, Py_ssize_t le) noexcept:
+    """End of ``[^\r\n]*`` from ``p`` on a line ending at ``le`` (no lone CR in the text)."""
+    if le > p and at(t, le - 1) == 13:
         return le - 1
     return le
 
 
-cdef bint _dump_header(str s, Py_ssize_t q, Py_ssize_t le, Py_ssize_t *sp):
-    """``(recv|send) (\\d+) bytes (?:from|to) ([A-Za-z]{2,5})/\\[([^\\]\\n]{0,64})\\]:(\\d{1,5})``
-    at ``q`` on the line ending at ``le``; fills the spans of groups 3-7 (at sp[6..15])."""
+cdef bint _dump_header(const Text *t, Py_ssize_t q, Py_ssize_t le, Py_ssize_t *sp) noexcept:
+    """``(recv|send) (\d+) bytes (?:from|to) ([A-Za-z]{2,5})/\[([^\]\n]{0,64})\]:(\d{1,5})``
+    at ``q`` on the line ending at ``le``; fills the spans of groups 3-7 (sp[6..15])."""
     cdef Py_ssize_t p = q, k
-    if p + 5 > le:
-        return False
-    if not ((s[p] == u'r' and s[p + 1] == u'e' and s[p + 2] == u'c' and s[p + 3] == u'v')
-            or (s[p] == u's' and s[p + 1] == u'e' and s[p + 2] == u'n' and s[p + 3] == u'd')):
-        return False
-    if s[p + 4] != u' ':
+    if not ((_literal(t, p, le, b"recv ", 5)) or _literal(t, p, le, b"send ", 5)):
         return False
     sp[6] = p
     sp[7] = p + 4
     p += 5
     k = p
-    while p < le and _is_digit(s[p]):
+    while p < le and _is_digit(at(t, p)):
         p += 1
     if p == k:
         return False
     sp[8] = k
     sp[9] = p
-    if p + 7 > le or s[p:p + 7] != " bytes ":
+    if not _literal(t, p, le, b" bytes ", 7):
         return False
     p += 7
-    if p + 5 <= le and s[p:p + 5] == "from ":
+    if _literal(t, p, le, b"from ", 5):
         p += 5
-    elif p + 3 <= le and s[p:p + 3] == "to ":
+    elif _literal(t, p, le, b"to ", 3):
         p += 3
     else:
         return False
     k = p
-    while p < le and p - k < 6 and _is_alpha(s[p]):
+    while p < le and p - k < 6 and _is_alpha(at(t, p)):
         p += 1
-    if p - k < 2 or p - k > 5 or p + 1 >= le or s[p] != u'/' or s[p + 1] != u'[':
+    if p - k < 2 or p - k > 5 or not _literal(t, p, le, b"/[", 2):
         return False
     sp[10] = k
     sp[11] = p
     p += 2
     k = p
-    while p < le and p - k <= 64 and s[p] != u']':
+    while p < le and p - k <= 64 and at(t, p) != 93:  # "]"
         p += 1
     if p >= le or p - k > 64:  # no "]" within 64 characters on this line
         return False
     sp[12] = k
     sp[13] = p
     p += 1
-    if p >= le or s[p] != u':':
+    if p >= le or at(t, p) != 58:  # ":"
         return False
     p += 1
     k = p
-    while p < le and p - k < 5 and _is_digit(s[p]):
+    while p < le and p - k < 5 and _is_digit(at(t, p)):
         p += 1
     if p == k:
         return False
@@ -251,117 +312,161 @@ cdef bint _dump_header(str s, Py_ssize_t q, Py_ssize_t le, Py_ssize_t *sp):
     return True
 
 
-cdef int _header_field(str s, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *vstart):
+cdef inline bint _ieq(const Text *t, Py_ssize_t p, const char *name, Py_ssize_t m) noexcept:
+    """The ``m`` characters at ``p`` are ``name`` (lower case ASCII letters and "-"), in any
+    ASCII case: as the regex's ``[Vv][Ii][Aa]`` classes."""
+    cdef Py_ssize_t i
+    cdef uchar c
+    for i in range(m):
+        c = at(t, p + i)
+        if c >= 65 and c <= 90:
+            c += 32
+        if c != <uchar>name[i]:
+            return False
+    return True
+
+
+cdef int _name_field(const Text *t, Py_ssize_t p, Py_ssize_t m) noexcept:
+    """Index in ``sip.HEADER_FIELDS`` of the header named by the ``m`` characters at ``p``
+    (long and compact forms), or -1; the table is ``_HEADER_NAMES``."""
+    cdef Py_ssize_t i
+    cdef bytes name
+    for i in range(_N_NAMES):
+        if _NAME_LEN[i] == m and _ieq(t, p, _NAME_PTR[i], m):
+            return _NAME_FIELD[i]
+    return -1
+
+
+cdef int _header_field(const Text *t, str s, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *vstart):
     """Which ``HEADER_FIELDS`` entry the header line at ``p`` is (-1: none sipwatch reads);
-    ``vstart`` gets where its value starts (``name[ \\t]*:[ \\t]*``)."""
+    ``vstart`` gets where its value starts (``name[ \t]*:[ \t]*``)."""
     cdef Py_ssize_t k = p
-    cdef Py_UCS4 c
+    cdef uchar c
     while k < le and k - p <= _LONGEST_NAME:
-        c = s[k]
-        if not (_is_alpha(c) or c == u'-'):
+        c = at(t, k)
+        if not (_is_alpha(c) or c == 45):  # "-"
             break
         k += 1
     if k == p or k - p > _LONGEST_NAME:
         return -1
-    field = _HEADER_NAMES.get(s[p:k].lower())  # ASCII only: the run holds [A-Za-z-]
-    if field is None:
+    # after the name: [ \t]* ":" - checked before the name is looked up (most lines fail)
+    cdef Py_ssize_t j = k
+    while j < le and (at(t, j) == 32 or at(t, j) == 9):
+        j += 1
+    if j >= le or at(t, j) != 58:
         return -1
-    while k < le and (s[k] == u' ' or s[k] == u'\t'):
-        k += 1
-    if k >= le or s[k] != u':':
+    field = _name_field(t, p, k - p)
+    if field < 0:
         return -1
-    k += 1
-    while k < le and (s[k] == u' ' or s[k] == u'\t'):
-        k += 1
-    vstart[0] = k
+    j += 1
+    while j < le and (at(t, j) == 32 or at(t, j) == 9):
+        j += 1
+    vstart[0] = j
     return <int>field
 
 
-cdef inline bint _ends_headers(str s, Py_ssize_t ls, Py_ssize_t n):
-    """The guard of a header line: ``(?!record start)(?!\\r?\\n|\\r?\\Z)``."""
-    if ls >= n or s[ls] == u'\n':
+cdef inline bint _ends_headers(const Text *t, Py_ssize_t ls) noexcept:
+    """The guard of a header line: ``(?!record start)(?!\r?\n|\r?\Z)``."""
+    cdef uchar c
+    if ls >= t.n:
         return True
-    if s[ls] == u'\r' and (ls + 1 >= n or s[ls + 1] == u'\n'):
+    c = at(t, ls)
+    if c == 10:
         return True
-    return _record_start(s, ls, n)
+    if c == 13 and (ls + 1 >= t.n or at(t, ls + 1) == 10):
+        return True
+    return _record_start(t, ls)
 
 
-cdef Py_ssize_t _parse_record(Record r, Layout lay, str s, Py_ssize_t st, Py_ssize_t n):
-    """Fill ``r`` with the groups of the record starting at ``st``; returns where the part
-    the groups cover ends (the rest of the record is plain lines up to the next start)."""
+cdef void _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t st):
+    """Fill ``r`` with the groups of the record starting at ``st`` (the rest of a record is
+    plain lines up to the next start: no group covers them)."""
     cdef Py_ssize_t *sp = r.spans
-    cdef Py_ssize_t le = _line_end(s, st, n)
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t le = _find_nl(t, st)
     cdef Py_ssize_t q, cur, ls, lend, vs, ve, g
     cdef int field
     cdef bint first
-    if s[st] == u'{':
+    if at(t, st) == 123:  # {
         g = lay.pino
         sp[2 * g] = st
         sp[2 * g + 1] = le
-        return le
-    q = _template(s, st, n, _STAMP)
+        return
+    q = _template(t, st, _STAMP, _STAMP_LEN)
     if q >= 0:
         sp[2] = st
         sp[3] = q - 1
     else:
-        q = _legacy_end(s, st, n)
+        q = _legacy_end(t, st)
         sp[4] = st + 9
         sp[5] = q - 1
-        if q < le and s[q] == u' ':
+        if q < le and at(t, q) == 32:
             q += 1
-    if not _dump_header(s, q, le, sp):
+    if not _dump_header(t, q, le, sp):
         for g in range(6, 16):
             sp[g] = -1
         g = lay.line
         sp[2 * g] = q
         sp[2 * g + 1] = le
-        return le
+        return
     # the start line: the next line, unless it starts a record (it may be empty)
-    if le >= n or _record_start(s, le + 1, n):
-        return le
+    if le >= n or _record_start(t, le + 1):
+        return
     ls = le + 1
-    lend = _line_end(s, ls, n)
+    lend = _find_nl(t, ls)
     sp[16] = ls
-    sp[17] = _value_end(s, ls, lend)
+    sp[17] = _value_end(t, ls, lend)
     cur = lend
     first = True
-    while cur < n:  # s[cur] == "\n"
+    while cur < n:  # at(cur) == "\n"
         ls = cur + 1
-        if _ends_headers(s, ls, n):
+        if _ends_headers(t, ls):
             break
-        lend = _line_end(s, ls, n)
-        field = _header_field(s, ls, lend, &vs)
+        lend = _find_nl(t, ls)
+        field = _header_field(t, s, ls, lend, &vs)
         if field >= 0:
             if field == 1 and first:
                 field = 0  # the top Via: the first header line
             g = lay.header[field]
-            ve = _value_end(s, vs, lend)
+            ve = _value_end(t, vs, lend)
             sp[2 * g] = vs
             sp[2 * g + 1] = ve
         first = False
         cur = lend
-    return cur
 
 
-cdef bint _lone_cr(str s, Py_ssize_t n):
-    cdef Py_ssize_t i = s.find("\r", 0, n)
-    while i >= 0:
-        if i + 1 >= n or s[i + 1] != u'\n':
+cdef bint _lone_cr(const Text *t) noexcept:
+    cdef Py_ssize_t i
+    cdef const char *hit
+    if t.kind == 1:
+        hit = <const char *>memchr(t.data, 13, <size_t>t.n)
+        while hit != NULL:
+            i = hit - <const char *>t.data
+            if at(t, i + 1) != 10:
+                return True
+            if i + 2 >= t.n:
+                return False
+            hit = <const char *>memchr(<const char *>t.data + i + 2, 13, <size_t>(t.n - i - 2))
+        return False
+    for i in range(t.n):
+        if PyUnicode_READ(t.kind, t.data, i) == 13 and at(t, i + 1) != 10:
             return True
-        i = s.find("\r", i + 2, n)
     return False
 
 
 def finditer(Layout lay, str s):
     """The records of ``s``: the matches ``lay.regex.finditer(s)`` yields, in a list."""
-    cdef Py_ssize_t n = len(s)
-    cdef Py_ssize_t p = 0, nl, i, ng = lay.ngroups
+    cdef Text t
+    cdef Py_ssize_t p = 0, i, ng = lay.ngroups
     cdef Record r, prev = None
     cdef list out = []
-    if _lone_cr(s, n):
+    t.data = PyUnicode_DATA(s)
+    t.kind = PyUnicode_KIND(s)
+    t.n = len(s)
+    if _lone_cr(&t):
         return list(lay.regex.finditer(s))
-    while p < n:
-        if _record_start(s, p, n):
+    while p < t.n:
+        if _record_start(&t, p):
             if prev is not None:
                 prev.spans[1] = p - 1
             r = Record.__new__(Record)
@@ -370,15 +475,12 @@ def finditer(Layout lay, str s):
             for i in range(2 * (ng + 1)):
                 r.spans[i] = -1
             r.spans[0] = p
-            _parse_record(r, lay, s, p, n)
+            _parse_record(r, lay, &t, s, p)
             out.append(r)
             prev = r
-        nl = s.find("\n", p, n)
-        if nl < 0:
-            break
-        p = nl + 1
+        p = _find_nl(&t, p) + 1
     if prev is not None:
-        prev.spans[1] = n
+        prev.spans[1] = t.n
     return out
 
 
