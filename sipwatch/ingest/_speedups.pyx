@@ -28,6 +28,8 @@ from cpython.unicode cimport (
     PyUnicode_KIND,
     PyUnicode_READ,
 )
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.string cimport memchr
 
 from sipwatch.ingest import sip as _sip
@@ -122,13 +124,16 @@ cdef class Record:
 
     def groups(self, default=None):
         cdef Py_ssize_t g
-        cdef list out = []
+        cdef object value
+        cdef tuple out = PyTuple_New(self.ngroups)
         for g in range(1, self.ngroups + 1):
             if self.spans[2 * g] < 0:
-                out.append(default)
+                value = default
             else:
-                out.append(self.string[self.spans[2 * g]:self.spans[2 * g + 1]])
-        return tuple(out)
+                value = self.string[self.spans[2 * g]:self.spans[2 * g + 1]]
+            Py_INCREF(value)  # PyTuple_SET_ITEM steals a reference
+            PyTuple_SET_ITEM(out, g - 1, value)
+        return out
 
 
 # A character code as a plain integer: Cython treats Py_UCS4 as a one-character string in
