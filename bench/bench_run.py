@@ -2,8 +2,9 @@
 
     python bench/bench_run.py [--rate 1000] [--seconds 20] [--implementation both]
 
-Starts the real daemon (``python -m sipwatch run``) following one file on loopback, as an
-operator runs it next to a drachtio container writing to a file, and appends a drachtio log
+Starts the real daemon (``python -m sipwatch run``, configured as the end-to-end tests'
+``tests.daemon_runner.FileDaemon``) following a drachtio log file, as an operator runs it next
+to a drachtio container writing to a file, and appends a drachtio log
 (``tools.synth.bench_corpus``: REGISTER flows, rejections, OPTIONS, sofia debug lines) to that
 file at a fixed rate of SIP messages per second, in 10 batches a second, for ``--seconds``.
 The daemon's CPU time (user + system, from ``/proc/<pid>/stat``) is read when the traffic
@@ -21,7 +22,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.daemon_runner import FileDaemon  # noqa: E402
 from tools.synth import bench_corpus  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -43,12 +44,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sip_count(base: str) -> float:
@@ -85,26 +80,13 @@ def batches(rate: int, seconds: int) -> list[tuple[str, int]]:
 
 def run_one(implementation: str, rate: int, seconds: int, work: list[tuple[str, int]]) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="sipwatch-bench-run-"))
-    log = tmp / "drachtio.log"
+    daemon = FileDaemon(tmp, level="warning")  # the end-to-end tests' configuration
+    log = daemon.drachtio
     log.touch()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    daemon.registrar.touch()
+    base = daemon.base
     cfg = tmp / "sipwatch.toml"
-    cfg.write_text(
-        f"""
-[sources]
-checkpoints = false
-[sources.docker]
-enabled = false
-[[sources.files]]
-path = "{log}"
-follow = true
-[metrics]
-listen = "127.0.0.1:{port}"
-[logging]
-level = "warning"
-"""
-    )
+    cfg.write_text(daemon.config_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
     if implementation == "pure":
         env["SIPWATCH_NO_EXTENSIONS"] = "1"
