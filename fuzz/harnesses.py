@@ -165,7 +165,7 @@ def compiled(data: bytes) -> None:
     and build exactly the messages the pure-Python reference does."""
     scan, build = _compiled_pair()
     for text in (data.decode("utf-8", "replace"), data.decode("utf-8", "surrogateescape")):
-        found = scan(text)
+        found = list(scan(text))
         if _records(found) != _records(RECORD_RE.finditer(text)):
             raise AssertionError("the compiled scanner and RECORD_RE disagree")
         for m in found:

@@ -383,9 +383,10 @@ cdef inline bint _ends_headers(const Text *t, Py_ssize_t ls) noexcept:
     return _record_start(t, ls)
 
 
-cdef void _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t st):
-    """Fill ``r`` with the groups of the record starting at ``st`` (the rest of a record is
-    plain lines up to the next start: no group covers them)."""
+cdef Py_ssize_t _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t st):
+    """Fill ``r`` with the groups of the record starting at ``st``; returns the end of the
+    last line it read (no line it read starts a record; the rest of a record is plain lines
+    up to the next start, which no group covers)."""
     cdef Py_ssize_t *sp = r.spans
     cdef Py_ssize_t n = t.n
     cdef Py_ssize_t le = _find_nl(t, st)
@@ -396,7 +397,7 @@ cdef void _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t s
         g = lay.pino
         sp[2 * g] = st
         sp[2 * g + 1] = le
-        return
+        return le
     q = _template(t, st, _STAMP, _STAMP_LEN)
     if q >= 0:
         sp[2] = st
@@ -413,10 +414,10 @@ cdef void _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t s
         g = lay.line
         sp[2 * g] = q
         sp[2 * g + 1] = le
-        return
+        return le
     # the start line: the next line, unless it starts a record (it may be empty)
     if le >= n or _record_start(t, le + 1):
-        return
+        return le
     ls = le + 1
     lend = _find_nl(t, ls)
     sp[16] = ls
@@ -438,6 +439,7 @@ cdef void _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t s
             sp[2 * g + 1] = ve
         first = False
         cur = lend
+    return cur
 
 
 cdef bint _lone_cr(const Text *t) noexcept:
@@ -459,34 +461,53 @@ cdef bint _lone_cr(const Text *t) noexcept:
     return False
 
 
-def finditer(Layout lay, str s):
-    """The records of ``s``: the matches ``lay.regex.finditer(s)`` yields, in a list."""
+cdef class Records:
+    """The records of one text, one at a time (as ``re.finditer``: at most the record being
+    looked at and the one ``_frame`` holds are alive, whatever the text's size)."""
+
+    cdef Layout lay
+    cdef str s
     cdef Text t
-    cdef Py_ssize_t p = 0, i, ng = lay.ngroups
-    cdef Record r, prev = None
-    cdef list out = []
-    t.data = PyUnicode_DATA(s)
-    t.kind = PyUnicode_KIND(s)
-    t.n = len(s)
-    if _lone_cr(&t):
-        return list(lay.regex.finditer(s))
-    while p < t.n:
-        if _record_start(&t, p):
-            if prev is not None:
-                prev.spans[1] = p - 1
-            r = Record.__new__(Record)
-            r.string = s
-            r.ngroups = ng
-            for i in range(2 * (ng + 1)):
-                r.spans[i] = -1
-            r.spans[0] = p
-            _parse_record(r, lay, &t, s, p)
-            out.append(r)
-            prev = r
-        p = _find_nl(&t, p) + 1
-    if prev is not None:
-        prev.spans[1] = t.n
-    return out
+    cdef Py_ssize_t p  # the next line start to look at
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Text *t = &self.t
+        cdef Py_ssize_t p = self.p, i, ng = self.lay.ngroups
+        cdef Record r
+        while p < t.n and not _record_start(t, p):
+            p = _find_nl(t, p) + 1
+        if p >= t.n:
+            self.p = p
+            raise StopIteration
+        r = Record.__new__(Record)
+        r.string = self.s
+        r.ngroups = ng
+        for i in range(2 * (ng + 1)):
+            r.spans[i] = -1
+        r.spans[0] = p
+        p = _parse_record(r, self.lay, t, self.s, p) + 1
+        while p < t.n and not _record_start(t, p):  # the next record's start ends this one
+            p = _find_nl(t, p) + 1
+        r.spans[1] = p - 1 if p < t.n else t.n
+        self.p = p
+        return r
+
+
+def finditer(Layout lay, str s):
+    """The records of ``s``, as the matches ``lay.regex.finditer(s)`` yields."""
+    cdef Records it = Records.__new__(Records)
+    it.lay = lay
+    it.s = s
+    it.t.data = PyUnicode_DATA(s)
+    it.t.kind = PyUnicode_KIND(s)
+    it.t.n = len(s)
+    it.p = 0
+    if _lone_cr(&it.t):
+        return lay.regex.finditer(s)
+    return it
 
 
 # ---------------------------------------------------------------------- SIP message
