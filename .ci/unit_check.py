@@ -55,6 +55,9 @@ ONE_OF: dict[str, tuple[str, ...]] = {
 PATTERN: dict[str, re.Pattern[str]] = {
     # a delay between restarts, so a crash loop does not spin (StartLimit* then stops it)
     "RestartSec": re.compile(r"^[1-9][0-9]*(s|sec|min)?$"),
+    # room for the web server's connection cap, every followed file, the database and Redis
+    # pools and the HEP sockets, far above what a flood of scrapes can take (at least 4096)
+    "LimitNOFILE": re.compile(r"^([4-9][0-9]{3}|[1-9][0-9]{4,})$"),
 }
 #: (directive, value) pairs that must not be active
 FORBIDDEN: tuple[tuple[str, str], ...] = (

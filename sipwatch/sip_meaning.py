@@ -25,7 +25,7 @@ TIMER_F: Final = 32.0
 REJECTION_STATUSES: Final = frozenset({403, 404})
 
 #: X-Reason values produced by the jambonz registrar (sbc-sip-sidecar, digest-utils,
-#: drachtio-mw-registration-parser; see reference/jambonz-register.md), matched on a
+#: drachtio-mw-registration-parser, as of sbc-sip-sidecar v0.9.6), matched on a
 #: lower-case prefix because "detected potential spammer from <ip>:<port>" carries the peer.
 X_REASONS: Final[tuple[tuple[str, str], ...]] = (
     ("unknown or invalid realm", "unknown_realm"),

@@ -1,6 +1,6 @@
 """A fake Docker Engine API on a unix socket, speaking the real HTTP protocol.
 
-It serves what sipwatch and aiodocker use (see python-deps.md 1.7): ``GET /version``,
+It serves what sipwatch and aiodocker 0.27 use: ``GET /version``,
 ``/_ping`` and the versioned ``containers/json``, ``containers/{id}/json``,
 ``containers/{id}/logs``, ``containers/{id}/restart`` and ``events`` routes, with the real
 wire formats: 8-byte multiplexed frames (raw stream for TTY containers) over chunked

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from sipwatch.ingest.framing import LogParser
-from sipwatch.model import LogChunk, SipMessage, Stream
+from sipwatch.model import Direction, LogChunk, SipMessage, Stream
 from sipwatch.sources.cri import CriDecoder, looks_like_cri
 from sipwatch.sources.file import FileSource
 from tests.fake_kube import CriEntry, cri_entries
+from tests.ingest_support import FIXTURES
 from tools.synth import Device, Scenario, pino
 
 T0 = 1_767_225_600_000_000_000
@@ -215,3 +216,29 @@ async def test_following_a_cri_file_across_rotation_with_a_partial_line(tmp_path
     assert src.rotations == 1
     idle = {c.stream for c in seen if c.text == ""}
     assert idle == {Stream.STDOUT, Stream.STDERR}
+
+
+@pytest.mark.parametrize("fmt", ["cri", "auto"])
+async def test_a_literal_containerd_file_of_the_drachtio_container(fmt: str) -> None:
+    """tests/fixtures/deploy/cri-drachtio-container.log, typed in containerd's format: SIP
+    lines keep their CR inside the entry, one header is split into a ``P`` and an ``F``
+    entry with a stderr entry between the halves."""
+    path = FIXTURES / "deploy" / "cri-drachtio-container.log"
+    src = FileSource(path, format=fmt)  # type: ignore[arg-type]
+    chunks = [c async for c in src.chunks()]
+    assert src.malformed_lines == 0
+    stderr = "".join(c.text for c in chunks if c.stream is Stream.STDERR)
+    assert stderr.endswith("written to stderr between the two halves of a partial stdout line\n")
+    stdout = "".join(c.text for c in chunks if c.stream is Stream.STDOUT)
+    assert 'username="1001",realm="sip.example.com",nonce="d2b6c1f9a8e74c3f0b1d"' in stdout
+    msgs = _parse(chunks)
+    assert [(m.direction, m.status, m.cseq) for m in msgs] == [
+        (Direction.RECV, 0, 1),
+        (Direction.SEND, 401, 1),
+        (Direction.RECV, 0, 2),
+        (Direction.SEND, 200, 2),
+    ]
+    assert msgs[2].auth_username == "1001"  # the header joined from its two entries
+    assert msgs[2].auth_realm == "sip.example.com"
+    assert all(m.call_id == "Mjk2ZTJhNTlkYzQ3NzE2OTFjZGE3YjA5Y2E2Nzg1ZDE" for m in msgs)
+    assert all(not m.truncated for m in msgs)

@@ -569,6 +569,8 @@ def test_unit_has_the_required_directives() -> None:
         ("Type=exec", "Type=notify", "Type=notify must not be active"),
         ("ProtectHome=tmpfs", "ProtectHome=no", "ProtectHome must be one of"),
         ("RestartSec=5s", "RestartSec=0", "RestartSec is missing"),
+        ("LimitNOFILE=8192", "LimitNOFILE=1024", "LimitNOFILE is missing"),
+        ("LimitNOFILE=8192\n", "", "LimitNOFILE is missing"),
         ("ExecReload=/bin/kill -HUP $MAINPID\n", "", "missing ExecReload"),
         ("MemoryDenyWriteExecute=yes", "MemoryDenyWriteExecute=no", "MemoryDenyWriteExecute"),
     ],

@@ -365,3 +365,31 @@ async def ctx(
 @bounded(90)
 async def test_command_returns_the_code(ctx: Ctx, command: str, code: ExitCode) -> None:
     assert await SCENARIOS[(command, code)](ctx) == int(code)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check-config", "examples/sipwatch.toml"],
+        ["replay", "examples/drachtio-sbc.log", "examples/sbc-sip-sidecar.log"],
+    ],
+)
+def test_a_reader_that_leaves_is_not_an_error(argv: list[str]) -> None:
+    """``sipwatch ... | head``: the pipe's reader is gone before the first write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE (Python ignores SIGPIPE)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sipwatch", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert "internal error" not in proc.stderr
+    assert "BrokenPipe" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -1,10 +1,11 @@
 """The extension points of docs/architecture.md, each done once the way a newcomer would.
 
 A copy of the package gets exactly the edits the document names - a new rule file, a new
-``@check``, a new source module plus its ``SourceKind`` line, a new remediation action in the
-catalog plus its ``@implements`` class - and a fresh interpreter then uses them through the
-public entry points (rule loader and engine, ``build_sources`` and the pipeline, ``sipwatch
-fix --help``).  If the document's "touch these files" stops being true, this fails.
+``@check``, a new source module plus its ``SourceKind`` line, a new metric name plus its family
+in the stage collector, a new remediation action in the catalog plus its ``@implements`` class
+- and a fresh interpreter then uses them through the public entry points (rule loader and
+engine, ``build_sources`` and the pipeline, the ``/metrics`` exposition, ``sipwatch fix
+--help``).  If the document's "touch these files" stops being true, this fails.
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ def build(ctx: SourceContext) -> list[tuple[str, LogSource]]:
 
 SOURCE_KIND = '    SourceKind("fixed", "sipwatch.sources.fixed", lambda c: c.sources.stdin),\n)'
 
+METRIC_NAME = 'REGISTER_ACCEPTED: Final = "sipwatch_register_accepted_total"\n'
+
+METRIC_FAMILY = """
+        self.accepted = CounterVec(
+            names.REGISTER_ACCEPTED, "REGISTER transactions answered 2xx.", ["source", "side"]
+        )
+"""
+
+METRIC_FEED = """
+        if 200 <= tx.status < 300:
+            self.accepted.inc((source, side))
+"""
+
 DECLARE = """
 DEMO_NOTE = declare("demo_note", needs="database", summary="an example action that changes nothing")
 """
@@ -123,7 +137,9 @@ assert actions.get_action("demo_note").id == "demo_note"
 fixed.TEXT = Path(sys.argv[2]).read_text()
 config = parse_config("[sources]\\nstdin = true\\n[sources.docker]\\nenabled = false\\n")
 sources = [s for name, s in build_sources(SourceContext(config=config, on_status=lambda n, u: None)) if name == "fixed"]
-pipeline = Pipeline(PipelineSettings())
+from sipwatch.metrics import SipwatchMetrics, render_text
+metrics = SipwatchMetrics()
+pipeline = Pipeline(PipelineSettings(), observers=[metrics])
 
 async def drain():
     async for item in sources[0].chunks():
@@ -131,6 +147,8 @@ async def drain():
 
 asyncio.run(drain())
 pipeline.finish()
+accepted = [l for l in render_text(metrics.registry).splitlines() if l.startswith("sipwatch_register_accepted_total{")]
+print(accepted)
 print(len(pipeline.failures.records()), pipeline.parser.stats.records.get("sip", 0))
 """
 
@@ -153,6 +171,24 @@ def test_each_extension_point_needs_only_the_files_the_document_names(tmp_path: 
     assert text.count("\n)\n\n\ndef build_sources") == 1
     init.write_text(
         text.replace("\n)\n\n\ndef build_sources", "\n" + SOURCE_KIND + "\n\n\ndef build_sources")
+    )
+    # add a metric: its name in metrics/names.py, its family in the stage's collector
+    names = package / "metrics" / "names.py"
+    names.write_text(names.read_text() + METRIC_NAME)
+    register = package / "metrics" / "register.py"
+    text = register.read_text()
+    created = "        self.set_inflight(0, 0)\n"
+    fed = "            self.latency.observe((source, side, latency_result(tx.status)), latency)\n"
+    collected = "        yield self.scanner.family()\n"
+    assert text.count(created) == text.count(fed) == text.count(collected) == 1
+    text = text.replace(created, METRIC_FAMILY.lstrip("\n") + created)
+    text = text.replace(fed, fed + METRIC_FEED.lstrip("\n"))
+    text = text.replace(collected, collected + "        yield self.accepted.family()\n")
+    register.write_text(
+        text.replace(
+            "                self.scanner,\n",
+            "                self.scanner,\n                self.accepted,\n",
+        )
     )
     # add a remediation action: declared in the catalog, implemented with @implements
     catalog = package / "remediation" / "catalog.py"
@@ -182,8 +218,11 @@ def test_each_extension_point_needs_only_the_files_the_document_names(tmp_path: 
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    groups, sip = (int(x) for x in proc.stdout.splitlines()[-1].split())
+    *_, exposed, counts = proc.stdout.splitlines()
+    groups, sip = (int(x) for x in counts.split())
     assert sip == 62 and groups == 8  # the bundled example, read through the new source
+    # the new metric, fed by the pipeline: the example's three 200 OK transactions
+    assert exposed == str(['sipwatch_register_accepted_total{side="inbound",source="fixed"} 3.0'])
     help_text = subprocess.run(
         [sys.executable, "-m", "sipwatch", "fix", "--help"],
         capture_output=True,

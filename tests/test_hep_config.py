@@ -113,7 +113,7 @@ def test_the_deployment_docs_hep_mode() -> None:
     block = text[start:].split("```toml\n", 1)[1].split("```", 1)[0]
     hep = parse_config(block, environ={}).sources.hep
     assert hep.listen == "0.0.0.0:9060" and hep.forward[0].startswith("udp://")
-    # drachtio's options, as drachtio-log-format.md records them
+    # drachtio's options, as drachtio-server's documentation spells them
     for option in (
         '<capture-server port="9060" hep-version="3" id="101">',
         "--homer 10.0.0.20:9060 --homer-id 101",

@@ -1,7 +1,7 @@
 """registrar.py on its own: every message kind, the attributes kept, redaction, the bounds.
 
 Messages are the exact strings of sbc-sip-sidecar v0.9.6 / digest-utils and the legacy
-sbc-registrar (reference jambonz-register.md, section 4a).
+sbc-registrar v0.7.6, as their source writes them.
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def render_markdown() -> str:
     out = [
         "# sipwatch configuration reference",
         "",
-        "<!-- Generated from the schema in sipwatch/config.py by",
+        "<!-- Generated from the schema in sipwatch/config/schema.py by",
         "     `python -m tools.config_docs > docs/configuration.md`. Do not edit by hand. -->",
         "",
         "sipwatch reads **one TOML file**, applies environment overrides and validates the",

@@ -127,7 +127,8 @@ def main() -> int:
     )
     ap.add_argument("modules", nargs="+", help="e.g. sipwatch/ingest/sip.py")
     ap.add_argument(
-        "--tests", help='pytest arguments instead of the listed tests, e.g. "tests/x.py -k y"'
+        "--tests",
+        help='pytest arguments instead of the listed tests, e.g. "tests/test_sip.py -k param"',
     )
     ap.add_argument("--tree", type=Path, default=ROOT, help="another checkout (e.g. a baseline)")
     ap.add_argument("--max-children", type=int, default=2)

@@ -39,6 +39,7 @@ import yaml
 
 from sipwatch import metrics as m
 from sipwatch.config import DEFAULT_LISTEN, REMEDIATION_ACTIONS, Config, load_config
+from sipwatch.daemon.stages import SecretStateCollector, secret_state_collector
 from sipwatch.diagnosis.checks import CHECKS
 from sipwatch.diagnosis.rules import (
     EXAMPLE_DOMAIN,
@@ -50,6 +51,7 @@ from sipwatch.diagnosis.rules import (
     default_rules_dir,
     load_rules,
 )
+from sipwatch.diagnosis.secret_proof import SecretState, SecretStatus
 from sipwatch.ingest import speedups
 from sipwatch.ingest.framing import LogParser
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, OTHER
@@ -280,6 +282,7 @@ def exercise_daemon_paths(run: ExampleRun, root: Path = ROOT) -> None:
     metrics.observe_message(dataclasses.replace(_first_message(root), truncated=True))
     metrics.observe_alert("slack", "sent")
     metrics.observe_remediation(REMEDIATION_ACTIONS[0], "dry_run")
+    secret_state_collector(metrics.registry).source = lambda: SecretStatus(SecretState.PROVEN)
 
 
 _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
@@ -354,7 +357,15 @@ _SECTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
     (
         "Diagnosis, alerts and remediation",
         "Fed by the daemon's later stages; a replay only counts root causes.",
-        frozenset({m.ROOT_CAUSES, m.DIAGNOSIS_ERRORS, m.ALERTS, m.REMEDIATIONS}),
+        frozenset(
+            {
+                m.ROOT_CAUSES,
+                m.DIAGNOSIS_ERRORS,
+                SecretStateCollector.NAME,
+                m.ALERTS,
+                m.REMEDIATIONS,
+            }
+        ),
     ),
     ("Build", "", frozenset({m.BUILD_INFO})),
 )
@@ -471,6 +482,11 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         "implementation": "Which implementation of the log parser's hot path runs: "
         f"{_codes((speedups.COMPILED, speedups.PYTHON))} (built without a C compiler, or "
         f"`{speedups.NO_EXTENSIONS_ENV}=1`).",
+        "_state:" + SecretStateCollector.NAME: "Verdict of the secret proof (decrypting a "
+        f"bounded sample of stored client passwords): {_codes(s.value for s in SecretState)}; "
+        "the current verdict is 1, the others 0. `mismatch` means sipwatch's "
+        "`SIPWATCH_JAMBONZ_ENCRYPTION_SECRET` is not jambonz's: password diagnoses are "
+        "withheld and encrypting fixes refused ([remediation](remediation.md)).",
         "_kind:" + m.LOG_RECORDS: "Framed record kind: "
         f"{_codes(sorted(m.RECORD_KINDS))}; anything else is {_code(OTHER)}.",
         "_kind:" + m.PARSE_ERRORS: "What could not be parsed (defined by the parser, e.g. "

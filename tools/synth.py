@@ -1,7 +1,8 @@
 """Synthetic drachtio and registrar logs, byte-for-byte in drachtio's format.
 
 Used to build the bundled example (``examples/``), test fixtures and the benchmark corpus.
-The record layout follows drachtio-log-format.md section 2.3: header line with a bare LF,
+The record layout is drachtio-server's (``src/controller.cpp`` with sofia-sip's
+``tport_logging.c``): header line with a bare LF,
 CRLF-terminated SIP lines, and a trailing space line closing the record.
 """
 
@@ -357,6 +358,32 @@ def bench_corpus(target_bytes: int, *, seed: int = 1) -> Iterator[str]:
         produced += len(chunk)
         t = sc.t
         yield chunk
+
+
+SCANNER_IP = "198.51.100.66"
+FLOOD_REAL_USERS = ("1001", "1002", "1003", "1004", "1005")
+
+
+def scanner_flood(usernames: int, *, start: float = 1795766400.0) -> Iterator[str]:
+    """Yield drachtio log text of a username spray: one source IP tries ``usernames``
+    distinct names (each REGISTER answered 403), and at 90% of the spray five real devices
+    fail with a wrong password.  What a flood of attacker-chosen names must not do: grow
+    memory with the number of names, or hide the five real failures."""
+    rng = random.Random(7)
+    sc = Scenario(start)
+    real_at = usernames * 9 // 10
+    for i in range(usernames):
+        if i == real_at:
+            for n, user in enumerate(FLOOD_REAL_USERS):
+                dev = Device(user, "acme.sip.example.com", f"203.0.113.{10 + n}", rng=rng)
+                sc.register_rejected(dev, 403, "Forbidden", "Invalid credentials", challenged=True)
+        dev = Device(f"x{i:07d}", "acme.sip.example.com", SCANNER_IP, 5070, rng=rng)
+        dev.user_agent = "PolycomSoundPointIP-SPIP_335-UA/3.2.3"  # no scanner User-Agent
+        sc.register_rejected(dev, 403, "Forbidden", None, challenged=False)
+        if len(sc.drachtio) >= 2000:
+            yield "".join(sc.drachtio)
+            sc.drachtio.clear()
+    yield "".join(sc.drachtio)
 
 
 def write_example(directory: str) -> None:

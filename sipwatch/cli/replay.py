@@ -66,7 +66,8 @@ examples:
     p.add_argument(
         "--config",
         default=None,
-        help="sipwatch.toml for database/jambonz settings (default: $SIPWATCH_CONFIG or none)",
+        help="sipwatch.toml: the same [sip], [sources] timezone, [diagnosis] and database settings "
+        "as `sipwatch run` (default: $SIPWATCH_CONFIG or none)",
     )
     p.add_argument("--limit", type=int, default=50, help="rows in the text table (default 50)")
     p.set_defaults(handler=run_replay)

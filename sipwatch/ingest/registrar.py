@@ -1,9 +1,9 @@
 """The registrar's pino JSON lines (legacy sbc-registrar and sbc-sip-sidecar) as ServiceEvents.
 
-At the default ``info`` level the registrar logs almost nothing per REGISTER (see
-jambonz-register.md section 4a), so these events *refine* what the drachtio SIP dumps say:
-they name the error behind a 500 (plaintext password, bad decrypt, webhook without status)
-and tell the registrar flavour apart.
+At the default ``info`` level the registrar logs almost nothing per REGISTER (sbc-sip-sidecar
+v0.9.6 logs the outcome only at ``debug``), so these events *refine* what the drachtio SIP
+dumps say: they name the error behind a 500 (plaintext password, bad decrypt, webhook
+without status) and tell the registrar flavour apart.
 
 Some messages embed secrets: the plaintext-password error quotes the stored password
 (``Unexpected token 'p', "pw1" is not valid JSON``) and ``Authorization data`` carries the
@@ -277,7 +277,8 @@ _DRACHTIO_MARKERS: tuple[tuple[str, str], ...] = (
 
 
 def classify_drachtio_line(text: str) -> tuple[str, dict[str, str]] | None:
-    """Recognise the drachtio lines listed in drachtio-log-format.md section 3."""
+    """Recognise drachtio's own lines about REGISTER handling and its life cycle (start-up,
+    spammer refusals, missing realm; drachtio-server's ``src/controller.cpp``)."""
     if "REGISTER" not in text and "register" not in text and "spammer" not in text:
         if text.startswith("Starting drachtio version"):
             return "drachtio_start", {"version": text.rpartition(" ")[2][:64]}

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction, ServiceEvent
 from sipwatch.pipeline.failures import is_failure
+from sipwatch.sip_meaning import TIMEOUT
 
 Status = int | str  # a SIP status, or "timeout"
 
@@ -47,7 +48,7 @@ def _account_deactivated(status: Status, x_reason: str, challenged: bool) -> boo
     ) and x_reason.strip().lower().startswith("account has been deactivated")
 
 
-# What answer each registrar event produces (jambonz-register.md §1a, §4a): the event is
+# What answer each registrar event produces (sbc-sip-sidecar v0.9.6 and digest-utils): the event is
 # evidence for a failure only when that failure got this answer.
 _Fit = Callable[[Status, str, bool], bool]
 # events that name their realm (attr "realm"): same realm, and the answer they produce
@@ -159,7 +160,7 @@ class FailureContext:
         kinds: set[str] = set()
         self._sort_events()
         windows = [(last - self.window, last + self.window)]
-        if first < last - 2 * self.window:
+        if first < last:  # overlapping windows are fine: ``kinds`` is a set
             windows.append((first - self.window, first + self.window))
         events = self._events
         for lo, hi in windows:
@@ -168,15 +169,13 @@ class FailureContext:
                 if ts > hi:
                     break
                 if kind in _DOWN_EVENTS:
-                    fits = status in (503, "timeout")
+                    fits = status in (503, TIMEOUT)
                 elif kind in _REALM_EVENTS:
                     fits = ev_realm == realm and _REALM_EVENTS[kind](status, x_reason, challenged)
-                elif kind in _TIMED_EVENTS:
+                else:  # _TIMED_EVENTS: observe_event keeps no other kind
                     fits = _TIMED_EVENTS[kind](status, x_reason, challenged) and (
                         not ev_status or ev_status == str(status)
                     )
-                else:
-                    fits = False
                 if fits and ev_realm in ("", realm):
                     kinds.add(kind)
         return frozenset(kinds)

@@ -127,7 +127,6 @@ class Pipeline:
         self._sip_from_wire = settings.sip_truth != "logs"
         self.log_now = 0.0  # newest log timestamp seen
         self.first_ts = 0.0  # oldest log timestamp seen
-        self._observers: list[object] = []
         self._on_message: list[Callable[[SipMessage], None]] = []
         self._on_event: list[Callable[[ServiceEvent], None]] = []
         self._on_transaction: list[Callable[[RegisterTransaction], None]] = []
@@ -140,7 +139,6 @@ class Pipeline:
 
     def add_observer(self, observer: object) -> None:
         """Append an observer; its hooks run after those of the observers before it."""
-        self._observers.append(observer)
         for name, hooks in (
             ("observe_message", self._on_message),
             ("observe_event", self._on_event),

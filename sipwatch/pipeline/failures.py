@@ -151,7 +151,7 @@ class FailureTracker:
         if len(self._records) >= self.max_entries and not self._make_room():
             self.dropped += 1
             return
-        self._records[key] = FailureRecord(
+        record = self._records[key] = FailureRecord(
             side=side,
             user=user,
             domain=domain,
@@ -164,13 +164,17 @@ class FailureTracker:
             challenged=tx.has_auth,
             user_agent=tx.user_agent[:_TEXT_MAX],
             scanner=scanner is not None,
-            # estimated when read (``_refresh``): counting on every folded failure of a
-            # spray would cost more than the rest of the pipeline
-            distinct_users=0,
         )
         if scanner is None:
             self._singletons[key] = None
-        self._by_aor.setdefault((side, user, domain), set()).add(key)
+            # a scanner record is no AOR's: no registration resolves it
+            self._by_aor.setdefault((side, user, domain), set()).add(key)
+        else:
+            # estimated when created and when read (``_refresh``), not on every folded
+            # failure (a spray would cost more than the rest of the pipeline); once at
+            # creation so a record nobody read before the classifier forgot its IP does
+            # not claim 0 usernames
+            self._refresh(record)
 
     def retract(self, state: ScannerState, aors: list[Aor]) -> None:
         """An IP was recognised as a scanner: fold its earlier per-user records into the
@@ -198,13 +202,10 @@ class FailureTracker:
                         scanner=True,
                     )
                     self._records[target_key] = target
-                    self._by_aor.setdefault((key[0], SCANNER_USER, SCANNER_USER), set()).add(
-                        target_key
-                    )
                 target.count += old.count
                 target.first_seen = min(target.first_seen, old.first_seen)
                 target.last_seen = max(target.last_seen, old.last_seen)
-                target.distinct_users = 0  # see _refresh
+                self._refresh(target)  # as at creation in observe_transaction
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
         """A successful attempt resolves every record of that (side, user, domain)."""

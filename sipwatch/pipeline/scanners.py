@@ -160,14 +160,16 @@ class ScannerClassifier:
         if self._registered is not None and self._registered(*aor):
             return  # an account that worked: its failure is not a guess
         recent = state.recent
-        counted_before = aor in recent  # its earlier rejections reached the observers
         recent[aor] = ts
         if len(recent) >= self.min_users:
             cutoff = ts - self.window
             for key in [k for k, seen in recent.items() if seen < cutoff]:
                 del recent[key]
         if len(recent) >= self.min_users:
-            retracted = [a for a in recent if a != aor or counted_before]
+            # fewer than min_users names stay in ``recent`` between calls, so only a new
+            # name crosses the threshold: every other one reached the observers already,
+            # this one has not
+            retracted = [a for a in recent if a != aor]
             self._detect(state, ts, "usernames", retracted)
             self._count_folded(state, tx)
 
@@ -214,9 +216,12 @@ class ScannerClassifier:
     def _state(self, ip: str, ts: float) -> ScannerState:
         state = self._ips.get(ip)
         if state is None:
-            state = self._ips[ip] = ScannerState(ip)
-            if len(self._ips) > self.max_ips:
+            # room is made before the new IP is added: counted itself, the new IP would be
+            # the one non-scanner to drop when every other IP is a scanner - its state then
+            # orphaned, and the "oldest scanner" fallback never reached
+            if len(self._ips) >= self.max_ips:
                 self._evict()
+            state = self._ips[ip] = ScannerState(ip)
         else:
             self._ips.move_to_end(ip)
             if state.scanner_since is not None and ts - state.last_seen > self.hold:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sipwatch.pipeline.failures import FailureRecord
 from sipwatch.replay.driver import ReplayResult, status_sort_key
+from sipwatch.sip_meaning import TIMEOUT
 
 # A failure's causes, keyed like FailureRecord: (side, user, domain, source_ip, status)
 CauseKey = tuple[str, str, str, str, int | str]
@@ -72,7 +73,7 @@ def split_failures(
     """(final responses >= 403, timeouts, other failures such as 400) as the JSON groups them."""
     failures, timeouts, other = [], [], []
     for r in records:
-        if r.status == "timeout":
+        if r.status == TIMEOUT:
             timeouts.append(r)
         elif isinstance(r.status, int) and r.status >= 403:
             failures.append(r)

@@ -13,7 +13,7 @@ Anyone who can reach the HEP port can send anything, so the decoder trusts no by
   ``reason`` is one of ``DECODE_ERRORS`` (a bounded metric label).
 
 drachtio sends its eleven chunks in one fixed order (family, protocol, ports, time, protocol
-type, capture id, IPv4 addresses, payload; see drachtio-log-format.md), so that exact
+type, capture id, IPv4 addresses, payload; observed from drachtio-server 0.9.10), so that exact
 layout is recognised with one ``struct`` call before falling back to the generic walk.  The
 two give identical results (a property test checks it); the fast path exists because a busy
 SBC sends tens of thousands of packets a second and Python pays per operation.

@@ -62,7 +62,7 @@ class _Agent:
 def split_sip_stream(payload: bytes) -> list[tuple[bytes, bool]]:
     """The SIP messages in one payload as (bytes, truncated).
 
-    A stream transport's capture is per socket read (drachtio-log-format.md), so a payload
+    A stream transport's capture is per socket read (drachtio-server's HEP capture), so a payload
     may hold several messages, or end in the middle of one (drachtio also cuts payloads at
     16,000 bytes).  Messages are delimited by the end of their headers plus Content-Length;
     keep-alive CRLFs between them are skipped.  A message whose headers or body run past the

@@ -1,0 +1,152 @@
+"""Benchmark: peak memory of `sipwatch replay` and `sipwatch run` under a username spray.
+
+    python bench/bench_flood.py [--names 100000 300000] [--keep]
+
+One source IP tries N distinct usernames (each REGISTER answered 403) and, at 90% of the
+spray, five real devices fail with a wrong password (``tools.synth.scanner_flood``).  For
+each N this reports the peak RSS of
+
+* **replay**: ``sipwatch replay --format json`` of the log, and
+* **run**: the daemon following the same file (``follow = false``) until its ``/metrics``
+  shows every SIP message, then its ``VmHWM``; it also says whether the five real devices
+  reached ``/api/failures``.
+
+Memory must not grow with N (every table is bounded); the test
+``tests/test_flood_memory.py`` pins the replay at 20k/60k names, this measures larger ones.
+Not a test: the numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.synth import FLOOD_REAL_USERS, scanner_flood  # noqa: E402
+
+
+def write_flood(path: Path, names: int) -> int:
+    messages = 0
+    with path.open("w") as f:
+        for chunk in scanner_flood(names):
+            f.write(chunk)
+            messages += chunk.count(" bytes ")
+    return messages
+
+
+def replay_peak(log: Path) -> tuple[float, float, dict[str, object]]:
+    """(CPU s, peak RSS MiB, report) of one replay, reaped with wait4."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sipwatch", "replay", "--no-diagnose", "--format", "json", str(log)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"replay failed ({proc.returncode})")
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, json.loads(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def _sip_messages(exposition: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("sipwatch_sip_messages_total{")
+    )
+
+
+def daemon_peak(log: Path, messages: int, workdir: Path) -> tuple[float, float, list[str]]:
+    """(seconds to read the log, peak RSS MiB, real users listed) of `sipwatch run`."""
+    port = _free_port()
+    cfg = workdir / "flood.toml"
+    cfg.write_text(
+        f'[sources.docker]\nenabled = false\n[[sources.files]]\npath = "{log}"\nfollow = false\n'
+        f'[metrics]\nlisten = "127.0.0.1:{port}"\n[diagnosis]\nenabled = false\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit("the daemon exited")
+            try:
+                if _sip_messages(_get(base + "/metrics")) >= messages:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() - start > 600:
+                raise SystemExit("the daemon did not read the log within 600 s")
+            time.sleep(0.2)
+        took = time.monotonic() - start
+        failures = json.loads(_get(base + "/api/failures?limit=1000"))
+        rows = failures["failures"] if isinstance(failures, dict) else failures
+        users = sorted({r["user"] for r in rows if r["user"] in FLOOD_REAL_USERS})
+        hwm = 0.0
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+        return took, hwm, users
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--names", type=int, nargs="+", default=[100_000, 300_000])
+    ap.add_argument("--keep", action="store_true", help="keep the generated logs")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sipwatch-flood-"))
+    print(
+        "| names | SIP messages | replay CPU s | replay peak RSS | run peak RSS | real users found by run |"
+    )
+    print("|---|---|---|---|---|---|")
+    for names in args.names:
+        log = workdir / f"flood-{names}.log"
+        messages = write_flood(log, names)
+        cpu, replay_rss, _report = replay_peak(log)
+        _took, run_rss, users = daemon_peak(log, messages, workdir)
+        print(
+            f"| {names:,} | {messages:,} | {cpu:.1f} | {replay_rss:.0f} MiB | {run_rss:.0f} MiB "
+            f"| {len(users)} of {len(FLOOD_REAL_USERS)} |"
+        )
+        if not args.keep:
+            log.unlink()
+    if args.keep:
+        print(f"logs kept in {workdir}")
+
+
+if __name__ == "__main__":
+    main()
