@@ -25,9 +25,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# A C compiler only for dependencies without a wheel for the target platform (asyncmy is a
-# Cython extension; x86_64 and aarch64 get wheels, e.g. armv7 does not).  It stays in this
-# stage.  Debian package versions are not pinned: they change with every point release and a
+# A C compiler for sipwatch's own compiled hot path (sipwatch/ingest/_speedups.pyx, Cython:
+# pip fetches Cython as a build requirement of pyproject.toml) and for dependencies without a
+# wheel for the target platform (asyncmy is a Cython extension; x86_64 and aarch64 get wheels,
+# e.g. armv7 does not).  It stays in this stage.  Debian package versions are not pinned: they change with every point release and a
 # pin would break the build, while the base image tag already fixes the Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -43,12 +44,15 @@ COPY . /src
 # what is installed is exactly what was just built.  The `kubernetes` extra is included: one
 # image runs in all three deployment modes, and in a pod it follows the jambonz pods through
 # the Kubernetes API (kubernetes_asyncio, ~50 MB, left out of a plain `pip install sipwatch`).
+# The image must run the compiled parser: `sipwatch --version` names the implementation, and
+# a build that fell back to pure Python (setup.py makes a failed compile a warning) fails here.
 # pip and setuptools are removed from the runtime venv afterwards: nothing installs packages
 # at run time.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels "/src[kubernetes]" \
     && python -m venv /opt/sipwatch \
     && /opt/sipwatch/bin/pip install --no-cache-dir --no-index --find-links /wheels "sipwatch[kubernetes]" \
     && /opt/sipwatch/bin/sipwatch --version \
+    && /opt/sipwatch/bin/python -c "from sipwatch.ingest import speedups; assert speedups.IMPLEMENTATION == 'compiled'" \
     && /opt/sipwatch/bin/pip uninstall --yes pip setuptools \
     && install -m 0644 /src/deploy/healthcheck.py /opt/sipwatch/healthcheck.py
 

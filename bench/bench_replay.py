@@ -1,23 +1,29 @@
-"""Benchmark: ``sipwatch replay`` against a bare line scan of the same drachtio log.
+"""Benchmark: ``sipwatch replay`` against a bare line scan and mtail, on the same drachtio log.
 
-    python bench/bench_replay.py [--size-mb 100] [--repeat 3] [--keep]
+    python bench/bench_replay.py [--size-mb 100] [--repeat 3] [--keep] [--log FILE]
 
 Generates a realistic drachtio log (REGISTER/401/200 flows, rejections, retransmissions,
 OPTIONS pings, sofia debug lines), then times, each in its own process pinned to one core:
 
 * **bare scan**: read every line of the file and match the drachtio header regex
   (the floor any log-based tool pays);
-* **sipwatch replay**: the real CLI, full parse + transactions + failure table + JSON report
-  (``--no-diagnose``: the rules engine is not part of the parser's hot path).
+* **mtail**: Google's log-to-metrics tool with a one-counter program (the dump header regex
+  above, no transactions at all), ``-one_shot`` over the file; Debian's ``mtail`` package.
+  When it is not installed the row says so;
+* **sipwatch replay compiled / pure**: the real CLI, full parse + transactions + failure table
+  + JSON report (``--no-diagnose``: the rules engine is not part of the parser's hot path),
+  once with the compiled extension and once with ``SIPWATCH_NO_EXTENSIONS=1``.
 
-Reports SIP messages/s, CPU seconds, peak RSS and the ratios replay/bare.  Not a test: the
-numbers depend on the machine; the ratios are what to compare across changes.
+Prints one table: CPU seconds, SIP messages/s, peak RSS, and each row's CPU as a multiple of
+the bare scan's and of mtail's.  Not a test: the numbers depend on the machine; the ratios
+are what to compare across changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +48,15 @@ print(n)
 """
 
 
-def measure(cmd: list[str]) -> tuple[float, float, int, str]:
+# mtail's program: one counter, the header regex of BARE_SCAN (RE2 syntax).
+MTAIL_PROGRAM = r"""counter sip_messages
+/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} (recv|send) (\d+) bytes (from|to) (udp|tcp|tls|ws|wss)\/\[([^\]]+)\]:(\d+)/ {
+  sip_messages++
+}
+"""
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
     """Run cmd; return (wall s, CPU s, peak RSS KiB, stdout) of that child alone.
 
     A tiny wrapper process reaps the child with ``os.wait4`` so the rusage is exact for it.
@@ -56,7 +70,11 @@ def measure(cmd: list[str]) -> tuple[float, float, int, str]:
     )
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     proc = subprocess.run(
-        [sys.executable, "-c", wrapper, *pin, *cmd], capture_output=True, text=True, check=True
+        [sys.executable, "-c", wrapper, *pin, *cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     )
     wall, cpu, rss, code = json.loads(proc.stderr.strip().splitlines()[-1])
     if code:
@@ -83,42 +101,79 @@ def main() -> None:
                 f.write(chunk)
         print(f"generated {log.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s")
 
-    sipwatch = [
-        sys.executable,
-        "-m",
-        "sipwatch",
-        "replay",
-        "--format",
-        "json",
-        "--no-diagnose",
-        str(log),
-    ]
-    bare = [sys.executable, "-c", BARE_SCAN, str(log)]
+    replay = [sys.executable, "-m", "sipwatch", "replay", "--format", "json", "--no-diagnose"]
+    mtail = shutil.which("mtail")
+    progs = tmp / "mtail"
+    progs.mkdir()
+    (progs / "sip.mtail").write_text(MTAIL_PROGRAM)
+    # name -> (command, environment)
+    runs: dict[str, tuple[list[str], dict[str, str]]] = {
+        "bare scan": ([sys.executable, "-c", BARE_SCAN, str(log)], {}),
+        "sipwatch replay compiled": ([*replay, str(log)], {}),
+        "sipwatch replay pure": ([*replay, str(log)], {"SIPWATCH_NO_EXTENSIONS": "1"}),
+    }
+    if mtail:
+        runs["mtail"] = (
+            [
+                mtail,
+                "-one_shot",
+                "-one_shot_format",
+                "json",
+                "-port",
+                "0",
+                "-progs",
+                str(progs),
+                "-logs",
+                str(log),
+                "-logtostderr=false",
+                "-stderrthreshold",
+                "FATAL",
+            ],
+            {},
+        )
     best: dict[str, tuple[float, float, int]] = {}
-    messages = 0
+    counts: dict[str, int] = {}
     for _ in range(args.repeat):
-        for name, cmd in (("bare", bare), ("replay", sipwatch)):
-            wall, cpu, rss, out = measure(cmd)
-            if name == "replay":
-                messages = json.loads(out)["sip_messages"]
+        for name, (cmd, env) in runs.items():
+            wall, cpu, rss, out = measure(cmd, env)
+            if name.startswith("sipwatch"):
+                counts[name] = json.loads(out)["sip_messages"]
+            elif name == "mtail":
+                counts[name] = int(
+                    json.loads(out)["sip_messages"][0]["LabelValues"][0]["Value"]["Value"]
+                )
             else:
-                bare_count = int(out.strip())
+                counts[name] = int(out.strip())
             prev = best.get(name)
             if prev is None or cpu < prev[1]:
                 best[name] = (wall, cpu, rss)
-    if bare_count != messages:
-        print(f"WARNING: bare scan saw {bare_count} header lines, replay {messages} messages")
-    _, bc, brss = best["bare"]
-    _, rc, rrss = best["replay"]
+    messages = counts["sipwatch replay compiled"]
+    if len(set(counts.values())) != 1:
+        print(f"WARNING: the rows counted different numbers of SIP messages: {counts}")
     size = log.stat().st_size / 1e6
     print(f"log: {size:.1f} MB, {messages:,} SIP messages (best of {args.repeat}, one core)")
-    print(
-        f"bare scan : {bc:6.2f} s CPU  {bare_count / bc:10,.0f} msg/s  peak RSS {brss / 1024:6.1f} MiB"
-    )
-    print(
-        f"replay    : {rc:6.2f} s CPU  {messages / rc:10,.0f} msg/s  peak RSS {rrss / 1024:6.1f} MiB"
-    )
-    print(f"ratio     : time x{rc / bc:.2f}   RSS x{rrss / brss:.2f}   ({size / rc:.1f} MB/s)")
+    if not mtail:
+        print("mtail: not installed (apt-get install mtail): its row and column are left out")
+    bare_cpu = best["bare scan"][1]
+    mtail_cpu = best["mtail"][1] if mtail else None
+    print()
+    print("| | CPU s | SIP messages/s | peak RSS MiB | vs bare scan | vs mtail |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ("bare scan", "mtail", "sipwatch replay compiled", "sipwatch replay pure"):
+        if name not in best:
+            print(f"| {name} | not installed | | | | |")
+            continue
+        _, cpu, rss = best[name]
+        vs_mtail = f"{cpu / mtail_cpu:.2f}x" if mtail_cpu else "-"
+        print(
+            f"| {name} | {cpu:.2f} | {messages / cpu:,.0f} | {rss / 1024:.1f} "
+            f"| {cpu / bare_cpu:.2f}x | {vs_mtail} |"
+        )
+    if mtail_cpu:
+        print(
+            f"\nsipwatch replay compiled runs at {mtail_cpu / best['sipwatch replay compiled'][1]:.2f}x "
+            f"mtail's speed, pure Python at {mtail_cpu / best['sipwatch replay pure'][1]:.2f}x"
+        )
     if not args.keep and args.log is None:
         shutil.rmtree(tmp)
 

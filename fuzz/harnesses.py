@@ -8,13 +8,16 @@ is broken (bounded fields, bounded state, a closed counter vocabulary, no "inter
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
+from sipwatch.ingest import framing, speedups
 from sipwatch.ingest.framing import (
     MAX_PENDING,
     MAX_SERVICES,
     PARSE_ERROR_KINDS,
     RECORD_KINDS,
+    RECORD_RE,
     LogParser,
 )
 from sipwatch.ingest.registrar import (
@@ -142,8 +145,42 @@ def registrar(data: bytes) -> None:
         raise AssertionError("drachtio attrs unbounded")
 
 
+def _compiled_pair() -> tuple[framing.Scan, framing.Build]:
+    """The compiled hot path, also when ``SIPWATCH_NO_EXTENSIONS`` keeps sipwatch off it."""
+    if speedups.COMPILED in framing.IMPLEMENTATIONS:
+        return framing.IMPLEMENTATIONS[speedups.COMPILED]
+    module = importlib.import_module("sipwatch.ingest._speedups")
+    return framing.compiled_implementation(module)
+
+
+def _records(found: object) -> list[tuple[object, ...]]:
+    groups = range(RECORD_RE.groups + 1)
+    return [(tuple(m.span(g) for g in groups), m.groups()) for m in found]  # type: ignore[attr-defined]
+
+
+def compiled(data: bytes) -> None:
+    """The compiled extension on attacker bytes (NUL, invalid UTF-8 decoded both ways a
+    source does, lone CRs, huge lines): it must not crash or read past the text (bounds
+    checks raise IndexError, a crash kills the fuzzer), and it must find exactly the records
+    and build exactly the messages the pure-Python reference does."""
+    scan, build = _compiled_pair()
+    for text in (data.decode("utf-8", "replace"), data.decode("utf-8", "surrogateescape")):
+        found = list(scan(text))
+        if _records(found) != _records(RECORD_RE.finditer(text)):
+            raise AssertionError("the compiled scanner and RECORD_RE disagree")
+        for m in found:
+            g = m.groups("")
+            if not g[framing.G_WHAT] or not g[framing.G_START]:
+                continue
+            args = (0.0, "f", g[framing.G_WHAT], 1, "udp", g[framing.G_IP], 1, g[framing.G_START])
+            headers = framing._record_headers(g)
+            if build(*args, headers) != framing.IMPLEMENTATIONS[speedups.PYTHON][1](*args, headers):
+                raise AssertionError("the compiled and the reference SipMessage differ")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "framer": framer,
+    "compiled": compiled,
     "sip": sip,
     "registrar": registrar,
 }

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 CRASHERS = FIXTURES / "fuzz"
-CI_RUNS = {"framer": 3000, "sip": 20000, "registrar": 20000}
-MAX_LEN = {"framer": 16384, "sip": 4096, "registrar": 4096}
+CI_RUNS = {"framer": 3000, "compiled": 5000, "sip": 20000, "registrar": 20000}
+MAX_LEN = {"framer": 16384, "compiled": 16384, "sip": 4096, "registrar": 4096}
 
 _DUMP = re.compile(
     r"^\S+ \S+ (?:recv|send) \d+ bytes[^\n]*\n((?:(?!\d{4}-\d\d-\d\d )[^\n]*\n)*)", re.M
@@ -42,6 +42,10 @@ def write_seeds(target: str, directory: Path) -> None:
                 for piece in pieces:
                     n += 1
                     (directory / f"seed-{n}").write_bytes(bytes([flags, 200]) + piece)
+        elif target == "compiled":
+            for i in range(0, len(data), 2000):
+                n += 1
+                (directory / f"seed-{n}").write_bytes(data[i : i + 2000])
         elif target == "sip":
             for m in _DUMP.finditer(text):
                 n += 1
@@ -97,7 +101,7 @@ def main() -> int:
         if failed:
             print(f"fuzz: crashers found by {', '.join(failed)} (see {CRASHERS})")
         return 1 if failed else 0
-    if not args or args[0] not in ("framer", "sip", "registrar"):
+    if not args or args[0] not in CI_RUNS:
         print(__doc__)
         return 2
     return fuzz(args[0], args[1:])

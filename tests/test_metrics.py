@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipwatch import __version__
 from sipwatch import metrics as m
 from sipwatch.ingest.framing import LogParser
+from sipwatch.ingest.speedups import IMPLEMENTATION
 from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.metrics import SipwatchMetrics, render_text
 from sipwatch.metrics.cardinality import OTHER
@@ -129,7 +130,7 @@ def test_uses_injected_registry_not_the_global_one() -> None:
     other = SipwatchMetrics()
     assert other.registry is not reg
     assert REGISTRY.get_sample_value("sipwatch_build_info", {"version": __version__}) is None
-    assert value(metrics, m.BUILD_INFO, version=__version__) == 1.0
+    assert value(metrics, m.BUILD_INFO, version=__version__, implementation=IMPLEMENTATION) == 1.0
 
 
 def test_no_created_series() -> None:

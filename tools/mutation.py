@@ -86,7 +86,9 @@ def run_module(
     dest.mkdir(parents=True)
     copy_tree(tree, dest)
     narrow_config(dest, module, tests)
-    env = {**os.environ, "PYTHONPATH": ""}
+    # mutants live in the pure-Python reference: the compiled hot path (built from
+    # sipwatch/ingest/_speedups.pyx) would run instead of a mutated scanner or message builder
+    env = {**os.environ, "PYTHONPATH": "", "SIPWATCH_NO_EXTENSIONS": "1"}
     mutmut = [sys.executable, "-m", "mutmut"]
     with open(dest / "mutmut-run.log", "w") as log:  # mutmut redraws a progress line per mutant
         subprocess.run(

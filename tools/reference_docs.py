@@ -52,6 +52,7 @@ from sipwatch.diagnosis.rules import (
     load_rules,
 )
 from sipwatch.diagnosis.secret_proof import SecretState, SecretStatus
+from sipwatch.ingest import speedups
 from sipwatch.ingest.framing import LogParser
 from sipwatch.metrics.cardinality import EVICT_DEMOTED, EVICT_EXPIRED, OTHER
 from sipwatch.metrics.core import KIND_LABELS, NODE_LABELS, SOURCE_LABELS, STAGE_LABELS
@@ -483,6 +484,9 @@ def _label_docs(rule_ids: Sequence[str], rule_events: Sequence[str]) -> dict[str
         "action": f"Remediation action: {_codes(REMEDIATION_ACTIONS)}; at most "
         f"{caps['action']} distinct.",
         "version": "The sipwatch version.",
+        "implementation": "Which implementation of the log parser's hot path runs: "
+        f"{_codes((speedups.COMPILED, speedups.PYTHON))} (built without a C compiler, or "
+        f"`{speedups.NO_EXTENSIONS_ENV}=1`).",
         "_state:" + SecretStateCollector.NAME: "Verdict of the secret proof (decrypting a "
         f"bounded sample of stored client passwords): {_codes(s.value for s in SecretState)}; "
         "the current verdict is 1, the others 0. `mismatch` means sipwatch's "

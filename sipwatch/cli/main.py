@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from sipwatch import __version__
 from sipwatch.cli.exit_codes import ExitCode
+from sipwatch.ingest import speedups
 
 if TYPE_CHECKING:
     SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -46,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"sipwatch {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"sipwatch {__version__} ({speedups.IMPLEMENTATION} parser)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"sipwatch.cli.{name}").register(sub)
@@ -59,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
+    notice = speedups.fallback_notice()
+    if notice:  # built without a C compiler: say it once, then run (slower, same results)
+        print(notice, file=sys.stderr)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

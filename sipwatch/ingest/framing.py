@@ -27,11 +27,15 @@ Everything a record yields is counted in ``ParseStats``; the kinds are a closed 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from types import ModuleType
 
+from sipwatch.ingest import sip, speedups
 from sipwatch.ingest.registrar import PinoError, classify_drachtio_line, parse_pino_line
-from sipwatch.ingest.sip import build_sip_message, header_getter, headers_pattern
+from sipwatch.ingest.sip import header_getter, headers_pattern
 from sipwatch.model import LogChunk, ParsedEvent, ServiceEvent, ServiceOrigin, SipMessage, Stream
 
 # A record starts at a drachtio timestamp, a legacy "%08x|2017-Jun-27 07:48:59.059161|" stamp,
@@ -79,6 +83,26 @@ G_TS, G_LEGACY_TS, G_WHAT, G_SIZE, G_PROTO, G_IP, G_PORT, G_START = range(8)
 G_LINE = RECORD_RE.groupindex["line"] - 1
 G_PINO = RECORD_RE.groupindex["pino"] - 1
 _record_headers = header_getter(RECORD_RE)
+
+# The two implementations of the hot path (``sipwatch.ingest.speedups``): the records of a
+# text (``RECORD_RE.finditer`` or the compiled scanner's match-like records, same groups) and
+# the SIP message built from one.  The pure-Python pair is the reference.
+Scan = Callable[[str], Iterable["re.Match[str]"]]
+Build = Callable[..., SipMessage | None]
+
+
+def compiled_implementation(module: ModuleType) -> tuple[Scan, Build]:
+    """The hot path of the compiled ``module`` (``sipwatch.ingest._speedups``)."""
+    return partial(module.finditer, module.Layout(RECORD_RE)), module.build_sip_message
+
+
+IMPLEMENTATIONS: dict[str, tuple[Scan, Build]] = {
+    speedups.PYTHON: (RECORD_RE.finditer, sip.build_sip_message)
+}
+if speedups.compiled is not None:
+    IMPLEMENTATIONS[speedups.COMPILED] = compiled_implementation(speedups.compiled)
+# What a LogParser uses unless told otherwise (module globals, so a test can patch them).
+scan_records, build_sip_message = IMPLEMENTATIONS[speedups.IMPLEMENTATION]
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -193,8 +217,15 @@ class LogParser:
     ``stats_by_source`` (plain ints: the metrics sink reads them at scrape time).
     """
 
-    def __init__(self, *, tz_offset: float = 0.0) -> None:
+    def __init__(self, *, tz_offset: float = 0.0, implementation: str | None = None) -> None:
         self._tz = tz_offset
+        # the hot path: this module's defaults, or the named one of IMPLEMENTATIONS (the
+        # differential tests run both side by side)
+        self._scan, self._build = (
+            (scan_records, build_sip_message)
+            if implementation is None
+            else IMPLEMENTATIONS[implementation]
+        )
         self._channels: dict[tuple[str, Stream], _Channel] = {}
         self._minute_cache: dict[str, float] = {}
         self.stats_by_source: dict[str, ParseStats] = {}
@@ -391,7 +422,7 @@ class LogParser:
             return
         stats = self.stats_for(ch.source)
         source = ch.source
-        held: re.Match[str] | None = None
+        held: re.Match[str] | None = None  # or the compiled scanner's Record
         held_size = 0  # its byte count, when it is a SIP dump
         region_end = 0  # records starting before this are inside a dump's announced length
         proven_end = 0  # ... and before this, inside a dump proven to end there
@@ -401,7 +432,7 @@ class LogParser:
         record = self._record
         g_start, g_size, g_line, g_pino = G_START + 1, G_SIZE + 1, G_LINE + 1, G_PINO + 1
         ran_to_end = 1 + DUMP_SLACK
-        for m in RECORD_RE.finditer(buf):
+        for m in self._scan(buf):
             start = m.start()
             if start < region_end:  # rare: text inside an announced SIP dump
                 if start < proven_end:
@@ -485,7 +516,7 @@ class LogParser:
                 if not start:
                     stats.error("sip_header_only")
                     return None
-                msg = build_sip_message(
+                msg = self._build(
                     ts,
                     source,
                     what,

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.metrics_core import InfoMetricFamily, Metric
 
 from sipwatch import __version__
+from sipwatch.ingest.speedups import IMPLEMENTATION
 from sipwatch.metrics import names
 from sipwatch.metrics.diagnosis import DiagnosisCollector
 from sipwatch.metrics.ingest import IngestCollector
@@ -56,7 +57,8 @@ NODE_LABELS = 64  # SBC nodes one sipwatch watches (pods' nodes, HEP agents)
 
 
 class BuildCollector:
-    """``sipwatch_build_info``: which version is running."""
+    """``sipwatch_build_info``: which version is running, and which implementation of the
+    ingest hot path (``sipwatch.ingest.speedups``: "compiled" or "python")."""
 
     def describe(self) -> list[Metric]:
         return [InfoMetricFamily(names.BUILD_INFO[: -len("_info")], "sipwatch version running.")]
@@ -64,7 +66,7 @@ class BuildCollector:
     def collect(self) -> Iterator[Metric]:
         family = self.describe()[0]
         assert isinstance(family, InfoMetricFamily)
-        family.add_metric([], {"version": __version__})
+        family.add_metric([], {"version": __version__, "implementation": IMPLEMENTATION})
         yield family
 
 

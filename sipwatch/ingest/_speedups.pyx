@@ -1,0 +1,755 @@
+# cython: language_level=3, boundscheck=True, wraparound=False, initializedcheck=True
+# cython: cdivision=False, embedsignature=False
+"""The compiled hot path of the log scanner (``sipwatch.ingest.speedups`` decides whether it runs).
+
+Two pieces, each a drop-in for a pure-Python reference that stays the definition of what they
+do (a differential Hypothesis property and the whole parser suite hold them to it):
+
+* ``finditer(buf)``: the records ``framing.RECORD_RE.finditer(buf)`` finds, as match-like
+  objects with the same groups, found by one pass over the lines instead of the regex
+  engine's backtracking walk;
+* ``build_sip_message``: ``sip.build_sip_message`` with typed locals and the URI / branch /
+  parameter scans as C loops (values with non-ASCII characters take the reference path: the
+  reference's ``re.IGNORECASE`` and ``str.lower`` have Unicode rules a C loop would not copy).
+
+The scanner reads the str's own buffer (PEP 393 data, 1/2/4 bytes a character) through one
+guarded accessor, ``at()``, which returns 0 outside ``[0, n)``: an index slip can never read
+past the text.  The only unguarded reads are in loops bounded by ``n`` (commented); Python-level
+indexing elsewhere is bounds-checked (``boundscheck=True``).  A text with a lone CR (``\\r`` not
+before ``\\n``: the framer turns those into LFs before it scans, so only a direct caller sends
+one) goes to the reference regex: the regex ends a record mid-line there, which a line
+scanner would not copy.
+"""
+
+from cpython.unicode cimport (
+    Py_UNICODE_ISDECIMAL,
+    Py_UNICODE_ISSPACE,
+    PyUnicode_DATA,
+    PyUnicode_KIND,
+    PyUnicode_READ,
+)
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.string cimport memchr
+
+from sipwatch.ingest import sip as _sip
+
+cdef Py_ssize_t MAX_GROUPS = 40
+# header name (lower case) -> index in sip.HEADER_FIELDS
+cdef dict _HEADER_NAMES = {
+    "v": 1, "via": 1,
+    "call-id": 2, "i": 3,
+    "cseq": 4,
+    "f": 5, "from": 5,
+    "t": 6, "to": 6,
+    "contact": 7, "m": 8,
+    "expires": 9,
+    "user-agent": 10,
+    "authorization": 11,
+    "proxy-authorization": 12,
+    "x-reason": 13,
+    "www-authenticate": 14,
+    "proxy-authenticate": 15,
+}
+cdef Py_ssize_t _LONGEST_NAME = 19  # "proxy-authorization"
+# _HEADER_NAMES as C arrays for the scanner (the bytes objects stay alive in _NAME_BYTES)
+cdef list _NAME_BYTES = [name.encode("ascii") for name in _HEADER_NAMES]
+cdef Py_ssize_t _N_NAMES = len(_NAME_BYTES)
+cdef const char *_NAME_PTR[32]
+cdef Py_ssize_t _NAME_LEN[32]
+cdef int _NAME_FIELD[32]
+if _N_NAMES > 32:
+    raise ValueError("more header names than the scanner's table holds")
+for _i, _name in enumerate(_HEADER_NAMES):
+    _NAME_PTR[_i] = <bytes>_NAME_BYTES[_i]
+    _NAME_LEN[_i] = len(_name)
+    _NAME_FIELD[_i] = _HEADER_NAMES[_name]
+
+cdef object _py_uri = _sip.parse_uri_user_host
+cdef object _py_param = _sip._param
+cdef object _py_int = _sip._int
+cdef object _BRANCH_RE = _sip._BRANCH_RE
+cdef Py_ssize_t MAX_FIELD = _sip.MAX_FIELD
+cdef tuple _FIELDS = tuple(_sip.HEADER_FIELDS)
+
+
+cdef class Layout:
+    """Where each value goes in the groups of ``framing.RECORD_RE`` (built from its
+    ``groupindex``, so the regex stays the one definition of the group numbers)."""
+
+    cdef Py_ssize_t ngroups
+    cdef Py_ssize_t header[16]  # HEADER_FIELDS order -> group number
+    cdef Py_ssize_t line, pino
+    cdef object regex
+
+    def __init__(self, regex):
+        cdef Py_ssize_t i
+        self.regex = regex
+        self.ngroups = regex.groups
+        if self.ngroups + 1 > MAX_GROUPS or len(_FIELDS) != 16:
+            raise ValueError("RECORD_RE has more groups than the compiled scanner knows")
+        index = regex.groupindex
+        for i in range(16):
+            self.header[i] = index[_FIELDS[i]]
+        self.line = index["line"]
+        self.pino = index["pino"]
+
+
+cdef class Record:
+    """One record: what ``re.Match`` offers ``LogParser._frame`` and ``_record``."""
+
+    cdef readonly str string
+    cdef Py_ssize_t ngroups
+    cdef Py_ssize_t spans[80]  # 2 * MAX_GROUPS: (start, end) of group g at 2g, -1 if absent
+
+    def start(self, Py_ssize_t g=0):
+        if g < 0 or g > self.ngroups:
+            raise IndexError("no such group")
+        return self.spans[2 * g]
+
+    def end(self, Py_ssize_t g=0):
+        if g < 0 or g > self.ngroups:
+            raise IndexError("no such group")
+        return self.spans[2 * g + 1]
+
+    def span(self, Py_ssize_t g=0):
+        return (self.start(g), self.end(g))
+
+    def group(self, Py_ssize_t g=0):
+        if g < 0 or g > self.ngroups:
+            raise IndexError("no such group")
+        if self.spans[2 * g] < 0:
+            return None
+        return self.string[self.spans[2 * g]:self.spans[2 * g + 1]]
+
+    def groups(self, default=None):
+        cdef Py_ssize_t g
+        cdef object value
+        cdef tuple out = PyTuple_New(self.ngroups)
+        for g in range(1, self.ngroups + 1):
+            if self.spans[2 * g] < 0:
+                value = default
+            else:
+                value = self.string[self.spans[2 * g]:self.spans[2 * g + 1]]
+            Py_INCREF(value)  # PyTuple_SET_ITEM steals a reference
+            PyTuple_SET_ITEM(out, g - 1, value)
+        return out
+
+
+# A character code as a plain integer: Cython treats Py_UCS4 as a one-character string in
+# arithmetic ("c + 32" would concatenate), so the scanner never uses it.
+ctypedef unsigned int uchar
+
+
+cdef struct Text:
+    void *data  # the str's own buffer (PEP 393: 1, 2 or 4 bytes a character)
+    int kind
+    Py_ssize_t n
+
+
+cdef inline uchar at(const Text *t, Py_ssize_t i) noexcept:
+    """``s[i]``, or 0 outside the text: no read ever leaves the string's buffer (every
+    caller checks ``i < n`` itself; this is the guard that makes a slip harmless)."""
+    if i < 0 or i >= t.n:
+        return 0
+    return PyUnicode_READ(t.kind, t.data, i)
+
+
+cdef inline Py_ssize_t _find_nl(const Text *t, Py_ssize_t p) noexcept:
+    """Index of the next "\n" at or after ``p``, or ``n``."""
+    cdef const char *hit
+    cdef Py_ssize_t i
+    if p >= t.n:
+        return t.n
+    if p < 0:
+        p = 0
+    if t.kind == 1:
+        hit = <const char *>memchr(<const char *>t.data + p, 10, <size_t>(t.n - p))
+        return t.n if hit == NULL else hit - <const char *>t.data
+    for i in range(p, t.n):
+        if PyUnicode_READ(t.kind, t.data, i) == 10:
+            return i
+    return t.n
+
+
+cdef inline bint _is_digit(uchar c) noexcept:
+    return Py_UNICODE_ISDECIMAL(c)
+
+
+cdef inline bint _is_alpha(uchar c) noexcept:
+    return (c >= 97 and c <= 122) or (c >= 65 and c <= 90)
+
+
+cdef inline bint _is_hex(uchar c) noexcept:
+    return (c >= 48 and c <= 57) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70)
+
+
+# Templates: D a decimal digit (Unicode, as the regex's \d), L an ASCII letter, H a hex digit,
+# any other character itself.
+cdef const char *_STAMP = b"DDDD-DD-DD DD:DD:DD.DDDDDD "
+cdef Py_ssize_t _STAMP_LEN = 27
+cdef const char *_LEGACY = b"HHHHHHHH|DDDD-LLL-DD DD:DD:DD."
+cdef Py_ssize_t _LEGACY_LEN = 30
+
+
+cdef Py_ssize_t _template(const Text *t, Py_ssize_t p, const char *tmpl, Py_ssize_t m) noexcept:
+    """Match ``tmpl`` at ``p``; the end position, or -1."""
+    cdef Py_ssize_t i
+    cdef char k
+    cdef uchar c
+    if p < 0 or p + m > t.n:
+        return -1
+    for i in range(m):
+        k = tmpl[i]
+        c = PyUnicode_READ(t.kind, t.data, p + i)  # p + i < p + m <= n
+        if k == b'D':
+            if not _is_digit(c):
+                return -1
+        elif k == b'L':
+            if not _is_alpha(c):
+                return -1
+        elif k == b'H':
+            if not _is_hex(c):
+                return -1
+        elif c != <uchar>k:
+            return -1
+    return p + m
+
+
+cdef inline bint _literal(const Text *t, Py_ssize_t p, Py_ssize_t le, const char *lit, Py_ssize_t m) noexcept:
+    """The ASCII ``lit`` (``m`` characters) at ``p``, before ``le``."""
+    cdef Py_ssize_t i
+    if p + m > le:
+        return False
+    for i in range(m):
+        if at(t, p + i) != <uchar>lit[i]:
+            return False
+    return True
+
+
+cdef Py_ssize_t _legacy_end(const Text *t, Py_ssize_t p) noexcept:
+    """End of ``[0-9a-fA-F]{8}\|\d{4}-[A-Za-z]{3}-\d\d \d\d:\d\d:\d\d\.\d{1,9}\|`` at ``p``
+    (after the closing ``|``), or -1."""
+    cdef Py_ssize_t q = _template(t, p, _LEGACY, _LEGACY_LEN)
+    cdef Py_ssize_t k = 0
+    if q < 0:
+        return -1
+    while q + k < t.n and k < 10 and _is_digit(at(t, q + k)):
+        k += 1
+    if k < 1 or k > 9 or at(t, q + k) != 124 or q + k >= t.n:  # "|"
+        return -1
+    return q + k + 1
+
+
+cdef inline bint _record_start(const Text *t, Py_ssize_t p) noexcept:
+    """``framing._RECORD_START`` matches at ``p``."""
+    cdef uchar c
+    if p >= t.n:
+        return False
+    c = at(t, p)
+    if c == 123:  # {"
+        return p + 1 < t.n and at(t, p + 1) == 34
+    if _is_digit(c) and _template(t, p, _STAMP, _STAMP_LEN) >= 0:
+        return True
+    if _is_hex(c):
+        return _legacy_end(t, p) >= 0
+    return False
+
+
+cdef inline Py_ssize_t _value_end(const Text *t, Py_ssize_t p, Py_ssize_t le) noexcept:
+    """End of ``[^\r\n]*`` from ``p`` on a line ending at ``le`` (no lone CR in the text)."""
+    if le > p and at(t, le - 1) == 13:
+        return le - 1
+    return le
+
+
+cdef bint _dump_header(const Text *t, Py_ssize_t q, Py_ssize_t le, Py_ssize_t *sp) noexcept:
+    """``(recv|send) (\d+) bytes (?:from|to) ([A-Za-z]{2,5})/\[([^\]\n]{0,64})\]:(\d{1,5})``
+    at ``q`` on the line ending at ``le``; fills the spans of groups 3-7 (sp[6..15])."""
+    cdef Py_ssize_t p = q, k
+    if not ((_literal(t, p, le, b"recv ", 5)) or _literal(t, p, le, b"send ", 5)):
+        return False
+    sp[6] = p
+    sp[7] = p + 4
+    p += 5
+    k = p
+    while p < le and _is_digit(at(t, p)):
+        p += 1
+    if p == k:
+        return False
+    sp[8] = k
+    sp[9] = p
+    if not _literal(t, p, le, b" bytes ", 7):
+        return False
+    p += 7
+    if _literal(t, p, le, b"from ", 5):
+        p += 5
+    elif _literal(t, p, le, b"to ", 3):
+        p += 3
+    else:
+        return False
+    k = p
+    while p < le and p - k < 6 and _is_alpha(at(t, p)):
+        p += 1
+    if p - k < 2 or p - k > 5 or not _literal(t, p, le, b"/[", 2):
+        return False
+    sp[10] = k
+    sp[11] = p
+    p += 2
+    k = p
+    while p < le and p - k <= 64 and at(t, p) != 93:  # "]"
+        p += 1
+    if p >= le or p - k > 64:  # no "]" within 64 characters on this line
+        return False
+    sp[12] = k
+    sp[13] = p
+    p += 1
+    if p >= le or at(t, p) != 58:  # ":"
+        return False
+    p += 1
+    k = p
+    while p < le and p - k < 5 and _is_digit(at(t, p)):
+        p += 1
+    if p == k:
+        return False
+    sp[14] = k
+    sp[15] = p
+    return True
+
+
+cdef inline bint _ieq(const Text *t, Py_ssize_t p, const char *name, Py_ssize_t m) noexcept:
+    """The ``m`` characters at ``p`` are ``name`` (lower case ASCII letters and "-"), in any
+    ASCII case: as the regex's ``[Vv][Ii][Aa]`` classes."""
+    cdef Py_ssize_t i
+    cdef uchar c
+    for i in range(m):
+        c = at(t, p + i)
+        if c >= 65 and c <= 90:
+            c += 32
+        if c != <uchar>name[i]:
+            return False
+    return True
+
+
+cdef int _name_field(const Text *t, Py_ssize_t p, Py_ssize_t m) noexcept:
+    """Index in ``sip.HEADER_FIELDS`` of the header named by the ``m`` characters at ``p``
+    (long and compact forms), or -1; the table is ``_HEADER_NAMES``."""
+    cdef Py_ssize_t i
+    cdef bytes name
+    for i in range(_N_NAMES):
+        if _NAME_LEN[i] == m and _ieq(t, p, _NAME_PTR[i], m):
+            return _NAME_FIELD[i]
+    return -1
+
+
+cdef int _header_field(const Text *t, str s, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *vstart):
+    """Which ``HEADER_FIELDS`` entry the header line at ``p`` is (-1: none sipwatch reads);
+    ``vstart`` gets where its value starts (``name[ \t]*:[ \t]*``)."""
+    cdef Py_ssize_t k = p
+    cdef uchar c
+    while k < le and k - p <= _LONGEST_NAME:
+        c = at(t, k)
+        if not (_is_alpha(c) or c == 45):  # "-"
+            break
+        k += 1
+    if k == p or k - p > _LONGEST_NAME:
+        return -1
+    # after the name: [ \t]* ":" - checked before the name is looked up (most lines fail)
+    cdef Py_ssize_t j = k
+    while j < le and (at(t, j) == 32 or at(t, j) == 9):
+        j += 1
+    if j >= le or at(t, j) != 58:
+        return -1
+    field = _name_field(t, p, k - p)
+    if field < 0:
+        return -1
+    j += 1
+    while j < le and (at(t, j) == 32 or at(t, j) == 9):
+        j += 1
+    vstart[0] = j
+    return <int>field
+
+
+cdef inline bint _ends_headers(const Text *t, Py_ssize_t ls) noexcept:
+    """The guard of a header line: ``(?!record start)(?!\r?\n|\r?\Z)``."""
+    cdef uchar c
+    if ls >= t.n:
+        return True
+    c = at(t, ls)
+    if c == 10:
+        return True
+    if c == 13 and (ls + 1 >= t.n or at(t, ls + 1) == 10):
+        return True
+    return _record_start(t, ls)
+
+
+cdef Py_ssize_t _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t st):
+    """Fill ``r`` with the groups of the record starting at ``st``; returns the end of the
+    last line it read (no line it read starts a record; the rest of a record is plain lines
+    up to the next start, which no group covers)."""
+    cdef Py_ssize_t *sp = r.spans
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t le = _find_nl(t, st)
+    cdef Py_ssize_t q, cur, ls, lend, vs, ve, g
+    cdef int field
+    cdef bint first
+    if at(t, st) == 123:  # {
+        g = lay.pino
+        sp[2 * g] = st
+        sp[2 * g + 1] = le
+        return le
+    q = _template(t, st, _STAMP, _STAMP_LEN)
+    if q >= 0:
+        sp[2] = st
+        sp[3] = q - 1
+    else:
+        q = _legacy_end(t, st)
+        sp[4] = st + 9
+        sp[5] = q - 1
+        if q < le and at(t, q) == 32:
+            q += 1
+    if not _dump_header(t, q, le, sp):
+        for g in range(6, 16):
+            sp[g] = -1
+        g = lay.line
+        sp[2 * g] = q
+        sp[2 * g + 1] = le
+        return le
+    # the start line: the next line, unless it starts a record (it may be empty)
+    if le >= n or _record_start(t, le + 1):
+        return le
+    ls = le + 1
+    lend = _find_nl(t, ls)
+    sp[16] = ls
+    sp[17] = _value_end(t, ls, lend)
+    cur = lend
+    first = True
+    while cur < n:  # at(cur) == "\n"
+        ls = cur + 1
+        if _ends_headers(t, ls):
+            break
+        lend = _find_nl(t, ls)
+        field = _header_field(t, s, ls, lend, &vs)
+        if field >= 0:
+            if field == 1 and first:
+                field = 0  # the top Via: the first header line
+            g = lay.header[field]
+            ve = _value_end(t, vs, lend)
+            sp[2 * g] = vs
+            sp[2 * g + 1] = ve
+        first = False
+        cur = lend
+    return cur
+
+
+cdef bint _lone_cr(const Text *t) noexcept:
+    cdef Py_ssize_t i
+    cdef const char *hit
+    if t.kind == 1:
+        hit = <const char *>memchr(t.data, 13, <size_t>t.n)
+        while hit != NULL:
+            i = hit - <const char *>t.data
+            if at(t, i + 1) != 10:
+                return True
+            if i + 2 >= t.n:
+                return False
+            hit = <const char *>memchr(<const char *>t.data + i + 2, 13, <size_t>(t.n - i - 2))
+        return False
+    for i in range(t.n):
+        if PyUnicode_READ(t.kind, t.data, i) == 13 and at(t, i + 1) != 10:
+            return True
+    return False
+
+
+cdef class Records:
+    """The records of one text, one at a time (as ``re.finditer``: at most the record being
+    looked at and the one ``_frame`` holds are alive, whatever the text's size)."""
+
+    cdef Layout lay
+    cdef str s
+    cdef Text t
+    cdef Py_ssize_t p  # the next line start to look at
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Text *t = &self.t
+        cdef Py_ssize_t p = self.p, i, ng = self.lay.ngroups
+        cdef Record r
+        while p < t.n and not _record_start(t, p):
+            p = _find_nl(t, p) + 1
+        if p >= t.n:
+            self.p = p
+            raise StopIteration
+        r = Record.__new__(Record)
+        r.string = self.s
+        r.ngroups = ng
+        for i in range(2 * (ng + 1)):
+            r.spans[i] = -1
+        r.spans[0] = p
+        p = _parse_record(r, self.lay, t, self.s, p) + 1
+        while p < t.n and not _record_start(t, p):  # the next record's start ends this one
+            p = _find_nl(t, p) + 1
+        r.spans[1] = p - 1 if p < t.n else t.n
+        self.p = p
+        return r
+
+
+def finditer(Layout lay, str s):
+    """The records of ``s``, as the matches ``lay.regex.finditer(s)`` yields."""
+    cdef Records it = Records.__new__(Records)
+    it.lay = lay
+    it.s = s
+    it.t.data = PyUnicode_DATA(s)
+    it.t.kind = PyUnicode_KIND(s)
+    it.t.n = len(s)
+    it.p = 0
+    if _lone_cr(&it.t):
+        return lay.regex.finditer(s)
+    return it
+
+
+# ---------------------------------------------------------------------- SIP message
+
+cdef inline bint _uri_stop(Py_UCS4 c):
+    return c == u'@' or c == u'>' or Py_UNICODE_ISSPACE(c)
+
+
+cdef inline Py_UCS4 _low(str v, Py_ssize_t i):
+    """ASCII lower case of ``v[i]`` (exact for letters, which is all it is compared with)."""
+    cdef Py_UCS4 c = v[i]
+    return <Py_UCS4>(<unsigned int>c | 0x20u)
+
+
+cdef tuple _uri_user_host(str value):
+    """``sip.parse_uri_user_host`` for an ASCII value: the same search, as one loop."""
+    cdef Py_ssize_t n = len(value), i, p = -1, h, k, u0 = -1, u1 = -1
+    cdef Py_UCS4 c
+    cdef str user, host
+    for i in range(n):
+        c = _low(value, i)
+        if c == u's' and i + 3 < n and _low(value, i + 1) == u'i' and _low(value, i + 2) == u'p':
+            if value[i + 3] == u':':
+                p = i + 4
+                break
+            if _low(value, i + 3) == u's' and i + 4 < n and value[i + 4] == u':':
+                p = i + 5
+                break
+        elif (c == u't' and i + 3 < n and _low(value, i + 1) == u'e'
+              and _low(value, i + 2) == u'l' and value[i + 3] == u':'):
+            p = i + 4
+            break
+    if p < 0:
+        return ("", "")
+    # optional "user[:password]@"
+    h = p
+    k = p
+    while k < n and not (_uri_stop(value[k]) or value[k] == u':'):
+        k += 1
+    if k < n and value[k] == u'@':
+        u0, u1, h = p, k, k + 1
+    elif k < n and value[k] == u':':
+        i = k + 1
+        while i < n and not _uri_stop(value[i]):
+            i += 1
+        if i < n and value[i] == u'@':
+            u0, u1, h = p, k, i + 1
+    # host: "[...]" or up to ":;>?" or whitespace
+    k = -1
+    if h < n and value[h] == u'[':
+        k = value.find("]", h + 1)
+    if k >= 0:
+        host = value[h + 1:k]
+    else:
+        k = h
+        while k < n:
+            c = value[k]
+            if c == u':' or c == u';' or c == u'>' or c == u'?' or Py_UNICODE_ISSPACE(c):
+                break
+            k += 1
+        host = value[h:k]
+        if host[:1] == "[":
+            host = host[1:len(host) - 1]  # "[" alone: "" (wraparound is off: no -1)
+    user = value[u0:u1] if u0 >= 0 else ""
+    return (user[:MAX_FIELD], host[:MAX_FIELD].lower())
+
+
+cdef inline tuple uri_user_host(str value):
+    if value.isascii():
+        return _uri_user_host(value)
+    return _py_uri(value)
+
+
+cdef str _param_ascii(str value, str name):
+    """``sip._param`` for an ASCII value (``lower()`` keeps the length, as the loop needs)."""
+    cdef str low = value.lower()
+    cdef Py_ssize_t pos = 0, i, j, end, n = len(value), m = len(name)
+    cdef Py_UCS4 c
+    while True:
+        i = low.find(name, pos)
+        if i < 0:
+            return ""
+        c = low[i - 1] if i > 0 else u' '
+        if i == 0 or c == u' ' or c == u',' or c == u';' or c == u'\t':
+            j = i + m
+            while j < n and (value[j] == u' ' or value[j] == u'\t'):
+                j += 1
+            if j < n and value[j] == u'=':
+                j += 1
+                while j < n and (value[j] == u' ' or value[j] == u'\t'):
+                    j += 1
+                if j < n and value[j] == u'"':
+                    end = value.find('"', j + 1)
+                    return value[j + 1:end if end >= 0 else n][:MAX_FIELD]
+                end = j
+                while end < n:
+                    c = value[end]
+                    if c == u',' or c == u';' or c == u' ' or c == u'\t' or c == u'\r':
+                        break
+                    end += 1
+                return value[j:end][:MAX_FIELD]
+        pos = i + m
+
+
+cdef inline str param(str value, str name):
+    if value.isascii():
+        return _param_ascii(value, name)
+    return _py_param(value, name)
+
+
+cdef object _int(str text):
+    text = text.strip()
+    if text.isascii() and text.isdigit() and len(text) < 12:
+        return int(text)
+    return None
+
+
+cdef str _branch(str via):
+    cdef Py_ssize_t b = via.find("branch="), k, n = len(via)
+    cdef Py_UCS4 c
+    if b < 0:
+        bm = _BRANCH_RE.search(via)  # "Branch=", "BRANCH =" ...
+        return bm.group(1) if bm is not None else ""
+    b += 7
+    k = b
+    while k < n:
+        c = via[k]
+        if c == u';' or c == u',' or Py_UNICODE_ISSPACE(c):
+            break
+        k += 1
+    return via[b:k]
+
+
+def build_sip_message(
+    double ts,
+    str source,
+    str what,
+    Py_ssize_t size,
+    str transport,
+    str peer_ip,
+    Py_ssize_t peer_port,
+    str start,
+    tuple headers,
+):
+    """``sip.build_sip_message``, compiled (the reference documents the rules)."""
+    cdef bint is_request
+    cdef int status
+    cdef str code, reason, method, request_uri
+    cdef Py_ssize_t sp
+    start = start.rstrip()
+    if start.startswith("SIP/2.0 "):
+        is_request = False
+        code = start[8:11]
+        if not (code.isascii() and code.isdigit()) or start[11:12] not in ("", " "):
+            return None
+        status = int(code)
+        if not 100 <= status <= 699:
+            return None
+        reason = start[12:]
+        method = ""
+        request_uri = ""
+    else:
+        sp = start.find(" ")
+        if sp <= 0 or not start.endswith("SIP/2.0"):
+            return None
+        is_request = True
+        status = 0
+        reason = ""
+        method = start[:sp].upper()[:MAX_FIELD]
+        request_uri = start[sp + 1:max(len(start) - 8, 0)].strip()[:MAX_FIELD]
+    cdef str top_via, via, call_id, call_id_c, cseq, from_v, to_v, contact, contact_c
+    cdef str expires, user_agent, authz, proxy_authz, x_reason, www_auth, proxy_authn
+    (top_via, via, call_id, call_id_c, cseq, from_v, to_v, contact, contact_c, expires,
+     user_agent, authz, proxy_authz, x_reason, www_auth, proxy_authn) = headers
+    via = top_via or via
+    call_id = (call_id or call_id_c).strip()
+    contact = contact or contact_c
+    authz = authz or proxy_authz
+    www_auth = www_auth or proxy_authn
+
+    cdef object cseq_num = 0
+    cdef list parts
+    if cseq:
+        parts = cseq.split()
+        if parts:
+            cseq_num = _int(parts[0]) or 0
+            if len(parts) > 1 and not is_request:
+                method = (<str>parts[1]).upper()[:MAX_FIELD]
+    cdef str branch = _branch(via) if via else ""
+    cdef str to_user = "", to_host = ""
+    if to_v:
+        to_user, to_host = uri_user_host(to_v)
+    cdef str from_user = "", from_host = "", auth_username = "", auth_realm = "", ce
+    cdef bint has_auth = False
+    cdef object exp = None
+    if is_request:
+        if from_v:
+            from_user, from_host = uri_user_host(from_v)
+        if expires:
+            exp = _int(expires)
+        if exp is None and contact:
+            ce = param(contact, "expires")
+            if ce:
+                exp = _int(ce)
+        if authz:
+            has_auth = True
+            auth_username = param(authz, "username")
+            auth_realm = param(authz, "realm")
+    elif expires:
+        exp = _int(expires)
+
+    return _SipMessage(
+        ts,
+        source,
+        _RECV if what == "recv" else _SEND,
+        transport,
+        peer_ip,
+        peer_port,
+        size,
+        is_request,
+        method,
+        status,
+        reason[:MAX_FIELD],
+        request_uri,
+        call_id[:MAX_FIELD],
+        cseq_num,
+        branch[:MAX_FIELD],
+        from_user,
+        from_host,
+        to_user,
+        to_host,
+        contact[:MAX_FIELD],
+        exp,
+        user_agent.strip()[:MAX_FIELD],
+        auth_username,
+        auth_realm,
+        has_auth,
+        x_reason.strip()[:MAX_FIELD],
+        www_auth[:MAX_FIELD],
+    )
+
+
+cdef object _SipMessage = _sip.SipMessage
+cdef object _RECV = _sip._RECV
+cdef object _SEND = _sip._SEND
