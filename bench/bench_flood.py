@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sipwatch.metrics.names import SIP_MESSAGES  # noqa: E402
+from tests.daemon_runner import free_port, http_get, metric_total, popen_run, write_config  # noqa: E402
 from tools.peak_rss import sipwatch_peak_rss  # noqa: E402
 from tools.synth import FLOOD_REAL_USERS, scanner_flood  # noqa: E402
 
@@ -51,41 +50,15 @@ def replay_peak(log: Path) -> float:
     return peak
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return resp.read().decode()
-
-
-def _sip_messages(exposition: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in exposition.splitlines()
-        if line.startswith("sipwatch_sip_messages_total{")
-    )
-
-
 def daemon_peak(log: Path, messages: int, workdir: Path) -> tuple[float, float, list[str]]:
     """(seconds to read the log, peak RSS MiB, real users listed) of `sipwatch run`."""
-    port = _free_port()
-    cfg = workdir / "flood.toml"
-    cfg.write_text(
+    port = free_port()
+    config = (
         f'[sources.docker]\nenabled = false\n[[sources.files]]\npath = "{log}"\nfollow = false\n'
-        f'[metrics]\nlisten = "127.0.0.1:{port}"\n[diagnosis]\nenabled = false\n'
+        "[diagnosis]\nenabled = false\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cfg = write_config(workdir / "flood.toml", config, port)
+    proc = popen_run(cfg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     start = time.monotonic()
     try:
@@ -93,7 +66,7 @@ def daemon_peak(log: Path, messages: int, workdir: Path) -> tuple[float, float, 
             if proc.poll() is not None:
                 raise SystemExit("the daemon exited")
             try:
-                if _sip_messages(_get(base + "/metrics")) >= messages:
+                if metric_total(http_get(base + "/metrics")[1], SIP_MESSAGES) >= messages:
                     break
             except OSError:
                 pass
@@ -101,7 +74,7 @@ def daemon_peak(log: Path, messages: int, workdir: Path) -> tuple[float, float, 
                 raise SystemExit("the daemon did not read the log within 600 s")
             time.sleep(0.2)
         took = time.monotonic() - start
-        failures = json.loads(_get(base + "/api/failures?limit=1000"))
+        failures = json.loads(http_get(base + "/api/failures?limit=1000")[1])
         rows = failures["failures"] if isinstance(failures, dict) else failures
         users = sorted({r["user"] for r in rows if r["user"] in FLOOD_REAL_USERS})
         hwm = 0.0
@@ -120,10 +93,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated logs")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sipwatch-flood-"))
-    print(
-        "| names | SIP messages | replay CPU s | replay peak RSS | run peak RSS | real users found by run |"
-    )
-    print("|---|---|---|---|---|---|")
+    print("| names | SIP messages | replay peak RSS | run peak RSS | real users found by run |")
+    print("|---|---|---|---|---|")
     for names in args.names:
         log = workdir / f"flood-{names}.log"
         messages = write_flood(log, names)
