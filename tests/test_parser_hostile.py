@@ -7,13 +7,10 @@ Every case ends the same way: no exception leaves the parser, the hostile record
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,6 +25,7 @@ from sipwatch.ingest.framing import (
 from sipwatch.ingest.registrar import MAX_PINO_LINE, PinoError, parse_pino_line
 from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.model import LogChunk, RegisterTransaction, SipMessage, Stream
+from tests.daemon_runner import free_port, http_get, metric_total, popen_run, write_config
 from tests.ingest_support import line_chunks, parse
 from tools.synth import Device, Scenario, sip_dump, stamp
 
@@ -252,28 +250,12 @@ def test_pipeline_in_process_loses_no_message_after_the_hostile_lines(read_size:
     assert statuses == {401: 182, 200: 182}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _metric_sum(body: str, name: str, label: str = "") -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.splitlines()
-        if line.startswith(name + "{") and label in line
-    )
-
-
 def test_daemon_counts_every_message_after_the_hostile_lines(tmp_path: Path) -> None:
     text, bounds = hostile_log()
     log = tmp_path / "drachtio.log"
     log.write_text(text, newline="")
-    port = _free_port()
-    cfg = tmp_path / "sipwatch.toml"
-    cfg.write_text(
-        f"""
+    port = free_port()
+    config = f"""
 [sources]
 idle_flush_seconds = 0.2
 [sources.docker]
@@ -281,36 +263,22 @@ enabled = false
 [[sources.files]]
 path = "{log}"
 follow = true
-[metrics]
-listen = "127.0.0.1:{port}"
-[logging]
-format = "json"
 """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_run(write_config(tmp_path / "sipwatch.toml", config, port))
     try:
         body = ""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                    body = r.read().decode()
+                body = http_get(f"http://127.0.0.1:{port}/metrics")[1]
             except OSError:
                 body = ""
-            if _metric_sum(body, "sipwatch_sip_messages_total") >= 729:
+            if metric_total(body, "sipwatch_sip_messages_total") >= 729:
                 break
             time.sleep(0.2)
-        assert _metric_sum(body, "sipwatch_sip_messages_total") == 729
-        assert _metric_sum(body, "sipwatch_parse_errors_total", 'kind="pino_bounds"') == bounds
-        assert _metric_sum(body, "sipwatch_parse_errors_total", 'kind="internal"') == 0
+        assert metric_total(body, "sipwatch_sip_messages_total") == 729
+        assert metric_total(body, "sipwatch_parse_errors_total", kind="pino_bounds") == bounds
+        assert metric_total(body, "sipwatch_parse_errors_total", kind="internal") == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
