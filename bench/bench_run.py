@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon_runner import FileDaemon  # noqa: E402
+from tests.daemon_runner import FileDaemon, clean_env, popen_run  # noqa: E402
 from tools.synth import bench_corpus  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -80,23 +80,12 @@ def batches(rate: int, seconds: int) -> list[tuple[str, int]]:
 
 def run_one(implementation: str, rate: int, seconds: int, work: list[tuple[str, int]]) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="sipwatch-bench-run-"))
-    daemon = FileDaemon(tmp, level="warning")  # the end-to-end tests' configuration
+    daemon = FileDaemon(tmp, level="warning")  # the end-to-end tests' configuration, written
     log = daemon.drachtio
-    log.touch()
-    daemon.registrar.touch()
     base = daemon.base
-    cfg = tmp / "sipwatch.toml"
-    cfg.write_text(daemon.config_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPWATCH")}
-    if implementation == "pure":
-        env["SIPWATCH_NO_EXTENSIONS"] = "1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cfg = daemon.cfg
+    env = clean_env(SIPWATCH_NO_EXTENSIONS="1") if implementation == "pure" else clean_env()
+    proc = popen_run(cfg, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:

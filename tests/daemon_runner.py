@@ -78,13 +78,13 @@ def write_config(path: Path, config: str, port: int, level: str = "info") -> Pat
 
 def popen_run(cfg: Path, **popen: Any) -> subprocess.Popen[str]:
     """``sipwatch run --config cfg`` for the tests that drive it with signals themselves
-    (output piped unless ``popen`` says otherwise)."""
+    (output piped and the environment cleaned unless ``popen`` says otherwise)."""
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
+    popen.setdefault("env", clean_env())
     return subprocess.Popen(
         [sys.executable, "-m", "sipwatch", "run", "--config", str(cfg)],
         cwd=ROOT,
-        env=clean_env(),
         text=True,
         **popen,
     )
