@@ -32,16 +32,7 @@ sys.path.insert(0, str(ROOT))
 from sipwatch.metrics.names import SIP_MESSAGES  # noqa: E402
 from tests.daemon_runner import free_port, http_get, metric_total, popen_run, write_config  # noqa: E402
 from tools.peak_rss import sipwatch_peak_rss  # noqa: E402
-from tools.synth import FLOOD_REAL_USERS, scanner_flood  # noqa: E402
-
-
-def write_flood(path: Path, names: int) -> int:
-    messages = 0
-    with path.open("w") as f:
-        for chunk in scanner_flood(names):
-            f.write(chunk)
-            messages += chunk.count(" bytes ")
-    return messages
+from tools.synth import FLOOD_REAL_USERS, write_scanner_flood  # noqa: E402
 
 
 def replay_peak(log: Path) -> float:
@@ -97,7 +88,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for names in args.names:
         log = workdir / f"flood-{names}.log"
-        messages = write_flood(log, names)
+        messages = write_scanner_flood(log, names)
         replay_rss = replay_peak(log)
         _took, run_rss, users = daemon_peak(log, messages, workdir)
         print(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.peak_rss import sipwatch_peak_rss
-from tools.synth import FLOOD_REAL_USERS, SCANNER_IP, scanner_flood
+from tools.synth import FLOOD_REAL_USERS, SCANNER_IP, write_scanner_flood
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK_RSS_LIMIT_MIB = 150
@@ -31,18 +31,13 @@ def peak_rss_mib(log: Path) -> tuple[dict[str, Any], float]:
     return json.loads(out), peak
 
 
-def write_flood(path: Path, usernames: int) -> Path:
-    with path.open("w") as f:
-        for chunk in scanner_flood(usernames):
-            f.write(chunk)
-    return path
-
-
 def test_a_username_spray_costs_replay_fixed_memory_and_hides_no_real_device(
     tmp_path: Path,
 ) -> None:
-    small_report, small = peak_rss_mib(write_flood(tmp_path / "100k.log", 100_000))
-    big_report, big = peak_rss_mib(write_flood(tmp_path / "200k.log", 200_000))
+    for names in (100_000, 200_000):
+        assert write_scanner_flood(tmp_path / f"{names}.log", names) == 2 * names + 20
+    small_report, small = peak_rss_mib(tmp_path / "100000.log")
+    big_report, big = peak_rss_mib(tmp_path / "200000.log")
 
     assert big < PEAK_RSS_LIMIT_MIB, big
     assert big - small < FLAT_MIB, (small, big)

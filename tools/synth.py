@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def stamp(ts: float) -> str:
@@ -412,10 +413,18 @@ def scanner_flood(usernames: int, *, start: float = 1795766400.0) -> Iterator[st
     yield "".join(sc.drachtio)
 
 
+def write_scanner_flood(path: Path, usernames: int) -> int:
+    """Write :func:`scanner_flood` to ``path``; the number of SIP messages it holds."""
+    messages = 0
+    with path.open("w") as f:
+        for chunk in scanner_flood(usernames):
+            f.write(chunk)
+            messages += chunk.count(" bytes ")
+    return messages
+
+
 def write_example(directory: str) -> None:
     """Write the bundled example logs (``python -m tools.synth examples``)."""
-    from pathlib import Path
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     drachtio, registrar = example_logs()
