@@ -11,32 +11,29 @@ a setting that is silently ignored fails.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from sipwatch.cli.exit_codes import ExitCode
+from tests.cli_support import run_cli
+from tests.jambonz_db import closed_port
 from tools.synth import Device, Scenario, challenge_header
 
-ROOT = Path(__file__).resolve().parent.parent
 START = 1772366400.0  # 2026-03-01T12:00:00Z
 
 
 def replay(
     log: Path, config: str | None, tmp_path: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "sipwatch", "replay", "--no-diagnose", *args]
+    cmd = ["replay", "--no-diagnose", *args]
     if config is not None:
         path = tmp_path / f"sipwatch-{abs(hash(config))}.toml"
         path.write_text(config)
         cmd += ["--config", str(path)]
-    return subprocess.run(
-        [*cmd, str(log)], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
-    )
+    return run_cli(*cmd, str(log))
 
 
 def report(log: Path, config: str | None, tmp_path: Path) -> dict[str, Any]:
@@ -182,31 +179,19 @@ def test_replay_with_an_unreachable_database_says_so_and_exits_unavailable(
     tmp_path: Path,
 ) -> None:
     """A closed loopback port stands for an unreachable jambonz database."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    port = closed_port()
     sc = Scenario(START)
     sc.register_rejected(
         Device("1001", "acme.example.com", "203.0.113.10"), 403, "Forbidden", None, challenged=True
     )
     log = write(tmp_path, sc)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sipwatch",
-            "replay",
-            "--format",
-            "json",
-            "--db-url",
-            f"mysql://sipwatch:hunter2@127.0.0.1:{port}/jambones",
-            str(log),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
+    out = run_cli(
+        "replay",
+        "--format",
+        "json",
+        "--db-url",
+        f"mysql://sipwatch:hunter2@127.0.0.1:{port}/jambones",
+        str(log),
     )
     assert out.returncode == ExitCode.UNAVAILABLE, out.stderr
     assert f"127.0.0.1:{port}" in out.stderr
