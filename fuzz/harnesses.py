@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from unittest import mock
 
 from sipwatch.ingest import framing, speedups
 from sipwatch.ingest.framing import (
@@ -145,7 +146,7 @@ def registrar(data: bytes) -> None:
         raise AssertionError("drachtio attrs unbounded")
 
 
-def _compiled_pair() -> tuple[framing.Scan, framing.Build]:
+def _compiled_hot_path() -> framing.HotPath:
     """The compiled hot path, also when ``SIPWATCH_NO_EXTENSIONS`` keeps sipwatch off it."""
     if speedups.COMPILED in framing.IMPLEMENTATIONS:
         return framing.IMPLEMENTATIONS[speedups.COMPILED]
@@ -161,9 +162,11 @@ def _records(found: object) -> list[tuple[object, ...]]:
 def compiled(data: bytes) -> None:
     """The compiled extension on attacker bytes (NUL, invalid UTF-8 decoded both ways a
     source does, lone CRs, huge lines): it must not crash or read past the text (bounds
-    checks raise IndexError, a crash kills the fuzzer), and it must find exactly the records
-    and build exactly the messages the pure-Python reference does."""
-    scan, build = _compiled_pair()
+    checks raise IndexError, a crash kills the fuzzer), and it must find exactly the records,
+    build exactly the messages and frame exactly the events the pure-Python reference does
+    (the text fed whole, and in pieces cut where the first byte says)."""
+    hot_path = _compiled_hot_path()
+    scan, build = hot_path.scan, hot_path.build
     for text in (data.decode("utf-8", "replace"), data.decode("utf-8", "surrogateescape")):
         found = list(scan(text))
         if _records(found) != _records(RECORD_RE.finditer(text)):
@@ -174,8 +177,22 @@ def compiled(data: bytes) -> None:
                 continue
             args = (0.0, "f", g[framing.G_WHAT], 1, "udp", g[framing.G_IP], 1, g[framing.G_START])
             headers = framing._record_headers(g)
-            if build(*args, headers) != framing.IMPLEMENTATIONS[speedups.PYTHON][1](*args, headers):
+            reference = framing.IMPLEMENTATIONS[speedups.PYTHON].build
+            if build(*args, headers) != reference(*args, headers):
                 raise AssertionError("the compiled and the reference SipMessage differ")
+        cut = (data[0] if data else 0) + 1
+        framed = []
+        for implementation in (hot_path, framing.IMPLEMENTATIONS[speedups.PYTHON]):
+            with mock.patch.object(framing, "HOT_PATH", implementation):
+                parser = LogParser()
+            events = []
+            for i in range(0, len(text), cut):
+                events += parser.feed(LogChunk("f", Stream.TEXT, text[i : i + cut]))
+            events += parser.flush()
+            stats = parser.stats
+            framed.append((events, stats.lines, stats.records, stats.errors))
+        if framed[0] != framed[1]:
+            raise AssertionError("the compiled and the reference framer differ")
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -45,8 +45,8 @@ def _compiled_even_when_disabled() -> Iterator[None]:
         yield
         return
     module = importlib.import_module("sipwatch.ingest._speedups")
-    pair = framing.compiled_implementation(module)
-    with mock.patch.dict(framing.IMPLEMENTATIONS, {COMPILED: pair}):
+    hot_path = framing.compiled_implementation(module)
+    with mock.patch.dict(framing.IMPLEMENTATIONS, {COMPILED: hot_path}):
         yield
 
 
@@ -352,11 +352,7 @@ def test_replay_json_is_byte_identical(texts: list[str], data: st.DataObject) ->
             paths.append(str(path))
         outputs = []
         for implementation in (COMPILED, PYTHON):
-            scan, build = framing.IMPLEMENTATIONS[implementation]
-            with (
-                mock.patch.object(framing, "scan_records", scan),
-                mock.patch.object(framing, "build_sip_message", build),
-            ):
+            with mock.patch.object(framing, "HOT_PATH", framing.IMPLEMENTATIONS[implementation]):
                 res = replay_paths(paths)
             outputs.append(render_json(res).replace(tmp, "<tmp>"))
     assert outputs[0] == outputs[1]
@@ -428,7 +424,7 @@ def _matches(found: object) -> list[tuple[object, ...]]:
 )
 def test_the_scanner_finds_the_regex_records(text: str) -> None:
     """Record by record: every group's span and value as ``RECORD_RE.finditer`` has them."""
-    compiled_scan = framing.IMPLEMENTATIONS[COMPILED][0]
+    compiled_scan = framing.IMPLEMENTATIONS[COMPILED].scan
     assert _matches(compiled_scan(text)) == _matches(RECORD_RE.finditer(text))
 
 
@@ -442,7 +438,7 @@ def test_the_scanner_finds_the_regex_records(text: str) -> None:
 def test_the_message_builder_builds_the_reference_message(
     start: str, headers: list[str], what: str, size: int
 ) -> None:
-    build = framing.IMPLEMENTATIONS[COMPILED][1]
+    build = framing.IMPLEMENTATIONS[COMPILED].build
     args = (T0, "s", what, size, "udp", "203.0.113.9", 5060, start + " SIP/2.0"[: len(start) % 9])
     assert build(*args, tuple(headers)) == sip.build_sip_message(*args, tuple(headers))
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sipwatch.ingest import framing
+from sipwatch.ingest import framing, speedups
 from sipwatch.ingest.framing import DUMP_SLACK, MAX_PENDING, MAX_SERVICES, LogParser
 from sipwatch.model import LogChunk, ServiceEvent, ServiceOrigin, SipMessage, Stream
 from tests.ingest_support import feed_text, parse
@@ -62,20 +62,25 @@ def test_a_dump_header_without_sip_lines_and_a_bad_start_line() -> None:
     )
 
 
+@pytest.mark.parametrize("implementation", sorted(framing.IMPLEMENTATIONS))
 def test_a_record_that_raises_is_counted_internal_and_the_rest_survives(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, implementation: str
 ) -> None:
     calls = 0
-    real = framing.build_sip_message
+    real = framing.IMPLEMENTATIONS[implementation].build
 
     def flaky(*args: object) -> SipMessage | None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise RuntimeError("a parser bug")
-        return real(*args)  # type: ignore[arg-type]
+        return real(*args)
 
-    monkeypatch.setattr(framing, "build_sip_message", flaky)
+    if implementation == speedups.COMPILED:
+        hot_path = framing.compiled_implementation(speedups.compiled, build=flaky)
+    else:
+        hot_path = framing.IMPLEMENTATIONS[implementation]._replace(build=flaky)
+    monkeypatch.setattr(framing, "HOT_PATH", hot_path)
     text = "".join(register(i, T0 + i)[0] for i in range(3))
     ids, _, records, errors = summary(text)
     assert len(ids) == 2 and records == {"sip": 2} and errors == {"internal": 1}

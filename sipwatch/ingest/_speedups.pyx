@@ -24,6 +24,7 @@ scanner would not copy.
 from cpython.unicode cimport (
     Py_UNICODE_ISDECIMAL,
     Py_UNICODE_ISSPACE,
+    Py_UNICODE_TODECIMAL,
     PyUnicode_DATA,
     PyUnicode_KIND,
     PyUnicode_READ,
@@ -173,6 +174,9 @@ cdef inline Py_ssize_t _find_nl(const Text *t, Py_ssize_t p) noexcept:
 
 
 cdef inline bint _is_digit(uchar c) noexcept:
+    """The regex's ``\\d``: any Unicode decimal digit (ASCII ones without the table lookup)."""
+    if c < 128:
+        return c >= 48 and c <= 57
     return Py_UNICODE_ISDECIMAL(c)
 
 
@@ -342,7 +346,7 @@ cdef int _name_field(const Text *t, Py_ssize_t p, Py_ssize_t m) noexcept:
     return -1
 
 
-cdef int _header_field(const Text *t, str s, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *vstart):
+cdef int _header_field(const Text *t, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *vstart) noexcept:
     """Which ``HEADER_FIELDS`` entry the header line at ``p`` is (-1: none sipwatch reads);
     ``vstart`` gets where its value starts (``name[ \t]*:[ \t]*``)."""
     cdef Py_ssize_t k = p
@@ -383,11 +387,10 @@ cdef inline bint _ends_headers(const Text *t, Py_ssize_t ls) noexcept:
     return _record_start(t, ls)
 
 
-cdef Py_ssize_t _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssize_t st):
-    """Fill ``r`` with the groups of the record starting at ``st``; returns the end of the
+cdef Py_ssize_t _parse_record(Py_ssize_t *sp, Layout lay, const Text *t, Py_ssize_t st) noexcept:
+    """Fill ``sp`` with the group spans of the record starting at ``st``; returns the end of the
     last line it read (no line it read starts a record; the rest of a record is plain lines
     up to the next start, which no group covers)."""
-    cdef Py_ssize_t *sp = r.spans
     cdef Py_ssize_t n = t.n
     cdef Py_ssize_t le = _find_nl(t, st)
     cdef Py_ssize_t q, cur, ls, lend, vs, ve, g
@@ -429,7 +432,7 @@ cdef Py_ssize_t _parse_record(Record r, Layout lay, const Text *t, str s, Py_ssi
         if _ends_headers(t, ls):
             break
         lend = _find_nl(t, ls)
-        field = _header_field(t, s, ls, lend, &vs)
+        field = _header_field(t, ls, lend, &vs)
         if field >= 0:
             if field == 1 and first:
                 field = 0  # the top Via: the first header line
@@ -474,26 +477,42 @@ cdef class Records:
         return self
 
     def __next__(self):
-        cdef Text *t = &self.t
-        cdef Py_ssize_t p = self.p, i, ng = self.lay.ngroups
-        cdef Record r
-        while p < t.n and not _record_start(t, p):
-            p = _find_nl(t, p) + 1
-        if p >= t.n:
-            self.p = p
+        cdef Record r = Record.__new__(Record)
+        cdef Py_ssize_t p = _next_record(&self.t, self.p, self.lay, r.spans)
+        if p < 0:
+            self.p = self.t.n
             raise StopIteration
-        r = Record.__new__(Record)
         r.string = self.s
-        r.ngroups = ng
-        for i in range(2 * (ng + 1)):
-            r.spans[i] = -1
-        r.spans[0] = p
-        p = _parse_record(r, self.lay, t, self.s, p) + 1
-        while p < t.n and not _record_start(t, p):  # the next record's start ends this one
-            p = _find_nl(t, p) + 1
-        r.spans[1] = p - 1 if p < t.n else t.n
+        r.ngroups = self.lay.ngroups
         self.p = p
         return r
+
+
+cdef Py_ssize_t _next_record(const Text *t, Py_ssize_t p, Layout lay, Py_ssize_t *sp) noexcept:
+    """Fill ``sp`` with the spans of the first record at or after the line start ``p``;
+    returns where to look for the next one, or -1 when there is no record."""
+    cdef Py_ssize_t i
+    while p < t.n and not _record_start(t, p):
+        p = _find_nl(t, p) + 1
+    if p >= t.n:
+        return -1
+    for i in range(2 * (lay.ngroups + 1)):
+        sp[i] = -1
+    sp[0] = p
+    p = _parse_record(sp, lay, t, p) + 1
+    while p < t.n and not _record_start(t, p):  # the next record's start ends this one
+        p = _find_nl(t, p) + 1
+    sp[1] = p - 1 if p < t.n else t.n
+    return p
+
+
+def has_lone_cr(str s):
+    """``"\\r" in s and s.count("\\r") != s.count("\\r\\n")``, in one pass."""
+    cdef Text t
+    t.data = PyUnicode_DATA(s)
+    t.kind = PyUnicode_KIND(s)
+    t.n = len(s)
+    return _lone_cr(&t)
 
 
 def finditer(Layout lay, str s):
@@ -653,6 +672,21 @@ def build_sip_message(
     tuple headers,
 ):
     """``sip.build_sip_message``, compiled (the reference documents the rules)."""
+    return _build_message(ts, source, what == "recv", size, transport, peer_ip, peer_port, start, headers)
+
+
+cdef object _build_message(
+    double ts,
+    str source,
+    bint recv,
+    Py_ssize_t size,
+    str transport,
+    str peer_ip,
+    Py_ssize_t peer_port,
+    str start,
+    tuple headers,
+):
+    """The builder itself, called from C by ``Framer`` without the argument parsing."""
     cdef bint is_request
     cdef int status
     cdef str code, reason, method, request_uri
@@ -722,7 +756,7 @@ def build_sip_message(
     return _SipMessage(
         ts,
         source,
-        _RECV if what == "recv" else _SEND,
+        _RECV if recv else _SEND,
         transport,
         peer_ip,
         peer_port,
@@ -753,3 +787,246 @@ def build_sip_message(
 cdef object _SipMessage = _sip.SipMessage
 cdef object _RECV = _sip._RECV
 cdef object _SEND = _sip._SEND
+
+
+# ---------------------------------------------------------------------- framing
+
+cdef inline bint _blank(const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """``s[a:b].strip() == ""`` (Unicode whitespace, as ``str.strip``)."""
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        if not Py_UNICODE_ISSPACE(at(t, i)):
+            return False
+    return True
+
+
+cdef Py_ssize_t _digits_value(const Text *t, Py_ssize_t a, Py_ssize_t b, Py_ssize_t too_many) noexcept:
+    """``int(s[a:b])`` of a run of decimal digits (any script, as ``int()``), or
+    ``too_many`` when it has more than 18 (``framing.IMPOSSIBLE_SIZE``)."""
+    cdef Py_ssize_t i, v = 0
+    if b - a > 18:
+        return too_many
+    for i in range(a, b):
+        v = v * 10 + Py_UNICODE_TODECIMAL(at(t, i))
+    return v
+
+
+cdef double _seconds(const Text *t, Py_ssize_t a) noexcept:
+    """``float(s[a:a + 9])`` of a stamp's ``SS.ffffff`` (the scanner matched its digits).
+
+    Exact: the value is the integer ``SSffffff`` over 10**6, both exact in a double, and one
+    IEEE division is correctly rounded, as ``float()``'s parse of the decimal text is."""
+    cdef double v = 0
+    cdef Py_ssize_t i
+    for i in range(9):
+        if i != 2:  # the "."
+            v = v * 10 + Py_UNICODE_TODECIMAL(at(t, a + i))
+    return v / 1e6
+
+
+cdef inline bint _is_udp(const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """``s[a:b].lower() == "udp"`` (the transport is ASCII letters)."""
+    return (b - a == 3 and (at(t, a) | 0x20) == 117 and (at(t, a + 1) | 0x20) == 100
+            and (at(t, a + 2) | 0x20) == 112)
+
+
+cdef Py_ssize_t _rfind_nl(const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """``s.rfind("\\n", a, b)`` for ``0 <= a``."""
+    cdef Py_ssize_t i
+    if b > t.n:
+        b = t.n
+    i = b - 1
+    while i >= a:
+        if at(t, i) == 10:
+            return i
+        i -= 1
+    return -1
+
+
+cdef class Framer:
+    """``LogParser._frame_python`` over the compiled scanner, as one C loop.
+
+    The same walk record by record - held record, announced dump lengths, proven ends,
+    "embedded" and "sip_length" counts, held-back text - with a SIP dump's message built
+    straight from the spans (no match object, no groups tuple); every other record (pino,
+    drachtio service lines, sofia debug) goes to the reference ``LogParser._record``.  A text
+    with a lone CR goes to the reference as a whole (see ``finditer``).  The limits come from
+    ``framing`` (``limits``), which stays their one definition; ``build`` replaces the
+    compiled message builder (a test injects a failing one).
+    """
+
+    cdef Layout lay
+    cdef object build
+    cdef Py_ssize_t slack, max_udp, max_stream, max_pending, too_many
+    cdef str truncated
+
+    def __init__(self, Layout lay, limits, build=None):
+        self.lay = lay
+        self.build = build
+        self.slack = limits["dump_slack"]
+        self.max_udp = limits["max_udp_dump"]
+        self.max_stream = limits["max_stream_dump"]
+        self.max_pending = limits["max_pending"]
+        self.too_many = limits["impossible_size"]
+        self.truncated = limits["truncated"]
+
+    def __call__(self, parser, ch, str text, list out, bint final):
+        cdef str pending = ch.pending
+        cdef str buf = pending + text if pending else text
+        cdef Text t
+        cdef Py_ssize_t spans_a[80]
+        cdef Py_ssize_t spans_b[80]
+        cdef Py_ssize_t *cur = spans_a
+        cdef Py_ssize_t *held = spans_b
+        cdef Py_ssize_t *swap
+        cdef bint has_held = False, impossible = False
+        cdef Py_ssize_t p = 0, start, pos, body, size, end, nl, g_line = self.lay.line
+        cdef Py_ssize_t held_size = 0, region_end = 0, proven_end = 0, embedded = 0
+        cdef Py_ssize_t ran_to_end = 1 + self.slack, pino = self.lay.pino
+        cdef str source = ch.source
+        if not buf:
+            ch.pending = ""
+            return
+        t.data = PyUnicode_DATA(buf)
+        t.kind = PyUnicode_KIND(buf)
+        t.n = len(buf)
+        if _lone_cr(&t):
+            parser._frame_python(ch, text, out, final)
+            return
+        ch.pending = ""
+        stats = parser.stats_for(source)
+        while True:
+            p = _next_record(&t, p, self.lay, cur)
+            if p < 0:
+                break
+            start = cur[0]
+            if start < region_end:  # rare: text inside an announced SIP dump
+                if start < proven_end:
+                    if at(&t, start - 2) == 13:
+                        embedded += 1
+                        continue
+                    # a real record inside: the count was false (``held`` is emitted now)
+                    stats.error("sip_length")
+                    region_end = proven_end = 0
+                elif cur[2 * pino] >= 0:
+                    embedded += 1
+                    continue
+            if has_held:
+                msg = self._emit(parser, buf, &t, held, held_size, out, stats, source)
+                if msg is not None and cur[2 * g_line] >= 0:
+                    if self._truncation(&t, cur[2 * g_line], cur[2 * g_line + 1]):
+                        msg.truncated = True
+                if embedded or impossible:
+                    _count_anomalies(stats, embedded, impossible)
+                    embedded, impossible = 0, False
+            elif not _blank(&t, 0, start):
+                stats.record("other")  # lines before the first record: log cut mid-record
+            swap = held
+            held = cur
+            cur = swap
+            has_held = True
+            pos = held[1]
+            body = held[16]
+            if body < 0:
+                continue
+            size = held_size = _digits_value(&t, held[8], held[9], self.too_many)
+            end = body + size
+            if end <= pos + ran_to_end:
+                continue  # the dump ran to its announced end: nothing inside to suspect
+            if size > (self.max_udp if _is_udp(&t, held[10], held[11]) else self.max_stream):
+                impossible = True
+                continue
+            if end + 2 >= t.n and not final and end - start < self.max_pending:
+                ch.pending = buf[start:]  # the rest of this dump has not arrived yet
+                return
+            region_end = max(region_end, end)
+            nl = _rfind_nl(&t, end - 6, end + 2)  # the dump's last line end: " \n"
+            if nl >= 0 and (nl + 1 >= t.n or _record_start(&t, nl + 1)):
+                proven_end = nl + 1
+                region_end = max(region_end, proven_end)
+        if not has_held:  # no record start at all
+            if not _blank(&t, 0, t.n):
+                stats.record("other")
+            return
+        if final or t.n - held[0] > self.max_pending:
+            self._emit(parser, buf, &t, held, held_size, out, stats, source)
+            _count_anomalies(stats, embedded, impossible)
+        else:
+            ch.pending = buf[held[0]:]
+
+    cdef bint _truncation(self, const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
+        """``framing._is_truncation(s[a:b])``: spaces, then sofia's marker."""
+        cdef str marker = self.truncated
+        cdef Py_ssize_t i, m = len(marker)
+        while a < b and at(t, a) == 32:
+            a += 1
+        if b - a < m:
+            return False
+        for i in range(m):
+            if at(t, a + i) != <uchar>marker[i]:
+                return False
+        return True
+
+    cdef object _emit(self, parser, str buf, const Text *t, Py_ssize_t *sp, Py_ssize_t size,
+                      list out, stats, str source):
+        """``LogParser._record`` of the held record: SIP dumps here, the rest there."""
+        cdef Record r
+        cdef Py_ssize_t i, g
+        cdef double ts
+        cdef tuple headers
+        cdef object value
+        if sp[6] < 0:  # not a SIP dump
+            r = Record.__new__(Record)
+            r.string = buf
+            r.ngroups = self.lay.ngroups
+            for i in range(2 * (r.ngroups + 1)):
+                r.spans[i] = sp[i]
+            parser._record(source, r, size, out, stats)
+            return None
+        try:
+            if sp[2] >= 0:
+                base = parser._minute_cache.get(buf[sp[2]:sp[2] + 16])
+                if base is not None:
+                    ts = <double>base + _seconds(t, sp[2] + 17)
+                else:
+                    ts = parser._ts(buf[sp[2]:sp[3]], stats)
+            else:
+                ts = parser._legacy_ts(buf[sp[4]:sp[5]], stats)
+            if sp[16] < 0 or sp[17] == sp[16]:
+                stats.error("sip_header_only")
+                return None
+            headers = PyTuple_New(16)
+            for i in range(16):
+                g = self.lay.header[i]
+                value = buf[sp[2 * g]:sp[2 * g + 1]] if sp[2 * g] >= 0 else ""
+                Py_INCREF(value)  # PyTuple_SET_ITEM steals a reference
+                PyTuple_SET_ITEM(headers, i, value)
+            if self.build is None:
+                msg = _build_message(
+                    ts, source, at(t, sp[6]) == 114,  # "r": recv
+                    size, buf[sp[10]:sp[11]].lower(), buf[sp[12]:sp[13]],
+                    int(buf[sp[14]:sp[15]]), buf[sp[16]:sp[17]], headers,
+                )
+            else:
+                msg = self.build(
+                    ts, source, buf[sp[6]:sp[7]], size, buf[sp[10]:sp[11]].lower(),
+                    buf[sp[12]:sp[13]], int(buf[sp[14]:sp[15]]), buf[sp[16]:sp[17]], headers,
+                )
+            if msg is None:
+                stats.error("sip_start_line")
+                return None
+            out.append(msg)
+            records = stats.records
+            records["sip"] = records.get("sip", 0) + 1
+            return msg
+        except Exception:
+            stats.error("internal")
+            return None
+
+
+cdef _count_anomalies(stats, Py_ssize_t embedded, bint impossible):
+    """``framing._count_anomalies``."""
+    if embedded:
+        stats.record("embedded", embedded)
+    if impossible:
+        stats.error("sip_length")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from types import ModuleType
+from typing import NamedTuple
 
 from sipwatch.ingest import sip, speedups
 from sipwatch.ingest.registrar import PinoError, classify_drachtio_line, parse_pino_line
@@ -84,25 +85,27 @@ G_LINE = RECORD_RE.groupindex["line"] - 1
 G_PINO = RECORD_RE.groupindex["pino"] - 1
 _record_headers = header_getter(RECORD_RE)
 
-# The two implementations of the hot path (``sipwatch.ingest.speedups``): the records of a
-# text (``RECORD_RE.finditer`` or the compiled scanner's match-like records, same groups) and
-# the SIP message built from one.  The pure-Python pair is the reference.
+# The hot path, in two implementations (``sipwatch.ingest.speedups``): the records of a text
+# (``RECORD_RE.finditer`` or the compiled scanner's match-like records, same groups), the SIP
+# message built from one, and the walk over a channel's text that turns records into events
+# (``LogParser._frame_python`` or the compiled ``Framer``).  The pure-Python one is the
+# reference; ``HOT_PATH`` (end of module) is what a LogParser uses unless told otherwise.
 Scan = Callable[[str], Iterable["re.Match[str]"]]
 Build = Callable[..., SipMessage | None]
+Frame = Callable[["LogParser", "_Channel", str, list[ParsedEvent], bool], None]
 
 
-def compiled_implementation(module: ModuleType) -> tuple[Scan, Build]:
-    """The hot path of the compiled ``module`` (``sipwatch.ingest._speedups``)."""
-    return partial(module.finditer, module.Layout(RECORD_RE)), module.build_sip_message
+class HotPath(NamedTuple):
+    scan: Scan
+    build: Build
+    frame: Frame
+    lone_cr: Callable[[str], bool]  # the text has a CR not followed by LF
 
 
-IMPLEMENTATIONS: dict[str, tuple[Scan, Build]] = {
-    speedups.PYTHON: (RECORD_RE.finditer, sip.build_sip_message)
-}
-if speedups.compiled is not None:
-    IMPLEMENTATIONS[speedups.COMPILED] = compiled_implementation(speedups.compiled)
-# What a LogParser uses unless told otherwise (module globals, so a test can patch them).
-scan_records, build_sip_message = IMPLEMENTATIONS[speedups.IMPLEMENTATION]
+def _has_lone_cr(text: str) -> bool:
+    return "\r" in text and text.count("\r") != text.count("\r\n")
+
+
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -219,12 +222,10 @@ class LogParser:
 
     def __init__(self, *, tz_offset: float = 0.0, implementation: str | None = None) -> None:
         self._tz = tz_offset
-        # the hot path: this module's defaults, or the named one of IMPLEMENTATIONS (the
+        # the hot path: this module's default, or the named one of IMPLEMENTATIONS (the
         # differential tests run both side by side)
-        self._scan, self._build = (
-            (scan_records, build_sip_message)
-            if implementation is None
-            else IMPLEMENTATIONS[implementation]
+        self._scan, self._build, self._frame_records, self._lone_cr = (
+            HOT_PATH if implementation is None else IMPLEMENTATIONS[implementation]
         )
         self._channels: dict[tuple[str, Stream], _Channel] = {}
         self._minute_cache: dict[str, float] = {}
@@ -271,7 +272,7 @@ class LogParser:
             ch.caret_m = "^M\n" in head or head.endswith("^M")
         if ch.caret_m:
             text = _CARET_M_RE.sub("\r", text)
-        if "\r" in text and text.count("\r") != text.count("\r\n"):
+        if self._lone_cr(text):
             text = _LONE_CR_RE.sub("\n", text)
         if ch.mode == PrefixMode.UNKNOWN:
             self._detect(ch, text)
@@ -388,6 +389,10 @@ class LogParser:
             self._frame(child, "".join(lines), out, final=False)
 
     def _frame(self, ch: _Channel, text: str, out: list[ParsedEvent], *, final: bool) -> None:
+        """Frame ``pending + text`` with the hot path's walk (``_frame_python`` documents it)."""
+        self._frame_records(self, ch, text, out, final)
+
+    def _frame_python(self, ch: _Channel, text: str, out: list[ParsedEvent], final: bool) -> None:
         """Scan ``pending + text`` record by record; hold back the last record unless final.
 
         A SIP dump is as long as drachtio's header line says (``recv N bytes``, counted from
@@ -652,3 +657,34 @@ def _prefix_mode(line: str) -> int:
     if m and _RECORD_START_AT.match(line, m.end()):
         return PrefixMode.SERVICE
     return 0
+
+
+def compiled_implementation(module: ModuleType, *, build: Build | None = None) -> HotPath:
+    """The hot path of the compiled ``module`` (``sipwatch.ingest._speedups``); ``build``
+    replaces its message builder (a test injects one that fails)."""
+    layout = module.Layout(RECORD_RE)
+    limits = {
+        "dump_slack": DUMP_SLACK,
+        "max_udp_dump": MAX_UDP_DUMP,
+        "max_stream_dump": MAX_STREAM_DUMP,
+        "max_pending": MAX_PENDING,
+        "impossible_size": IMPOSSIBLE_SIZE,
+        "truncated": _TRUNCATED,
+    }
+    return HotPath(
+        partial(module.finditer, layout),
+        build or module.build_sip_message,
+        module.Framer(layout, limits, build),
+        module.has_lone_cr,
+    )
+
+
+IMPLEMENTATIONS: dict[str, HotPath] = {
+    speedups.PYTHON: HotPath(
+        RECORD_RE.finditer, sip.build_sip_message, LogParser._frame_python, _has_lone_cr
+    )
+}
+if speedups.compiled is not None:
+    IMPLEMENTATIONS[speedups.COMPILED] = compiled_implementation(speedups.compiled)
+# What a LogParser uses unless told otherwise (a module global, so a test can patch it).
+HOT_PATH = IMPLEMENTATIONS[speedups.IMPLEMENTATION]

@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sipwatch.metrics import SipwatchMetrics
 from sipwatch.model import (
     LogChunk,
     RegisterAttempt,
@@ -28,6 +28,9 @@ from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.sip_meaning import TIMEOUT
 from sipwatch.sources.file import iter_text_chunks
+
+if TYPE_CHECKING:
+    from sipwatch.metrics import SipwatchMetrics
 
 # Failure groups a replay keeps: a scanner's usernames fold into one record per IP, so this
 # bounds only genuinely distinct failing devices (about 0.5 kB each).

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import structlog
-
+from sipwatch.lazylog import get_logger
 from sipwatch.model import SourceItem
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from sipwatch.sources.discovery import Detection, Environment
     from sipwatch.sources.positions import PositionStore
 
-log = structlog.get_logger("sipwatch.sources")
+log = get_logger("sipwatch.sources")
 
 
 class LogSource(Protocol):

@@ -31,8 +31,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import structlog
-
+from sipwatch.lazylog import get_logger
 from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.cri import CriDecoder, looks_like_cri
 
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
     from sipwatch.sources.positions import PositionStore
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_LINE",
