@@ -20,6 +20,7 @@ from sipwatch.model import (
     Stream,
 )
 from sipwatch.pipeline.core import Pipeline, PipelineSettings, tz_offset_of
+from sipwatch.pipeline.interest import only_failed, only_succeeded
 from sipwatch.pipeline.scanners import ScannerClassifier
 from sipwatch.sip_meaning import TIMER_F
 from tools.synth import Device, Scenario, pino, sip_dump
@@ -80,6 +81,52 @@ def test_observers_see_messages_then_completions_in_order() -> None:
     # the pipeline's own stages saw it too: the failure table and log time
     assert [(r.user, r.status, r.count) for r in pipeline.failures.records()] == [("1001", 403, 1)]
     assert T0 < pipeline.first_ts <= pipeline.log_now < T0 + 1
+
+
+def test_hooks_that_want_only_failures_or_successes_are_called_for_those_alone_in_order() -> None:
+    """``@only_failed`` / ``@only_succeeded`` hooks are skipped for routine completions; every
+    call that happens keeps the order the observers were added in."""
+    calls: list[str] = []
+
+    class Picky:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @only_failed
+        def observe_transaction(self, tx: RegisterTransaction) -> None:
+            calls.append(f"{self.name} failed tx {tx.outcome_key}")
+
+        @only_succeeded
+        def observe_attempt(self, att: RegisterAttempt) -> None:
+            calls.append(f"{self.name} success {att.to_user}")
+
+    class Everything:
+        def observe_transaction(self, tx: RegisterTransaction) -> None:
+            calls.append(f"all tx {tx.outcome_key}")
+
+        def observe_attempt(self, att: RegisterAttempt) -> None:
+            calls.append(f"all attempt {att.outcome.value}")
+
+    sc = Scenario(T0)
+    sc.register_ok(Device("1001", "acme.example.com", "203.0.113.7"))
+    sc.register_rejected(
+        Device("1002", "acme.example.com", "203.0.113.8"), 403, "Forbidden", "x", challenged=True
+    )
+    pipeline = Pipeline(PipelineSettings(), [Picky("first"), Everything(), Picky("last")])
+    pipeline.feed(LogChunk("drachtio", Stream.TEXT, "".join(sc.drachtio)))
+    pipeline.finish()
+    assert calls == [
+        "all tx 401",
+        "all tx 200",
+        "first success 1001",
+        "all attempt success",
+        "last success 1001",
+        "all tx 401",
+        "first failed tx 403",
+        "all tx 403",
+        "last failed tx 403",
+        "all attempt failure",
+    ]
 
 
 @pytest.mark.parametrize(

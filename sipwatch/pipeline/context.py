@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction, ServiceEvent
-from sipwatch.pipeline.failures import is_failure
+from sipwatch.pipeline.interest import is_failure, only_failed, only_succeeded
 from sipwatch.sip_meaning import TIMEOUT
 
 Status = int | str  # a SIP status, or "timeout"
@@ -114,6 +114,7 @@ class FailureContext:
                 self._sort_events()
                 del events[: len(events) // 2]  # keep the newest half
 
+    @only_failed
     def observe_transaction(self, tx: RegisterTransaction) -> None:
         if not is_failure(tx):
             return
@@ -123,6 +124,7 @@ class FailureContext:
         if len(self._request_info) > self._max_request_info:
             self._request_info.popitem(last=False)
 
+    @only_succeeded
     def observe_attempt(self, att: RegisterAttempt) -> None:
         if att.outcome is AttemptOutcome.SUCCESS:
             key = (att.to_user, att.to_host)

@@ -20,7 +20,9 @@ what a log says (a parity test holds them to it).
 An observer implements any of ``observe_message``, ``observe_event``, ``observe_transaction``,
 ``observe_attempt``, ``observe_parse_stats`` and ``observe_source_node``, and
 ``watch_scanners(classifier)`` / ``watch_tracker(tracker)`` if it reads those stages' state;
-hooks it lacks cost nothing (the dispatch lists are built once).
+hooks it lacks cost nothing (the dispatch lists are built once), and neither do the calls a
+hook declared it does not want (``sipwatch.pipeline.interest``: only failed transactions,
+only successful attempts).  Hooks run in the order their observers were added.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sipwatch.ingest.framing import LogParser
 from sipwatch.ingest.transactions import RegisterTracker
 from sipwatch.model import (
+    AttemptOutcome,
     LogChunk,
     MessageBatch,
     ParsedEvent,
@@ -44,6 +47,7 @@ from sipwatch.model import (
     SipMessage,
     SourceItem,
 )
+from sipwatch.pipeline import interest
 from sipwatch.pipeline.context import FailureContext
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.pipeline.scanners import ScannerClassifier
@@ -129,8 +133,12 @@ class Pipeline:
         self.first_ts = 0.0  # oldest log timestamp seen
         self._on_message: list[Callable[[SipMessage], None]] = []
         self._on_event: list[Callable[[ServiceEvent], None]] = []
-        self._on_transaction: list[Callable[[RegisterTransaction], None]] = []
-        self._on_attempt: list[Callable[[RegisterAttempt], None]] = []
+        # completed items -> the hooks that want them: every hook sees a failed transaction
+        # and a successful attempt, the others only the hooks that want everything
+        self._on_failed_tx: list[Callable[[RegisterTransaction], None]] = []
+        self._on_other_tx: list[Callable[[RegisterTransaction], None]] = []
+        self._on_success: list[Callable[[RegisterAttempt], None]] = []
+        self._on_other_attempt: list[Callable[[RegisterAttempt], None]] = []
         self._on_parse_stats: list[Callable[[LogParser, str], None]] = []
         self._on_node: list[Callable[[str, str], None]] = []
         self._nodes: dict[str, str] = {}  # source -> the SBC node it said it describes
@@ -142,14 +150,21 @@ class Pipeline:
         for name, hooks in (
             ("observe_message", self._on_message),
             ("observe_event", self._on_event),
-            ("observe_transaction", self._on_transaction),
-            ("observe_attempt", self._on_attempt),
             ("observe_parse_stats", self._on_parse_stats),
             ("observe_source_node", self._on_node),
         ):
             hook = getattr(observer, name, None)
             if hook is not None:
                 hooks.append(hook)
+        for name, all_hooks, some_hooks, wanted in (
+            ("observe_transaction", self._on_failed_tx, self._on_other_tx, interest.FAILED),
+            ("observe_attempt", self._on_success, self._on_other_attempt, interest.SUCCEEDED),
+        ):
+            hook = getattr(observer, name, None)
+            if hook is not None:
+                all_hooks.append(hook)
+                if interest.wants(hook) != wanted:
+                    some_hooks.append(hook)
         watch = getattr(observer, "watch_scanners", None)
         if watch is not None:  # it asks the classifier about traffic, or hears detections
             watch(self.scanners)
@@ -232,13 +247,13 @@ class Pipeline:
                     event_hook(ev)
 
     def _completed(self, done: list[Completed]) -> None:
-        on_tx = self._on_transaction
-        on_att = self._on_attempt
+        is_failure = interest.is_failure
         for item in done:
             if type(item) is RegisterTransaction:
-                for hook in on_tx:
+                for hook in self._on_failed_tx if is_failure(item) else self._on_other_tx:
                     hook(item)
             else:
                 assert isinstance(item, RegisterAttempt)
-                for attempt_hook in on_att:
+                success = item.outcome is AttemptOutcome.SUCCESS
+                for attempt_hook in self._on_success if success else self._on_other_attempt:
                     attempt_hook(item)

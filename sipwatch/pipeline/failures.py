@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction
+from sipwatch.pipeline.interest import is_failure, only_failed, only_succeeded
 from sipwatch.pipeline.scanners import Aor, ScannerState
-from sipwatch.sip_meaning import is_failure_status, status_key
+from sipwatch.sip_meaning import status_key
 
 _USER_MAX = 128
 _DOMAIN_MAX = 255
@@ -77,11 +78,6 @@ class FailureRecord:
         return asdict(self)
 
 
-def is_failure(tx: RegisterTransaction) -> bool:
-    """A transaction that left the device unregistered: a timeout or a failure status."""
-    return tx.timed_out or is_failure_status(tx.status)
-
-
 def failure_key(tx: RegisterTransaction, *, scanner: bool = False) -> FailureKey:
     """The table key of a failing transaction (the one definition of the field limits)."""
     status = status_key(tx.status, tx.timed_out)
@@ -124,6 +120,7 @@ class FailureTracker:
         """The newest log time the table has seen (its clock)."""
         return self._latest
 
+    @only_failed
     def observe_transaction(self, tx: RegisterTransaction) -> None:
         """Count a completed REGISTER transaction if it ended in a failure."""
         if not is_failure(tx):
@@ -207,6 +204,7 @@ class FailureTracker:
                 target.last_seen = max(target.last_seen, old.last_seen)
                 self._refresh(target)  # as at creation in observe_transaction
 
+    @only_succeeded
     def observe_attempt(self, att: RegisterAttempt) -> None:
         """A successful attempt resolves every record of that (side, user, domain)."""
         if att.outcome is not AttemptOutcome.SUCCESS:

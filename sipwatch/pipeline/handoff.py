@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction, Side
-from sipwatch.pipeline.failures import FailureKey, failure_key, is_failure
+from sipwatch.pipeline.failures import FailureKey, failure_key
+from sipwatch.pipeline.interest import is_failure, only_failed, only_succeeded
 from sipwatch.pipeline.scanners import ScannerClassifier
 
 DEVICE_QUEUE = 1000
@@ -70,6 +71,7 @@ class DiagnosisHandoff:
     def watch_scanners(self, scanners: ScannerClassifier) -> None:
         self._scanners = scanners
 
+    @only_failed
     def observe_transaction(self, tx: RegisterTransaction) -> None:
         if tx.side is not Side.INBOUND or not is_failure(tx):
             return
@@ -91,6 +93,7 @@ class DiagnosisHandoff:
         queue[key] = self._clock() + self.delay
         self._wakeup.set()
 
+    @only_succeeded
     def observe_attempt(self, att: RegisterAttempt) -> None:
         if att.outcome is AttemptOutcome.SUCCESS and att.side is Side.INBOUND:
             self.recovered.append(Recovery(att.to_user, att.to_host, att.peer_ip, att.finished))

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipwatch.model import RegisterAttempt, RegisterTransaction, Side
+from sipwatch.pipeline.interest import only_failed
 from sipwatch.sip_meaning import REJECTION_STATUSES, is_failure_status, scanner_tool
 
 Aor = tuple[str, str]  # (user, domain)
@@ -130,6 +131,7 @@ class ScannerClassifier:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ input
+    @only_failed  # and of those, the answered inbound ones
     def observe_transaction(self, tx: RegisterTransaction) -> None:
         """Look at a completed transaction; must run before the observers that ask
         ``is_scanner`` about it."""
