@@ -160,26 +160,35 @@ class RegisterTracker:
         """A new transaction from its request, or from a response whose request is not in
         the log (it counts no request copy; the request-only fields stay empty because a
         response carries no Request-URI or credentials: ``build_sip_message``)."""
+        # positional, in the field order of RegisterTransaction: keywords cost twice as much
+        # on a path run for every transaction
         return RegisterTransaction(
-            side=side,
-            call_id=msg.call_id,
-            cseq=msg.cseq,
-            branch=msg.via_branch,
-            started=msg.ts,
-            source=msg.source,
-            peer_ip=msg.peer_ip,
-            peer_port=msg.peer_port,
-            transport=msg.transport,
-            to_user=msg.to_user,
-            to_host=msg.to_host,
-            from_user=msg.from_user,
-            request_uri=msg.request_uri,
-            user_agent=msg.user_agent,
-            auth_username=msg.auth_username,
-            has_auth=msg.has_auth,
-            expires=msg.expires,
-            requests=1 if saw_request else 0,
-            saw_request=saw_request,
+            side,
+            msg.call_id,
+            msg.cseq,
+            msg.via_branch,
+            msg.ts,
+            msg.source,
+            msg.peer_ip,
+            msg.peer_port,
+            msg.transport,
+            msg.to_user,
+            msg.to_host,
+            msg.from_user,
+            msg.request_uri,
+            msg.user_agent,
+            msg.auth_username,
+            msg.has_auth,
+            msg.expires,
+            1 if saw_request else 0,  # requests
+            0,  # responses
+            0,  # status
+            "",  # reason
+            "",  # x_reason
+            "",  # www_authenticate
+            0.0,  # finished
+            False,  # timed_out
+            saw_request,
         )
 
     def _finish(self, tx: RegisterTransaction, msg: SipMessage) -> None:
@@ -235,20 +244,31 @@ class RegisterTracker:
     @staticmethod
     def _new_attempt(tx: RegisterTransaction) -> RegisterAttempt:
         """An attempt begins with its first transaction (normally the unauthenticated one)."""
-        return RegisterAttempt(
-            side=tx.side,
-            call_id=tx.call_id,
-            started=tx.started,
-            source=tx.source,
-            peer_ip=tx.peer_ip,
-            peer_port=tx.peer_port,
-            transport=tx.transport,
-            to_user=tx.to_user,
-            to_host=tx.to_host,
-            from_user=tx.from_user,
-            request_uri=tx.request_uri,
-            user_agent=tx.user_agent,
-            expires=tx.expires,
+        return RegisterAttempt(  # positional, in the field order of RegisterAttempt (as _open)
+            tx.side,
+            tx.call_id,
+            tx.started,
+            tx.source,
+            tx.peer_ip,
+            tx.peer_port,
+            tx.transport,
+            tx.to_user,
+            tx.to_host,
+            tx.from_user,
+            tx.request_uri,
+            tx.user_agent,
+            "",  # auth_username: set by _attach
+            0,  # transactions
+            False,  # challenged
+            0,  # challenges
+            0,  # auth_rejections
+            0,  # last_cseq
+            AttemptOutcome.TIMEOUT,  # outcome
+            0,  # status
+            "",  # reason
+            "",  # x_reason
+            0.0,  # finished
+            tx.expires,
         )
 
     def _add_attempt(self, key: tuple[Side, str], att: RegisterAttempt) -> None:
