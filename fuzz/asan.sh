@@ -17,6 +17,9 @@ tree=$(mktemp -d /tmp/sipwatch-asan-XXXXXX)
 trap 'rm -rf "$tree"' EXIT
 git archive HEAD | tar -x -C "$tree"
 cd "$tree"
+# setup.py runs outside pip's isolated build here: give it the [build-system] requirements
+python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' |
+  xargs python -m pip install --quiet
 CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g" \
   LDFLAGS="-fsanitize=address,undefined" python setup.py -q build_ext --inplace >/dev/null
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
