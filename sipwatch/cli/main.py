@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import importlib
 import os
 import sys
@@ -58,12 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The cyclic garbage collector's youngest-generation threshold for sipwatch's commands
+# (CPython's default: 700).  The pipeline allocates a few dozen objects per SIP message, nearly
+# none of them in cycles, and holds a chunk's messages while it dispatches them: at 700 most
+# collections walk objects that are still alive and promote them, to be walked again later.
+# Measured on the replay bench: 5-7% of a replay's CPU; memory is unchanged (reference
+# counting frees everything but cycles, and 10,000 objects is well under a megabyte).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _tune_gc() -> None:
+    """Collect less often, and never walk what startup built (modules, classes, the
+    configuration): ``gc.freeze``, as CPython's documentation suggests for long-lived
+    processes."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
+    _tune_gc()
     notice = speedups.fallback_notice()
     if notice:  # built without a C compiler: say it once, then run (slower, same results)
         print(notice, file=sys.stderr)
