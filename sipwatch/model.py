@@ -189,13 +189,18 @@ class RegisterTransaction:
 
     @property
     def outcome_key(self) -> str:
-        return TIMEOUT if self.timed_out else str(self.status)
+        return outcome_key(self.status, self.timed_out)
 
     @property
     def latency(self) -> float | None:
         if self.timed_out or not self.saw_request or not self.finished:
             return None
         return max(0.0, self.finished - self.started)
+
+
+def outcome_key(status: int, timed_out: bool) -> str:
+    """What reports count a transaction by: its final status, or ``TIMEOUT``."""
+    return TIMEOUT if timed_out else str(status)
 
 
 class AttemptOutcome(StrEnum):

@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sipwatch.model import (
+    AttemptOutcome,
+    Direction,
     LogChunk,
     RegisterAttempt,
     RegisterTransaction,
     ServiceEvent,
+    Side,
     SipMessage,
     Stream,
+    outcome_key,
 )
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
@@ -39,28 +43,55 @@ REPLAY_MAX_FAILURE_RECORDS = 100_000
 
 @dataclass(slots=True)
 class ReplayStats:
-    """The replay report's counters: an observer of the pipeline (plain ints, cheap)."""
+    """The replay report's counters: an observer of the pipeline.
 
-    sip_messages: int = 0
-    messages_by_direction: Counter[str] = field(default_factory=Counter)
-    register_by_status: Counter[str] = field(default_factory=Counter)
-    register_by_side: Counter[str] = field(default_factory=Counter)
-    attempts_by_outcome: Counter[str] = field(default_factory=Counter)
+    Each hook bumps one counter keyed by what it was shown (a member, a tuple); the report's
+    vocabulary (status keys, side and outcome names, totals) is derived once, when read,
+    instead of once per message."""
+
+    by_direction: Counter[Direction] = field(default_factory=Counter)
+    # (side, final status, timed out) -> transactions
+    transactions: Counter[tuple[Side, int, bool]] = field(default_factory=Counter)
+    attempts: Counter[AttemptOutcome] = field(default_factory=Counter)
     service_events: Counter[str] = field(default_factory=Counter)
 
     def observe_message(self, msg: SipMessage) -> None:
-        self.sip_messages += 1
-        self.messages_by_direction[msg.direction] += 1  # a StrEnum: no .value lookup
+        self.by_direction[msg.direction] += 1
 
     def observe_event(self, ev: ServiceEvent) -> None:
         self.service_events[ev.kind] += 1
 
     def observe_transaction(self, tx: RegisterTransaction) -> None:
-        self.register_by_status[tx.outcome_key] += 1
-        self.register_by_side[tx.side.value] += 1
+        self.transactions[tx.side, tx.status, tx.timed_out] += 1
 
     def observe_attempt(self, att: RegisterAttempt) -> None:
-        self.attempts_by_outcome[att.outcome.value] += 1
+        self.attempts[att.outcome] += 1
+
+    @property
+    def sip_messages(self) -> int:
+        return sum(self.by_direction.values())
+
+    @property
+    def messages_by_direction(self) -> Counter[str]:
+        return Counter({direction.value: n for direction, n in self.by_direction.items()})
+
+    @property
+    def register_by_status(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (_, status, timed_out), n in self.transactions.items():
+            out[outcome_key(status, timed_out)] += n
+        return out
+
+    @property
+    def register_by_side(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (side, _, _), n in self.transactions.items():
+            out[side.value] += n
+        return out
+
+    @property
+    def attempts_by_outcome(self) -> Counter[str]:
+        return Counter({outcome.value: n for outcome, n in self.attempts.items()})
 
 
 @dataclass
