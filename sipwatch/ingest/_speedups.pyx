@@ -660,7 +660,7 @@ cdef str _branch(str via):
     return via[b:k]
 
 
-def build_sip_message(
+cpdef object build_sip_message(
     double ts,
     str source,
     str what,
@@ -671,22 +671,8 @@ def build_sip_message(
     str start,
     tuple headers,
 ):
-    """``sip.build_sip_message``, compiled (the reference documents the rules)."""
-    return _build_message(ts, source, what == "recv", size, transport, peer_ip, peer_port, start, headers)
-
-
-cdef object _build_message(
-    double ts,
-    str source,
-    bint recv,
-    Py_ssize_t size,
-    str transport,
-    str peer_ip,
-    Py_ssize_t peer_port,
-    str start,
-    tuple headers,
-):
-    """The builder itself, called from C by ``Framer`` without the argument parsing."""
+    """``sip.build_sip_message``, compiled (the reference documents the rules); ``Framer``
+    calls it from C, without the argument parsing."""
     cdef bint is_request
     cdef int status
     cdef str code, reason, method, request_uri
@@ -756,7 +742,7 @@ cdef object _build_message(
     return _SipMessage(
         ts,
         source,
-        _RECV if recv else _SEND,
+        _RECV if what == "recv" else _SEND,
         transport,
         peer_ip,
         peer_port,
@@ -784,6 +770,8 @@ cdef object _build_message(
     )
 
 
+cdef str _WHAT_RECV = "recv"
+cdef str _WHAT_SEND = "send"
 cdef object _SipMessage = _sip.SipMessage
 cdef object _RECV = _sip._RECV
 cdef object _SEND = _sip._SEND
@@ -1002,8 +990,8 @@ cdef class Framer:
                 Py_INCREF(value)  # PyTuple_SET_ITEM steals a reference
                 PyTuple_SET_ITEM(headers, i, value)
             if self.build is None:
-                msg = _build_message(
-                    ts, source, at(t, sp[6]) == 114,  # "r": recv
+                msg = build_sip_message(
+                    ts, source, _WHAT_RECV if at(t, sp[6]) == 114 else _WHAT_SEND,  # "r": recv
                     size, buf[sp[10]:sp[11]].lower(), buf[sp[12]:sp[13]],
                     int(buf[sp[14]:sp[15]]), buf[sp[16]:sp[17]], headers,
                 )
