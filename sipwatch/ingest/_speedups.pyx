@@ -2,15 +2,19 @@
 # cython: cdivision=False, embedsignature=False
 """The compiled hot path of the log scanner (``sipwatch.ingest.speedups`` decides whether it runs).
 
-Two pieces, each a drop-in for a pure-Python reference that stays the definition of what they
-do (a differential Hypothesis property and the whole parser suite hold them to it):
+Three pieces, each a drop-in for a pure-Python reference that stays the definition of what
+they do (differential Hypothesis properties, the ``compiled`` fuzz target and the whole suite,
+run on both, hold them to it):
 
 * ``finditer(buf)``: the records ``framing.RECORD_RE.finditer(buf)`` finds, as match-like
   objects with the same groups, found by one pass over the lines instead of the regex
   engine's backtracking walk;
 * ``build_sip_message``: ``sip.build_sip_message`` with typed locals and the URI / branch /
   parameter scans as C loops (values with non-ASCII characters take the reference path: the
-  reference's ``re.IGNORECASE`` and ``str.lower`` have Unicode rules a C loop would not copy).
+  reference's ``re.IGNORECASE`` and ``str.lower`` have Unicode rules a C loop would not copy);
+* ``Framer``: ``framing.LogParser._frame_python``, the walk over a channel's records (held
+  record, announced dump lengths, held-back text), as one C loop that builds each SIP message
+  straight from the record's spans.
 
 The scanner reads the str's own buffer (PEP 393 data, 1/2/4 bytes a character) through one
 guarded accessor, ``at()``, which returns 0 outside ``[0, n)``: an index slip can never read

@@ -3,7 +3,8 @@
 The one definition of the implementation's name: ``sipwatch --version`` prints it and
 ``sipwatch_build_info`` carries it as a label.  The compiled module
 (``sipwatch/ingest/_speedups.pyx``, built by ``setup.py`` when a C compiler is there) is a
-drop-in for the log scanner's regex walk and for ``sip.build_sip_message``; the pure-Python
+drop-in for the log scanner's regex walk, for ``sip.build_sip_message`` and for the walk that
+frames a channel's records into events (``framing.HotPath``); the pure-Python
 code is the reference, the fallback and what ``SIPWATCH_NO_EXTENSIONS=1`` forces (the
 variable aiohttp, yarl and multidict read as ``*_NO_EXTENSIONS``).
 """
