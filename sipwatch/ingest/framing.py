@@ -100,10 +100,15 @@ class HotPath(NamedTuple):
     build: Build
     frame: Frame
     lone_cr: Callable[[str], bool]  # the text has a CR not followed by LF
+    count_lines: Callable[[str], int]  # its "\n" characters
 
 
 def _has_lone_cr(text: str) -> bool:
     return "\r" in text and text.count("\r") != text.count("\r\n")
+
+
+def _count_lines(text: str) -> int:
+    return text.count("\n")
 
 
 _MONTHS = {
@@ -224,7 +229,7 @@ class LogParser:
         self._tz = tz_offset
         # the hot path: this module's default, or the named one of IMPLEMENTATIONS (the
         # differential tests run both side by side)
-        self._scan, self._build, self._frame_records, self._lone_cr = (
+        self._scan, self._build, self._frame_records, self._lone_cr, self._count_lines = (
             HOT_PATH if implementation is None else IMPLEMENTATIONS[implementation]
         )
         self._channels: dict[tuple[str, Stream], _Channel] = {}
@@ -265,7 +270,7 @@ class LogParser:
             self._flush_source(chunk.source, chunk.stream, out)
             return out
         text = chunk.text
-        self.stats_for(chunk.source).lines += text.count("\n")
+        self.stats_for(chunk.source).lines += self._count_lines(text)
         ch = self._channel(chunk.source, chunk.stream)
         if ch.caret_m is None:  # one look per channel: scanning every chunk costs 5%
             head = text[:_CARET_M_SNIFF]
@@ -676,12 +681,17 @@ def compiled_implementation(module: ModuleType, *, build: Build | None = None) -
         build or module.build_sip_message,
         module.Framer(layout, limits, build),
         module.has_lone_cr,
+        module.count_lines,
     )
 
 
 IMPLEMENTATIONS: dict[str, HotPath] = {
     speedups.PYTHON: HotPath(
-        RECORD_RE.finditer, sip.build_sip_message, LogParser._frame_python, _has_lone_cr
+        RECORD_RE.finditer,
+        sip.build_sip_message,
+        LogParser._frame_python,
+        _has_lone_cr,
+        _count_lines,
     )
 }
 if speedups.compiled is not None:
