@@ -1,7 +1,8 @@
 """Differential tests: the compiled hot path against the pure-Python reference.
 
-``sipwatch.ingest._speedups`` replaces ``framing.RECORD_RE.finditer`` and
-``sip.build_sip_message``; the pure-Python pair stays the definition.  The properties here
+``sipwatch.ingest._speedups`` replaces the pure-Python hot path (``framing.HotPath``: the
+``RECORD_RE`` scan, ``sip.build_sip_message``, ``LogParser._frame_python`` and the line and
+lone-CR counts); the pure-Python one stays the definition.  The properties here
 generate drachtio logs the way the world writes them and the way an attacker would (prefix
 styles, CRLF / ``^M`` / lone-CR mixes, truncations, noise, hostile headers, NUL, invalid
 UTF-8, huge lines, Unicode digits where ASCII ones belong) and require the same records, the
@@ -441,6 +442,14 @@ def test_the_message_builder_builds_the_reference_message(
     build = framing.IMPLEMENTATIONS[COMPILED].build
     args = (T0, "s", what, size, "udp", "203.0.113.9", 5060, start + " SIP/2.0"[: len(start) % 9])
     assert build(*args, tuple(headers)) == sip.build_sip_message(*args, tuple(headers))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.text(alphabet=st.sampled_from("\r\n a\u00fc\U0001f600\x00"), max_size=400))
+def test_the_line_and_lone_cr_counts_are_the_references(text: str) -> None:
+    compiled, python = framing.IMPLEMENTATIONS[COMPILED], framing.IMPLEMENTATIONS[PYTHON]
+    assert compiled.count_lines(text) == python.count_lines(text) == text.count("\n")
+    assert compiled.lone_cr(text) == python.lone_cr(text)
 
 
 def test_the_version_and_build_info_name_the_implementation() -> None:
