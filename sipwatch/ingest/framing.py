@@ -96,6 +96,9 @@ Frame = Callable[["LogParser", "_Channel", str, list[ParsedEvent], bool], None]
 
 
 class HotPath(NamedTuple):
+    """One implementation of what a LogParser does per character and per record; the pure
+    one and the compiled one must give the same results (``tests/test_differential.py``)."""
+
     scan: Scan
     build: Build
     frame: Frame
