@@ -152,6 +152,15 @@ cdef struct Text:
     Py_ssize_t n
 
 
+cdef inline Text _text(str s) noexcept:
+    """The view of ``s`` the scanner reads through ``at()``."""
+    cdef Text t
+    t.data = PyUnicode_DATA(s)
+    t.kind = PyUnicode_KIND(s)
+    t.n = len(s)
+    return t
+
+
 cdef inline uchar at(const Text *t, Py_ssize_t i) noexcept:
     """``s[i]``, or 0 outside the text: no read ever leaves the string's buffer (every
     caller checks ``i < n`` itself; this is the guard that makes a slip harmless)."""
@@ -530,10 +539,7 @@ def count_lines(str s):
 
 def has_lone_cr(str s):
     """``"\\r" in s and s.count("\\r") != s.count("\\r\\n")``, in one pass."""
-    cdef Text t
-    t.data = PyUnicode_DATA(s)
-    t.kind = PyUnicode_KIND(s)
-    t.n = len(s)
+    cdef Text t = _text(s)
     return _lone_cr(&t)
 
 
@@ -542,9 +548,7 @@ def finditer(Layout lay, str s):
     cdef Records it = Records.__new__(Records)
     it.lay = lay
     it.s = s
-    it.t.data = PyUnicode_DATA(s)
-    it.t.kind = PyUnicode_KIND(s)
-    it.t.n = len(s)
+    it.t = _text(s)
     it.p = 0
     if _lone_cr(&it.t):
         return lay.regex.finditer(s)
@@ -633,20 +637,12 @@ cdef inline tuple uri_user_host(str value):
     return _py_uri(value)
 
 
-cdef inline unsigned char _ascii_low(unsigned char c) noexcept:
-    return c + 32 if 65 <= c <= 90 else c
-
-
-cdef Py_ssize_t _ifind(const unsigned char *d, Py_ssize_t n, const unsigned char *name,
-                       Py_ssize_t m, Py_ssize_t pos) noexcept:
+cdef Py_ssize_t _ifind(const Text *t, const char *name, Py_ssize_t m, Py_ssize_t pos) noexcept:
     """``value.lower().find(name, pos)`` of an ASCII value, without the lowered copy
     (``name`` is lower case)."""
-    cdef Py_ssize_t i, k
-    for i in range(pos, n - m + 1):  # i + k < n: inside the buffer
-        for k in range(m):
-            if _ascii_low(d[i + k]) != name[k]:
-                break
-        else:
+    cdef Py_ssize_t i
+    for i in range(pos, t.n - m + 1):
+        if _ieq(t, i, name, m):
             return i
     return -1
 
@@ -654,11 +650,12 @@ cdef Py_ssize_t _ifind(const unsigned char *d, Py_ssize_t n, const unsigned char
 cdef str _param_ascii(str value, str name):
     """``sip._param`` for an ASCII value (1 byte a character, as ``isascii()`` guarantees)."""
     cdef const unsigned char *d = <const unsigned char *>PyUnicode_DATA(value)
-    cdef const unsigned char *nm = <const unsigned char *>PyUnicode_DATA(name)
+    cdef const char *nm = <const char *>PyUnicode_DATA(name)
+    cdef Text t = _text(value)
     cdef Py_ssize_t pos = 0, i, j, end, n = len(value), m = len(name)
     cdef unsigned char c
     while True:
-        i = _ifind(d, n, nm, m, pos)
+        i = _ifind(&t, nm, m, pos)
         if i < 0:
             return ""
         c = d[i - 1] if i > 0 else 32
@@ -856,35 +853,32 @@ cdef double _seconds(const Text *t, Py_ssize_t a) noexcept:
 
     Exact: the value is the integer ``SSffffff`` over 10**6, both exact in a double, and one
     IEEE division is correctly rounded, as ``float()``'s parse of the decimal text is."""
-    cdef double v = 0
-    cdef Py_ssize_t i
-    for i in range(9):
-        if i != 2:  # the "."
-            v = v * 10 + Py_UNICODE_TODECIMAL(at(t, a + i))
-    return v / 1e6
+    cdef Py_ssize_t micros = _digits_value(t, a, a + 2, 0) * 1000000 + _digits_value(t, a + 3, a + 9, 0)
+    return <double>micros / 1e6
 
 
-cdef tuple _TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss", "sctp")
+cdef tuple _TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss", "sctp")  # "udp" first: _UDP
+cdef Py_ssize_t _UDP = 0
+# as C strings for _ieq (the bytes objects stay alive in _TRANSPORT_BYTES)
+cdef list _TRANSPORT_BYTES = [name.encode("ascii") for name in _TRANSPORTS]
+cdef const char *_TRANSPORT_PTR[6]
+for _i, _name in enumerate(_TRANSPORT_BYTES):
+    _TRANSPORT_PTR[_i] = <bytes>_name
+
+
+cdef Py_ssize_t _known_transport(const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """Index in ``_TRANSPORTS`` of ``s[a:b].lower()`` (ASCII letters), or -1."""
+    cdef Py_ssize_t k
+    for k in range(len(_TRANSPORTS)):
+        if len(<str>_TRANSPORTS[k]) == b - a and _ieq(t, a, _TRANSPORT_PTR[k], b - a):
+            return k
+    return -1
 
 
 cdef str _transport(const Text *t, str buf, Py_ssize_t a, Py_ssize_t b):
     """``buf[a:b].lower()``, the known transports without a new string each time."""
-    cdef str known
-    cdef Py_ssize_t i
-    for known in _TRANSPORTS:
-        if len(known) == b - a:
-            for i in range(b - a):
-                if at(t, a + i) | 0x20 != <uchar>known[i]:
-                    break
-            else:
-                return known
-    return buf[a:b].lower()
-
-
-cdef inline bint _is_udp(const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
-    """``s[a:b].lower() == "udp"`` (the transport is ASCII letters)."""
-    return (b - a == 3 and (at(t, a) | 0x20) == 117 and (at(t, a + 1) | 0x20) == 100
-            and (at(t, a + 2) | 0x20) == 112)
+    cdef Py_ssize_t k = _known_transport(t, a, b)
+    return <str>_TRANSPORTS[k] if k >= 0 else buf[a:b].lower()
 
 
 cdef Py_ssize_t _rfind_nl(const Text *t, Py_ssize_t a, Py_ssize_t b) noexcept:
@@ -907,19 +901,21 @@ cdef class Framer:
     "embedded" and "sip_length" counts, held-back text - with a SIP dump's message built
     straight from the spans (no match object, no groups tuple); every other record (pino,
     drachtio service lines, sofia debug) goes to the reference ``LogParser._record``.  A text
-    with a lone CR goes to the reference as a whole (see ``finditer``).  The limits come from
-    ``framing`` (``limits``), which stays their one definition; ``build`` replaces the
-    compiled message builder (a test injects a failing one).
+    with a lone CR goes to the reference as a whole (see ``finditer``).  The limits and the
+    anomaly counter come from ``framing`` (``limits``, ``count_anomalies``), which stays their
+    one definition; ``build`` replaces the compiled message builder (a test injects a failing
+    one).
     """
 
     cdef Layout lay
-    cdef object build
+    cdef object build, count_anomalies
     cdef Py_ssize_t slack, max_udp, max_stream, max_pending, too_many
     cdef str truncated
 
-    def __init__(self, Layout lay, limits, build=None):
+    def __init__(self, Layout lay, limits, count_anomalies, build=None):
         self.lay = lay
         self.build = build
+        self.count_anomalies = count_anomalies  # framing's (the rare path: a Python call)
         self.slack = limits["dump_slack"]
         self.max_udp = limits["max_udp_dump"]
         self.max_stream = limits["max_stream_dump"]
@@ -936,7 +932,7 @@ cdef class Framer:
         cdef Py_ssize_t *cur = spans_a
         cdef Py_ssize_t *held = spans_b
         cdef Py_ssize_t *swap
-        cdef bint has_held = False, impossible = False
+        cdef bint has_held = False, impossible = False, udp
         cdef Py_ssize_t p = 0, start, pos, body, size, end, nl, g_line = self.lay.line
         cdef Py_ssize_t held_size = 0, region_end = 0, proven_end = 0, embedded = 0
         cdef Py_ssize_t ran_to_end = 1 + self.slack, pino = self.lay.pino
@@ -944,9 +940,7 @@ cdef class Framer:
         if not buf:
             ch.pending = ""
             return
-        t.data = PyUnicode_DATA(buf)
-        t.kind = PyUnicode_KIND(buf)
-        t.n = len(buf)
+        t = _text(buf)
         if _lone_cr(&t):
             parser._frame_python(ch, text, out, final)
             return
@@ -974,7 +968,7 @@ cdef class Framer:
                     if self._truncation(&t, cur[2 * g_line], cur[2 * g_line + 1]):
                         msg.truncated = True
                 if embedded or impossible:
-                    _count_anomalies(stats, embedded, impossible)
+                    self.count_anomalies(stats, embedded, impossible)
                     embedded, impossible = 0, False
             elif not _blank(&t, 0, start):
                 stats.record("other")  # lines before the first record: log cut mid-record
@@ -990,7 +984,8 @@ cdef class Framer:
             end = body + size
             if end <= pos + ran_to_end:
                 continue  # the dump ran to its announced end: nothing inside to suspect
-            if size > (self.max_udp if _is_udp(&t, held[10], held[11]) else self.max_stream):
+            udp = _known_transport(&t, held[10], held[11]) == _UDP
+            if size > (self.max_udp if udp else self.max_stream):
                 impossible = True
                 continue
             if end + 2 >= t.n and not final and end - start < self.max_pending:
@@ -1007,7 +1002,7 @@ cdef class Framer:
             return
         if final or t.n - held[0] > self.max_pending:
             self._emit(parser, buf, &t, held, held_size, out, stats, source)
-            _count_anomalies(stats, embedded, impossible)
+            self.count_anomalies(stats, embedded, impossible)
         else:
             ch.pending = buf[held[0]:]
 
@@ -1058,16 +1053,18 @@ cdef class Framer:
                 value = buf[sp[2 * g]:sp[2 * g + 1]] if sp[2 * g] >= 0 else ""
                 Py_INCREF(value)  # PyTuple_SET_ITEM steals a reference
                 PyTuple_SET_ITEM(headers, i, value)
-            if self.build is None:
+            what = _WHAT_RECV if at(t, sp[6]) == 114 else _WHAT_SEND  # "r": recv
+            transport = _transport(t, buf, sp[10], sp[11])
+            peer_ip = buf[sp[12]:sp[13]]
+            peer_port = int(buf[sp[14]:sp[15]])
+            start = buf[sp[16]:sp[17]]
+            if self.build is None:  # the compiled builder, called from C
                 msg = build_sip_message(
-                    ts, source, _WHAT_RECV if at(t, sp[6]) == 114 else _WHAT_SEND,  # "r": recv
-                    size, _transport(t, buf, sp[10], sp[11]), buf[sp[12]:sp[13]],
-                    int(buf[sp[14]:sp[15]]), buf[sp[16]:sp[17]], headers,
+                    ts, source, what, size, transport, peer_ip, peer_port, start, headers
                 )
             else:
                 msg = self.build(
-                    ts, source, buf[sp[6]:sp[7]], size, buf[sp[10]:sp[11]].lower(),
-                    buf[sp[12]:sp[13]], int(buf[sp[14]:sp[15]]), buf[sp[16]:sp[17]], headers,
+                    ts, source, what, size, transport, peer_ip, peer_port, start, headers
                 )
             if msg is None:
                 stats.error("sip_start_line")
@@ -1079,11 +1076,3 @@ cdef class Framer:
         except Exception:
             stats.error("internal")
             return None
-
-
-cdef _count_anomalies(stats, Py_ssize_t embedded, bint impossible):
-    """``framing._count_anomalies``."""
-    if embedded:
-        stats.record("embedded", embedded)
-    if impossible:
-        stats.error("sip_length")

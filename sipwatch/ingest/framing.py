@@ -682,7 +682,7 @@ def compiled_implementation(module: ModuleType, *, build: Build | None = None) -
     return HotPath(
         partial(module.finditer, layout),
         build or module.build_sip_message,
-        module.Framer(layout, limits, build),
+        module.Framer(layout, limits, _count_anomalies, build),
         module.has_lone_cr,
         module.count_lines,
     )
