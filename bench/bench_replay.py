@@ -22,6 +22,7 @@ are what to compare across changes.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -101,6 +102,11 @@ def main() -> None:
                 f.write(chunk)
         print(f"generated {log.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s")
 
+    # An installed wheel carries its bytecode (pip compiles it at install); a checkout run with
+    # PYTHONDONTWRITEBYTECODE would recompile every module in each timed run instead.
+    import sipwatch
+
+    compileall.compile_dir(Path(sipwatch.__file__).parent, quiet=1)
     replay = [sys.executable, "-m", "sipwatch", "replay", "--format", "json", "--no-diagnose"]
     mtail = shutil.which("mtail")
     progs = tmp / "mtail"

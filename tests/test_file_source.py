@@ -21,7 +21,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sipwatch.model import LogChunk, Stream
-from sipwatch.sources.file import FileSource, LineDecoder, TextFileReader, iter_text_chunks
+from sipwatch.sources.file import FileSource
+from sipwatch.sources.textfile import LineDecoder, TextFileReader, iter_text_chunks
 
 POLL = 0.01
 IDLE = 0.15

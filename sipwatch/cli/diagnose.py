@@ -9,7 +9,6 @@ traceback and never a secret.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -92,7 +91,13 @@ def register(sub: SubParsers) -> None:
         help="do not call registration webhooks (default: [diagnosis] webhook_probes)",
     )
     p.add_argument("--db-timeout", type=float, help="seconds to wait for each database call")
-    p.set_defaults(handler=lambda args: asyncio.run(run_diagnose(args)))
+    p.set_defaults(handler=_handler)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    import asyncio  # not at module level: every command's parser is built at start-up
+
+    return asyncio.run(run_diagnose(args))
 
 
 def _err(msg: str, secrets: list[str]) -> None:

@@ -4,7 +4,6 @@ imported when the command runs, because it pulls in the database, Redis and Dock
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,6 +91,8 @@ def register(sub: SubParsers) -> None:
 
 
 def _handler(args: argparse.Namespace) -> int:
+    import asyncio  # not at module level: every command's parser is built at start-up
+
     from sipwatch.remediation.fix_flow import run_fix
 
     return asyncio.run(run_fix(args))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
 from sipwatch.cli.exit_codes import ExitCode, help_epilog
@@ -36,6 +35,7 @@ def register(sub: SubParsers) -> None:
     )
 
     def handler(args: argparse.Namespace) -> int:
+        import asyncio  # not at module level: every command's parser is built at start-up
         import sys
 
         from sipwatch.config import ConfigError, load_config

@@ -2,7 +2,7 @@
 
 It runs the daemon's own ``Pipeline`` (``sipwatch.pipeline.core``) with the same settings,
 plus one observer of its own, ``ReplayStats``, that counts what the report prints.  A file is
-read in whole-line pieces (``sources.file.TextFileReader``, stdin through
+read in whole-line pieces (``sources.textfile.TextFileReader``, stdin through
 ``sources.stdin.iter_stdin_text``) and nothing waits on an event loop until the optional
 diagnosis step at the end.
 """
@@ -31,7 +31,7 @@ from sipwatch.model import (
 from sipwatch.pipeline.core import Pipeline, PipelineSettings
 from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 from sipwatch.sip_meaning import TIMEOUT
-from sipwatch.sources.file import iter_text_chunks
+from sipwatch.sources.textfile import iter_text_chunks
 
 if TYPE_CHECKING:
     from sipwatch.metrics import SipwatchMetrics

@@ -76,7 +76,7 @@ class CriDecoder:
     def feed(self, text: str) -> list[tuple[Stream, str]]:
         """Decode whole lines of CRI entries; return the completed lines, one text per stream.
 
-        ``text`` must end at a line end (what :class:`~sipwatch.sources.file.LineDecoder`
+        ``text`` must end at a line end (what :class:`~sipwatch.sources.textfile.LineDecoder`
         gives); a last piece without ``"\\n"`` is treated as a complete entry (end of input).
         """
         out: dict[Stream, list[str]] = {Stream.STDERR: [], Stream.STDOUT: []}

@@ -2,10 +2,11 @@
 
 VM / pm2 installs of jambonz write drachtio's dumps and the registrar's pino JSON to files,
 so this is the primary source there.  Two modes share one line-assembly implementation
-(:class:`LineDecoder`):
+(:class:`~sipwatch.sources.textfile.LineDecoder`):
 
-* **non-follow** (``replay``): big reads, one decode per read, no per-line work at all.
-  Gzip-compressed rotated logs (``drachtio.log.1.gz``) are read transparently.
+* **non-follow** (a file ``run`` does not follow; ``replay`` reads with
+  :mod:`sipwatch.sources.textfile` directly): big reads, one decode per read, no per-line
+  work at all.  Gzip-compressed rotated logs (``drachtio.log.1.gz``) are read transparently.
 * **follow** (``run``): ``tail -F`` by polling ``os.stat``/``os.fstat`` (no inotify package,
   works on every filesystem including bind mounts and NFS), surviving rename rotation,
   copytruncate, delete + recreate and a file that appears late.
@@ -19,21 +20,25 @@ decides from the first line.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import gzip
 import hashlib
 import io
 import os
 import stat
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from sipwatch.lazylog import get_logger
 from sipwatch.model import LogChunk, Position, Stream
 from sipwatch.sources.cri import CriDecoder, looks_like_cri
+from sipwatch.sources.textfile import (
+    DEFAULT_MAX_LINE,
+    DEFAULT_READ_SIZE,
+    LineDecoder,
+    TextFileReader,
+)
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
@@ -41,34 +46,14 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-__all__ = [
-    "DEFAULT_MAX_LINE",
-    "DEFAULT_READ_SIZE",
-    "FOLLOW_READ_SIZE",
-    "FileSource",
-    "LineDecoder",
-    "TextFileReader",
-    "iter_text_chunks",
-]
+__all__ = ["FOLLOW_READ_SIZE", "FileSource"]
 
-# Measured (bench: 66 MB drachtio log, decode + str.split downstream): 64-256 KiB reads run
-# ~3x faster than 1 MiB ones, because a 1 MiB read becomes a 1-2 MiB str that no longer fits
-# in L2 next to the bytes it came from.  128 KiB is still only ~500 reads per 66 MB.
-DEFAULT_READ_SIZE = 128 << 10
 # Follow mode reads in smaller bites: each read happens on the event loop, and a live log
 # rarely has more than a few KiB waiting per poll anyway.
 FOLLOW_READ_SIZE = 64 << 10
-# A line longer than this (bytes) is cut in two.  Log content is attacker-controlled: without
-# a cap, a writer that never emits "\n" would make us buffer the whole file.  drachtio caps
-# its own lines at 8 KiB, so 1 MiB only ever bites on garbage.
-DEFAULT_MAX_LINE = 1 << 20
-
 # A followed path may be missing this long during a rotation before the source counts as down
 # (logrotate's rename + create, or a writer that reopens on its next line).
 ROTATION_GRACE = 30.0
-
-# gzip magic + CM=8 (deflate, the only method).  A text log never starts with these bytes.
-_GZIP_MAGIC = b"\x1f\x8b\x08"
 
 # A checkpoint names its file by device and inode, and by a hash of the file's first bytes:
 # a new file that gets a freed inode number has other first lines (drachtio stamps every one).
@@ -149,145 +134,6 @@ def find_previous(path: Path, saved: tuple[int, int, str, int, int]) -> Path | N
         except OSError:
             continue
     return None
-
-
-class LineDecoder:
-    """Turns a byte stream, fed in arbitrary pieces, into text made of whole lines.
-
-    The cut is made on the *bytes* at the last ``b"\\n"``: UTF-8 never uses 0x0A inside a
-    multi-byte sequence, so no character can straddle the cut and one ``decode`` call per
-    piece is all the per-chunk work there is.  The incremental decoder (``errors="replace"``)
-    still matters when an over-long line is cut at ``max_line``, which can land inside a
-    character; it then carries the partial character into the next piece.  Invalid bytes
-    become U+FFFD and never raise.
-
-    Invariant: ``"".join(feed(p) for p in pieces) + flush()`` equals
-    ``b"".join(pieces).decode("utf-8", "replace")`` unless a line exceeded ``max_line``, in
-    which case a ``"\\n"`` was inserted at each cut (counted in ``split_lines``).
-    """
-
-    __slots__ = ("_decode", "_tail", "max_line", "split_lines")
-
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
-        if max_line < 1:
-            raise ValueError("max_line must be positive")
-        self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
-        self._tail = bytearray()  # bytes after the last "\n" seen so far
-        self.max_line = max_line
-        self.split_lines = 0
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back because their line is not complete yet."""
-        return len(self._tail)
-
-    def feed(self, data: bytes) -> str:
-        """Return the whole lines completed by ``data`` ("" when none completed)."""
-        cut = data.rfind(b"\n") + 1
-        tail = self._tail
-        if not cut:
-            tail += data
-            return self._split() if len(tail) > self.max_line else ""
-        if tail:
-            tail += memoryview(data)[:cut]
-            text = self._decode(tail)
-            tail.clear()
-        elif cut == len(data):
-            text = self._decode(data)
-        else:
-            text = self._decode(memoryview(data)[:cut])
-        if cut < len(data):
-            tail += memoryview(data)[cut:]
-            if len(tail) > self.max_line:
-                text += self._split()
-        return text
-
-    def flush(self) -> str:
-        """End of input: return whatever is held back (an unterminated last line), decoded."""
-        text = self._decode(self._tail, True)
-        self._tail.clear()
-        return text
-
-    def _split(self) -> str:
-        self.split_lines += 1
-        text = self._decode(self._tail) + "\n"
-        self._tail.clear()
-        return text
-
-
-def _open_maybe_gzip(path: Path) -> gzip.GzipFile | io.FileIO:
-    """Open ``path`` for binary reading, decompressing it if it is gzip.
-
-    Detection is by magic number, not by name, so ``drachtio.log.2`` compressed without a
-    ``.gz`` suffix works too; non-seekable paths (``<(zcat ...)``) fall back to the suffix.
-    """
-    raw = open(path, "rb", buffering=0)  # noqa: SIM115 - ownership passes to the caller
-    try:
-        if raw.seekable():
-            is_gzip = raw.read(3) == _GZIP_MAGIC
-            raw.seek(0)
-        else:
-            is_gzip = path.suffix == ".gz"
-        if is_gzip:
-            return gzip.GzipFile(fileobj=raw, mode="rb")
-    except BaseException:
-        raw.close()
-        raise
-    return raw
-
-
-class TextFileReader:
-    """Synchronous whole-line reader of one plain or gzip file: the ``replay`` hot path.
-
-    Iterating yields strings of whole lines, about ``read_size`` bytes each, the last one
-    possibly unterminated.  ``bytes_read`` counts (decompressed) bytes consumed so far.
-    A gzip file that ends early (still being compressed, or damaged) yields everything it
-    could decode and then raises :class:`gzip.BadGzipFile` (an ``OSError``).
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        read_size: int = DEFAULT_READ_SIZE,
-        max_line: int = DEFAULT_MAX_LINE,
-    ) -> None:
-        if read_size < 1:
-            raise ValueError("read_size must be positive")
-        self.path = Path(path)
-        self.read_size = read_size
-        self.decoder = LineDecoder(max_line)
-        self.bytes_read = 0
-
-    def __iter__(self) -> Iterator[str]:
-        feed = self.decoder.feed
-        size = self.read_size
-        with _open_maybe_gzip(self.path) as f:
-            read = f.read
-            while True:
-                try:
-                    data = read(size)
-                except EOFError as exc:  # gzip stream cut short
-                    rest = self.decoder.flush()
-                    if rest:
-                        yield rest
-                    raise gzip.BadGzipFile(f"{self.path}: {exc}") from exc
-                if not data:
-                    break
-                self.bytes_read += len(data)
-                text = feed(data)
-                if text:
-                    yield text
-        rest = self.decoder.flush()
-        if rest:
-            yield rest
-
-
-def iter_text_chunks(
-    path: str | Path, *, read_size: int = DEFAULT_READ_SIZE, max_line: int = DEFAULT_MAX_LINE
-) -> Iterator[str]:
-    """Whole-line text chunks of a plain or gzip file, synchronously (benchmarks, replay)."""
-    return iter(TextFileReader(path, read_size=read_size, max_line=max_line))
 
 
 FileFormat = Literal["auto", "plain", "cri"]

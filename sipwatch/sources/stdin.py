@@ -13,7 +13,7 @@ The event loop must never block on stdin, and how to avoid that depends on what 
   devices it cannot poll (``/dev/null``: epoll says EPERM only later, from a callback, and
   the transport then hangs forever), so devices are not offered to it at all.
 
-Whatever the path, chunks are whole lines (shared :class:`~sipwatch.sources.file.LineDecoder`)
+Whatever the path, chunks are whole lines (shared :class:`~sipwatch.sources.textfile.LineDecoder`)
 and an idle signal (``LogChunk(name, Stream.TEXT, "")``) follows each quiet period.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from sipwatch.model import LogChunk, Stream
-from sipwatch.sources.file import DEFAULT_MAX_LINE, DEFAULT_READ_SIZE, LineDecoder
+from sipwatch.sources.textfile import DEFAULT_MAX_LINE, DEFAULT_READ_SIZE, LineDecoder
 
 if TYPE_CHECKING:
     from sipwatch.sources import LogSource, SourceContext
