@@ -68,8 +68,15 @@ def test_the_extension_runs_unless_disabled() -> None:
 
 
 # ------------------------------------------------------------------ generated logs
+# Numbers as a hostile peer spells them (Expires, CSeq, the status code): Unicode white space
+# and digits around and inside ASCII ones, signs, underscores, too many digits.
+NUMBER_LIKE = st.text(
+    alphabet=st.sampled_from(" \t\u00a0\u2003\u2028\x1c0123456789\u0663\uff11\u00b2+-_REGISTERx"),
+    max_size=16,
+)
 HOSTILE_VALUES = st.one_of(
     st.text(max_size=40).map(lambda s: s.replace("\n", " ")),
+    NUMBER_LIKE,
     st.sampled_from(
         [
             "\x00",
@@ -138,6 +145,7 @@ START_LINES = st.one_of(
         ]
     ),
     st.text(max_size=30).map(lambda s: s.replace("\n", " ")),
+    NUMBER_LIKE.map(lambda s: "SIP/2.0 " + s),
 )
 
 

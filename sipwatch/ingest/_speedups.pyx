@@ -186,10 +186,14 @@ cdef inline Py_ssize_t _find_nl(const Text *t, Py_ssize_t p) noexcept:
     return t.n
 
 
+cdef inline bint _is_ascii_digit(uchar c) noexcept:
+    return c >= 48 and c <= 57
+
+
 cdef inline bint _is_digit(uchar c) noexcept:
     """The regex's ``\\d``: any Unicode decimal digit (ASCII ones without the table lookup)."""
     if c < 128:
-        return c >= 48 and c <= 57
+        return _is_ascii_digit(c)
     return Py_UNICODE_ISDECIMAL(c)
 
 
@@ -198,7 +202,7 @@ cdef inline bint _is_alpha(uchar c) noexcept:
 
 
 cdef inline bint _is_hex(uchar c) noexcept:
-    return (c >= 48 and c <= 57) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70)
+    return _is_ascii_digit(c) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70)
 
 
 # Templates: D a decimal digit (Unicode, as the regex's \d), L an ASCII letter, H a hex digit,
@@ -557,32 +561,29 @@ def finditer(Layout lay, str s):
 
 # ---------------------------------------------------------------------- SIP message
 
-cdef inline bint _uri_stop(Py_UCS4 c):
-    return c == u'@' or c == u'>' or Py_UNICODE_ISSPACE(c)
-
-
-cdef inline Py_UCS4 _low(str v, Py_ssize_t i):
-    """ASCII lower case of ``v[i]`` (exact for letters, which is all it is compared with)."""
-    cdef Py_UCS4 c = v[i]
-    return <Py_UCS4>(<unsigned int>c | 0x20u)
+cdef inline bint _uri_stop(uchar c) noexcept:
+    return c == 64 or c == 62 or Py_UNICODE_ISSPACE(<Py_UCS4>c)  # "@" ">" or white space
 
 
 cdef tuple _uri_user_host(str value):
-    """``sip.parse_uri_user_host`` for an ASCII value: the same search, as one loop."""
+    """``sip.parse_uri_user_host`` for an ASCII value: the same search, as one loop over the
+    value's bytes (1 byte a character, as ``isascii()`` guarantees; every read is bounded by
+    ``n``)."""
+    cdef const unsigned char *d = <const unsigned char *>PyUnicode_DATA(value)
     cdef Py_ssize_t n = len(value), i, p = -1, h, k, u0 = -1, u1 = -1
-    cdef Py_UCS4 c
+    cdef uchar c
     cdef str user, host
     for i in range(n):
-        c = _low(value, i)
-        if c == u's' and i + 3 < n and _low(value, i + 1) == u'i' and _low(value, i + 2) == u'p':
-            if value[i + 3] == u':':
+        c = d[i] | 0x20u  # ASCII lower case (exact for letters, all it is compared with)
+        if c == 115 and i + 3 < n and d[i + 1] | 0x20u == 105 and d[i + 2] | 0x20u == 112:
+            if d[i + 3] == 58:  # "sip:"
                 p = i + 4
                 break
-            if _low(value, i + 3) == u's' and i + 4 < n and value[i + 4] == u':':
+            if d[i + 3] | 0x20u == 115 and i + 4 < n and d[i + 4] == 58:  # "sips:"
                 p = i + 5
                 break
-        elif (c == u't' and i + 3 < n and _low(value, i + 1) == u'e'
-              and _low(value, i + 2) == u'l' and value[i + 3] == u':'):
+        elif (c == 116 and i + 3 < n and d[i + 1] | 0x20u == 101
+              and d[i + 2] | 0x20u == 108 and d[i + 3] == 58):  # "tel:"
             p = i + 4
             break
     if p < 0:
@@ -590,27 +591,27 @@ cdef tuple _uri_user_host(str value):
     # optional "user[:password]@"
     h = p
     k = p
-    while k < n and not (_uri_stop(value[k]) or value[k] == u':'):
+    while k < n and not (_uri_stop(d[k]) or d[k] == 58):
         k += 1
-    if k < n and value[k] == u'@':
+    if k < n and d[k] == 64:
         u0, u1, h = p, k, k + 1
-    elif k < n and value[k] == u':':
+    elif k < n and d[k] == 58:
         i = k + 1
-        while i < n and not _uri_stop(value[i]):
+        while i < n and not _uri_stop(d[i]):
             i += 1
-        if i < n and value[i] == u'@':
+        if i < n and d[i] == 64:
             u0, u1, h = p, k, i + 1
     # host: "[...]" or up to ":;>?" or whitespace
     k = -1
-    if h < n and value[h] == u'[':
+    if h < n and d[h] == 91:  # "["
         k = value.find("]", h + 1)
     if k >= 0:
         host = value[h + 1:k]
     else:
         k = h
         while k < n:
-            c = value[k]
-            if c == u':' or c == u';' or c == u'>' or c == u'?' or Py_UNICODE_ISSPACE(c):
+            c = d[k]
+            if c == 58 or c == 59 or c == 62 or c == 63 or Py_UNICODE_ISSPACE(<Py_UCS4>c):
                 break
             k += 1
         host = value[h:k]
@@ -686,24 +687,58 @@ cdef inline str param(str value, str name):
     return _py_param(value, name)
 
 
+cdef inline Py_ssize_t _skip_space(const Text *t, Py_ssize_t p) noexcept:
+    """The first index at or after ``p`` that is not white space (``str.split``'s), or n."""
+    while p < t.n and Py_UNICODE_ISSPACE(<Py_UCS4>at(t, p)):
+        p += 1
+    return p
+
+
+cdef inline Py_ssize_t _skip_word(const Text *t, Py_ssize_t p) noexcept:
+    """The first index at or after ``p`` that is white space, or n."""
+    while p < t.n and not Py_UNICODE_ISSPACE(<Py_UCS4>at(t, p)):
+        p += 1
+    return p
+
+
 cdef object _int(str text):
-    text = text.strip()
-    if text.isascii() and text.isdigit() and len(text) < 12:
-        return int(text)
-    return None
+    """``sip._int``: what ``strip()`` leaves must be 1 to 11 ASCII digits, summed here
+    instead of parsed by ``int()``."""
+    cdef Text t = _text(text)
+    cdef Py_ssize_t b = t.n
+    while b > 0 and Py_UNICODE_ISSPACE(<Py_UCS4>at(&t, b - 1)):
+        b -= 1
+    return _int_span(&t, _skip_space(&t, 0), b)
+
+
+cdef object _int_span(const Text *t, Py_ssize_t a, Py_ssize_t b):
+    """``sip._int`` of ``text[a:b]`` that has no white space at either end."""
+    cdef long long v = 0
+    cdef Py_ssize_t i
+    cdef uchar c
+    if b <= a or b - a >= 12:
+        return None
+    for i in range(a, b):
+        c = at(t, i)
+        if not _is_ascii_digit(c):
+            return None
+        v = v * 10 + (c - 48)
+    return v
 
 
 cdef str _branch(str via):
-    cdef Py_ssize_t b = via.find("branch="), k, n = len(via)
-    cdef Py_UCS4 c
+    cdef Py_ssize_t b = via.find("branch="), k
+    cdef Text t
+    cdef uchar c
     if b < 0:
         bm = _BRANCH_RE.search(via)  # "Branch=", "BRANCH =" ...
         return bm.group(1) if bm is not None else ""
     b += 7
     k = b
-    while k < n:
-        c = via[k]
-        if c == u';' or c == u',' or Py_UNICODE_ISSPACE(c):
+    t = _text(via)
+    while k < t.n:
+        c = at(&t, k)
+        if c == 59 or c == 44 or Py_UNICODE_ISSPACE(<Py_UCS4>c):  # ";" ","
             break
         k += 1
     return via[b:k]
@@ -724,15 +759,18 @@ cpdef object build_sip_message(
     calls it from C, without the argument parsing."""
     cdef bint is_request
     cdef int status
-    cdef str code, reason, method, request_uri
+    cdef str reason, method, request_uri
     cdef Py_ssize_t sp
+    cdef Text st
     start = start.rstrip()
     if start.startswith("SIP/2.0 "):
         is_request = False
-        code = start[8:11]
-        if not (code.isascii() and code.isdigit()) or start[11:12] not in ("", " "):
+        # three ASCII digits at 8..10, then the end or " " (shorter: a status under 100)
+        st = _text(start)
+        if not (_is_ascii_digit(at(&st, 8)) and _is_ascii_digit(at(&st, 9))
+                and _is_ascii_digit(at(&st, 10)) and (st.n == 11 or at(&st, 11) == 32)):
             return None
-        status = int(code)
+        status = (at(&st, 8) - 48) * 100 + (at(&st, 9) - 48) * 10 + (at(&st, 10) - 48)
         if not 100 <= status <= 699:
             return None
         reason = start[12:]
@@ -758,13 +796,18 @@ cpdef object build_sip_message(
     www_auth = www_auth or proxy_authn
 
     cdef object cseq_num = 0
-    cdef list parts
-    if cseq:
-        parts = cseq.split()
-        if parts:
-            cseq_num = _int(parts[0]) or 0
-            if len(parts) > 1 and not is_request:
-                method = (<str>parts[1]).upper()[:MAX_FIELD]
+    cdef Text ct
+    cdef Py_ssize_t w0, w1, m0, m1
+    if cseq:  # cseq.split(): the number, then (a response's) method
+        ct = _text(cseq)
+        w0 = _skip_space(&ct, 0)
+        if w0 < ct.n:
+            w1 = _skip_word(&ct, w0)
+            cseq_num = _int_span(&ct, w0, w1) or 0
+            m0 = _skip_space(&ct, w1)
+            if m0 < ct.n and not is_request:
+                m1 = _skip_word(&ct, m0)
+                method = cseq[m0:m1].upper()[:MAX_FIELD]
     cdef str branch = _branch(via) if via else ""
     cdef str to_user = "", to_host = ""
     if to_v:
