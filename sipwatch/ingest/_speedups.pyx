@@ -262,19 +262,29 @@ cdef Py_ssize_t _legacy_end(const Text *t, Py_ssize_t p) noexcept:
     return q + k + 1
 
 
-cdef inline bint _record_start(const Text *t, Py_ssize_t p) noexcept:
-    """``framing._RECORD_START`` matches at ``p``."""
+cdef inline Py_ssize_t _start_end(const Text *t, Py_ssize_t p) noexcept:
+    """Where the record prefix at ``p`` ends, or -1 when ``framing._RECORD_START`` does not
+    match there: the end of the drachtio stamp (``p + _STAMP_LEN``, which no legacy prefix is
+    as short as) or of the legacy prefix; ``p`` itself for a pino line's ``{"``."""
     cdef uchar c
+    cdef Py_ssize_t q
     if p >= t.n:
-        return False
+        return -1
     c = at(t, p)
     if c == 123:  # {"
-        return p + 1 < t.n and at(t, p + 1) == 34
-    if _is_digit(c) and _template(t, p, _STAMP, _STAMP_LEN) >= 0:
-        return True
+        return p if p + 1 < t.n and at(t, p + 1) == 34 else -1
+    if _is_digit(c):
+        q = _template(t, p, _STAMP, _STAMP_LEN)
+        if q >= 0:
+            return q
     if _is_hex(c):
-        return _legacy_end(t, p) >= 0
-    return False
+        return _legacy_end(t, p)
+    return -1
+
+
+cdef inline bint _record_start(const Text *t, Py_ssize_t p) noexcept:
+    """``framing._RECORD_START`` matches at ``p``."""
+    return _start_end(t, p) >= 0
 
 
 cdef inline Py_ssize_t _value_end(const Text *t, Py_ssize_t p, Py_ssize_t le) noexcept:
@@ -404,13 +414,16 @@ cdef inline bint _ends_headers(const Text *t, Py_ssize_t ls) noexcept:
     return _record_start(t, ls)
 
 
-cdef Py_ssize_t _parse_record(Py_ssize_t *sp, Layout lay, const Text *t, Py_ssize_t st) noexcept:
-    """Fill ``sp`` with the group spans of the record starting at ``st``; returns the end of the
-    last line it read (no line it read starts a record; the rest of a record is plain lines
-    up to the next start, which no group covers)."""
+cdef Py_ssize_t _parse_record(
+    Py_ssize_t *sp, Layout lay, const Text *t, Py_ssize_t st, Py_ssize_t q
+) noexcept:
+    """Fill ``sp`` with the group spans of the record starting at ``st``, whose prefix ends at
+    ``q`` (``_start_end``); returns the end of the last line it read (no line it read starts
+    a record; the rest of a record is plain lines up to the next start, which no group
+    covers)."""
     cdef Py_ssize_t n = t.n
     cdef Py_ssize_t le = _find_nl(t, st)
-    cdef Py_ssize_t q, cur, ls, lend, vs, ve, g
+    cdef Py_ssize_t cur, ls, lend, vs, ve, g
     cdef int field
     cdef bint first
     if at(t, st) == 123:  # {
@@ -418,12 +431,10 @@ cdef Py_ssize_t _parse_record(Py_ssize_t *sp, Layout lay, const Text *t, Py_ssiz
         sp[2 * g] = st
         sp[2 * g + 1] = le
         return le
-    q = _template(t, st, _STAMP, _STAMP_LEN)
-    if q >= 0:
+    if q == st + _STAMP_LEN:
         sp[2] = st
         sp[3] = q - 1
     else:
-        q = _legacy_end(t, st)
         sp[4] = st + 9
         sp[5] = q - 1
         if q < le and at(t, q) == 32:
@@ -489,13 +500,14 @@ cdef class Records:
     cdef str s
     cdef Text t
     cdef Py_ssize_t p  # the next line start to look at
+    cdef Py_ssize_t q  # where the prefix of the record at p ends (-1: p not looked at yet)
 
     def __iter__(self):
         return self
 
     def __next__(self):
         cdef Record r = Record.__new__(Record)
-        cdef Py_ssize_t p = _next_record(&self.t, self.p, self.lay, r.spans)
+        cdef Py_ssize_t p = _next_record(&self.t, self.p, self.lay, r.spans, &self.q)
         if p < 0:
             self.p = self.t.n
             raise StopIteration
@@ -505,21 +517,36 @@ cdef class Records:
         return r
 
 
-cdef Py_ssize_t _next_record(const Text *t, Py_ssize_t p, Layout lay, Py_ssize_t *sp) noexcept:
+cdef Py_ssize_t _next_record(
+    const Text *t, Py_ssize_t p, Layout lay, Py_ssize_t *sp, Py_ssize_t *prefix_end
+) noexcept:
     """Fill ``sp`` with the spans of the first record at or after the line start ``p``;
-    returns where to look for the next one, or -1 when there is no record."""
+    returns where to look for the next one, or -1 when there is no record.
+
+    ``prefix_end`` carries ``_start_end`` of the returned position to the next call (-1: not
+    known, look), so each record's prefix is matched once, not again by the next call."""
     cdef Py_ssize_t i
-    while p < t.n and not _record_start(t, p):
-        p = _find_nl(t, p) + 1
+    cdef Py_ssize_t q = prefix_end[0]
+    if q < 0:
+        while p < t.n:
+            q = _start_end(t, p)
+            if q >= 0:
+                break
+            p = _find_nl(t, p) + 1
     if p >= t.n:
         return -1
     for i in range(2 * (lay.ngroups + 1)):
         sp[i] = -1
     sp[0] = p
-    p = _parse_record(sp, lay, t, p) + 1
-    while p < t.n and not _record_start(t, p):  # the next record's start ends this one
+    p = _parse_record(sp, lay, t, p, q) + 1
+    q = -1
+    while p < t.n:  # the next record's start ends this one
+        q = _start_end(t, p)
+        if q >= 0:
+            break
         p = _find_nl(t, p) + 1
     sp[1] = p - 1 if p < t.n else t.n
+    prefix_end[0] = q
     return p
 
 
@@ -554,6 +581,7 @@ def finditer(Layout lay, str s):
     it.s = s
     it.t = _text(s)
     it.p = 0
+    it.q = -1
     if _lone_cr(&it.t):
         return lay.regex.finditer(s)
     return it
@@ -979,6 +1007,7 @@ cdef class Framer:
         cdef Py_ssize_t p = 0, start, pos, body, size, end, nl, g_line = self.lay.line
         cdef Py_ssize_t held_size = 0, region_end = 0, proven_end = 0, embedded = 0
         cdef Py_ssize_t ran_to_end = 1 + self.slack, pino = self.lay.pino
+        cdef Py_ssize_t prefix_end = -1  # _next_record's
         cdef str source = ch.source
         if not buf:
             ch.pending = ""
@@ -990,7 +1019,7 @@ cdef class Framer:
         ch.pending = ""
         stats = parser.stats_for(source)
         while True:
-            p = _next_record(&t, p, self.lay, cur)
+            p = _next_record(&t, p, self.lay, cur, &prefix_end)
             if p < 0:
                 break
             start = cur[0]
