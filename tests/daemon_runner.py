@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from sipwatch.ingest.speedups import NO_EXTENSIONS_ENV
 from tests.fake_docker import FakeContainer, FakeDockerEngine
 from tools.synth import Scenario
 
@@ -57,11 +58,14 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without sipwatch's, systemd's state or container-engine variables,
-    so that the developer's own settings never reach the process under test."""
+    so that the developer's own settings never reach the process under test - except the
+    choice of implementation (``SIPWATCH_NO_EXTENSIONS``): CI's pure-Python run of the suite
+    must run its subprocesses on the pure-Python path too."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SIPWATCH", "KUBE", "DOCKER")) and k != "STATE_DIRECTORY"
+        if k == NO_EXTENSIONS_ENV
+        or (not k.startswith(("SIPWATCH", "KUBE", "DOCKER")) and k != "STATE_DIRECTORY")
     }
     env.update(extra)
     return env
