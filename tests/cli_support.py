@@ -53,7 +53,7 @@ async def sipwatch(
     return Result(proc.returncode, out.decode(), err.decode())
 
 
-def run_cli(
+def run_python(
     *args: str,
     env: dict[str, str] | None = None,
     stdin: str | None = None,
@@ -61,10 +61,10 @@ def run_cli(
     timeout: float = 120,
     check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m sipwatch ARGS`` synchronously, its output captured as text; the
+    """``python ARGS`` synchronously (this interpreter), its output captured as text; the
     environment is :func:`~tests.daemon_runner.clean_env` unless ``env`` is given."""
     return subprocess.run(
-        [sys.executable, "-m", "sipwatch", *args],
+        [sys.executable, *args],
         input=stdin,
         env=clean_env() if env is None else env,
         cwd=cwd,
@@ -73,6 +73,35 @@ def run_cli(
         timeout=timeout,
         check=check,
     )
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path = ROOT,
+    timeout: float = 120,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m sipwatch ARGS``, as :func:`run_python` runs it."""
+    return run_python(
+        "-m", "sipwatch", *args, env=env, stdin=stdin, cwd=cwd, timeout=timeout, check=check
+    )
+
+
+def modules_loaded_by(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code`` (what
+    ``code`` prints to stdout is ignored): start-up cost and exposure, checked from outside."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))\n"
+    )
+    res = run_python("-c", "import json\n" + probe, timeout=60)
+    assert res.returncode == 0, res.stderr
+    loaded: list[str] = json.loads(res.stdout.splitlines()[-1])
+    return loaded
 
 
 def audit_lines(err: str) -> list[dict[str, Any]]:

@@ -11,12 +11,10 @@ engine, ``build_sources`` and the pipeline, the ``/metrics`` exposition, ``sipwa
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-from tests.cli_support import ROOT, run_cli
+from tests.cli_support import ROOT, run_cli, run_python
 
 CHECK = '''
 
@@ -202,20 +200,13 @@ def test_each_extension_point_needs_only_the_files_the_document_names(tmp_path: 
     actions.write_text(text.replace(marker, IMPLEMENT + "\n" + marker))
 
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHECK_SCRIPT,
-            str(rules),
-            str(ROOT / "examples" / "drachtio-sbc.log"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_python(
+        "-c",
+        CHECK_SCRIPT,
+        str(rules),
+        str(ROOT / "examples" / "drachtio-sbc.log"),
         env=env,
         cwd=tmp_path,
-        timeout=120,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     *_, exposed, counts = proc.stdout.splitlines()
