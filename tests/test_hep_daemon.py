@@ -20,7 +20,7 @@ from tests.cli_support import run_cli
 from tests.daemon_runner import FileDaemon, free_port, popen_run, write_config
 from tests.daemon_runner import http_get as get
 from tests.hep_scenario import mixed_scenario
-from tests.waiting import wait_for
+from tests.waiting import until, wait_for
 
 # Families compared between the replay's exposition and the daemon's, summed over the
 # source label (a log file there, hep/101 here).  Float sums (_sum) are left out.
@@ -212,6 +212,9 @@ async def test_logs_and_hep_of_one_node_count_each_message_once(tmp_path: Path) 
         [truth] = d.events("one source of SIP truth")
         assert truth["sip_messages_from"] == "HEP capture"
         assert truth["other_sources_give"] == "registrar and drachtio service lines"
+        # the HTTP server answers before the sources start: a datagram sent to a port that is
+        # not bound yet is lost
+        await until(lambda: d.events("HEP source listening"))
         daemon.append(sc.log_text)  # the log first: its SIP dumps must not count
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as drachtio:
             for packet in packets:
