@@ -4,8 +4,10 @@ real local webhook."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from sipwatch.alerts import AlertInput, AlertManager
+from sipwatch.pipeline.failures import FailureRecord
 from tests.alert_receivers import (
     HttpReceiver,
     RecordingMetrics,
@@ -75,6 +77,50 @@ async def test_group_message_total_is_the_sum_of_exact_incident_totals(
 
 
 # --- throttling -----------------------------------------------------------------------------------
+
+
+async def test_failures_counted_after_the_diagnosis_count_in_their_own_incident(
+    http: HttpReceiver,
+) -> None:
+    """A burst's last failure is counted after its group was diagnosed (the diagnosis was in
+    flight, so no new one was queued).  The message reads the group's live row: it says 50,
+    the outage ends with 50, and the next outage counts its own 50, not 51."""
+    row = FailureRecord(
+        side="inbound",
+        user="*",
+        domain="*",
+        source_ip="198.51.100.77",
+        status=503,
+        x_reason="",
+        count=49,
+        first_seen=T0,
+        last_seen=T0 + 4.9,
+        challenged=False,
+        user_agent="",
+        scanner=True,
+    )
+    cfg = config(target("ops", http.url()), group_wait_seconds=0.3, throttle_seconds=0)
+    async with asyncio.timeout(20), running(cfg) as m:
+        m.submit(dataclasses.replace(_outage("*", T0, count=49), last_seen=T0 + 4.9, tally=row))
+        row.count, row.last_seen = 50, T0 + 5.0  # while the message waits for its group
+        await http.wait_for(1)
+        m.resolve_device("1000", "acme.example.com", T0 + 4.95)  # before the 50th: not over
+        await settle(0.2)
+        assert len(http.received) == 1
+        m.resolve_device("1000", "acme.example.com", T0 + 20)
+        row.count = 51  # a failure after the end, before the ending is rendered
+        await http.wait_for(2)
+        row.count, row.last_seen = 100, T0 + 125.0  # the next outage: 49 more, then its alert
+        m.submit(
+            dataclasses.replace(_outage("*", T0 + 120, count=99), last_seen=T0 + 124.9, tally=row)
+        )
+        await http.wait_for(3)
+    first, ended, again = (r.payload for r in http.received)
+    assert "Seen: 50 times" in first["message"]
+    assert "to 2026-09-21 14:13:25Z" in first["message"]  # the 50th failure (T0 + 5)
+    assert "51" not in ended["message"]
+    assert again["title"].endswith("(again)")
+    assert "Seen: 50 times" in again["message"]
 
 
 async def test_throttle_suppresses_repeats_until_it_expires(http: HttpReceiver) -> None:

@@ -5,7 +5,11 @@ Why a book of incidents rather than a stream of alerts:
 * **Counts equal the log's.**  The diagnosis stage submits the same failure group many times
   (once per new failure) and each copy carries the group's running total.  Summing copies
   reported 1+2+...+15 = 120 for 15 failures.  An incident keeps the *latest* total per
-  failure group and adds up groups, so a message says what the failure table says.
+  failure group and adds up groups, so a message says what the failure table says.  The
+  latest total is read from the group's live row (``AlertInput.tally``) when a message is
+  made and when the incident ends: failures counted after the diagnosis (a burst's last
+  message, framed only when its stream went idle) are in the message, and in this
+  incident rather than in the next one.
 * **One problem, one incident.**  A scanner is one incident per source IP, whatever
   usernames it tries; a registrar outage is one incident, however many devices fail.
 * **Every incident that can end, ends** - and only for the right reason: a device's problem
@@ -34,6 +38,7 @@ from sipwatch.alerts.model import (
     GroupKey,
     IncidentKey,
     IncidentView,
+    Tally,
     device_of,
     ending_of,
     group_key,
@@ -71,6 +76,7 @@ class Incident:
     updated_at: float
     groups: dict[GroupKey, int] = field(default_factory=dict)
     base: dict[GroupKey, int] = field(default_factory=dict)  # totals when it last ended
+    tallies: dict[GroupKey, Tally] = field(default_factory=dict)  # live rows, by group
     untracked: bool = False
     ended_at: float | None = None
     ended: str = ""
@@ -78,6 +84,16 @@ class Incident:
     @property
     def open(self) -> bool:
         return self.ended_at is None
+
+    def refresh(self) -> None:
+        """While open, take each group's total and latest failure from its live row."""
+        if not self.open:
+            return  # an ended incident keeps the counts it ended with
+        groups = self.groups
+        for group, tally in self.tallies.items():
+            groups[group] = tally.count
+            if tally.last_seen > self.last_seen:
+                self.last_seen = tally.last_seen
 
     def failures(self) -> int:
         total = 0
@@ -92,6 +108,7 @@ class Incident:
         return len({(g[0], g[1], g[2]) for g in self.groups if g[1]})
 
     def view(self, *, update: bool, again: bool = False) -> IncidentView:
+        self.refresh()
         return IncidentView(
             kind=self.kind,
             cause_id=self.cause_id,
@@ -200,10 +217,14 @@ class IncidentBook:
         ended: list[Incident] = []
         for key in list(self._by_device.get(device_of(user, domain, side), ())):
             incident = self.get(key)
-            if incident is not None and _after(at, incident.last_seen):
+            if incident is None:
+                continue
+            incident.refresh()
+            if _after(at, incident.last_seen):
                 self._end(incident, at, "device")
                 ended.append(incident)
         for incident in list(self._registrar.values()):
+            incident.refresh()
             if _after(at, incident.last_seen):
                 self._end(incident, at, "registrar")
                 ended.append(incident)
@@ -224,6 +245,7 @@ class IncidentBook:
             incident = next(iter(self._quiet.values()))
             if now - incident.updated_at < quiet:
                 break
+            incident.refresh()
             self._end(incident, incident.last_seen, "quiet")
             ended.append(incident)
         return ended
@@ -239,6 +261,10 @@ class IncidentBook:
         group = group_key(alert)
         if group in incident.groups or len(incident.groups) < GROUPS_TRACKED:
             incident.groups[group] = alert.count
+            if alert.tally is not None:
+                incident.tallies[group] = alert.tally
+            else:
+                incident.tallies.pop(group, None)
         else:
             incident.untracked = True
 
@@ -264,6 +290,7 @@ class IncidentBook:
         self._quiet.pop(incident.key, None)
 
     def _end(self, incident: Incident, at: float, ending: str, how: str = "") -> None:
+        incident.refresh()  # the totals it ends with: a reopening counts from these
         incident.ended_at = at or 0.0
         incident.ended = how or ENDED_TEXT.get(ending, "ended")
         self._unindex(incident)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from sipwatch.config import SEVERITIES
 
@@ -38,6 +38,17 @@ def normalise_severity(value: object) -> str:
     return value if isinstance(value, str) and value in SEVERITY_RANK else "warning"
 
 
+class Tally(Protocol):
+    """A failure group's live row in the failure table (``FailureRecord``): its running
+    total and its latest failure, both still growing after the diagnosis was made."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def last_seen(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class AlertInput:
     """One diagnosed problem, as the diagnosis/detection stages hand it to ``AlertManager``.
@@ -50,6 +61,14 @@ class AlertInput:
     what was observed ("redis user:alice@acme" -> "absent").  ``fix_steps``/``fix_command``
     come from the root-cause rules, possibly with the user and domain filled in, so they are
     untrusted too.
+
+    ``tally`` is that failure table row itself, when there is one.  ``count`` is its total
+    when the diagnosis was made, but the group goes on failing while the diagnosis runs and
+    while the message waits to be sent, and those failures queue no new diagnosis (one is
+    already in flight).  An open incident therefore reads its groups' totals from their
+    tallies whenever a message is made and when it ends, so a message counts what the
+    table counts at that moment, and a failure counted late still belongs to the incident
+    it happened in, not to the next one.
 
     Which incident the alert belongs to depends on the kind (``incident_key``): a device
     (user, domain, side) for "registration", a source IP for "security", the cause (and
@@ -80,6 +99,7 @@ class AlertInput:
     subject: str = ""  # system alerts: what is affected; part of the incident identity
     distinct_users: int = 0  # security: usernames tried from source_ip (as in the evidence)
     ends_when: str = ""  # "" = DEFAULT_ENDING[kind]
+    tally: Tally | None = field(default=None, compare=False, repr=False)
 
 
 IncidentKey = tuple[str, ...]

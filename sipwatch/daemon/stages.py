@@ -291,6 +291,7 @@ def alert_for(record: FailureRecord, diagnosis: Any) -> Any:
         side=record.side,
         distinct_users=distinct if kind == "security" else 0,
         ends_when="registrar" if kind == "system" else "",
+        tally=record,
     )
 
 
