@@ -69,6 +69,7 @@ from sipwatch.alerts.model import (
 )
 from sipwatch.alerts.render import FORMATS, Rendered, render
 from sipwatch.config import AlertsConfig, AlertTargetConfig, quiet_apprise
+from sipwatch.waits import honour_cancellation, wait_event
 
 log = structlog.get_logger("sipwatch.alerts")
 
@@ -617,8 +618,7 @@ class AlertManager:
         if quiet is not None:
             wake_at.append(quiet)
         delay = None if not wake_at else max(0.0, min(wake_at) - self._clock())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(lane.wake.wait(), delay)
+        await wait_event(lane.wake, delay)
         return False
 
     def _probe_due(self, lane: _Lane) -> float | None:
@@ -732,20 +732,20 @@ class AlertManager:
         """One delivery: "ok", "failure", "timeout" or "error:<Type>" (never the URL or the
         exception text, which for requests errors contains the URL)."""
         try:
-            result = await asyncio.wait_for(
-                lane.notifier.async_notify(
+            async with asyncio.timeout(self._timeout + HARD_TIMEOUT_MARGIN):
+                result = await lane.notifier.async_notify(
                     body=body,
                     title=title,
                     notify_type=notify_type,
                     body_format=lane.fmt,
                     timeout=self._timeout,
-                ),
-                self._timeout + HARD_TIMEOUT_MARGIN,
-            )
+                )
         except TimeoutError:
             return "timeout"
         except Exception as exc:
             return f"error:{type(exc).__name__}"
+        finally:
+            honour_cancellation()  # a stop must not be lost inside the HTTP or SMTP client
         if result:
             return "ok"
         status = getattr(result, "status", None)
@@ -759,8 +759,7 @@ class AlertManager:
     async def _backoff(self, retry: int) -> None:
         if self._hurry.is_set():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), self._backoff_delay(retry))
+        await wait_event(self._hurry, self._backoff_delay(retry))
 
 
 # --- helpers --------------------------------------------------------------------------------

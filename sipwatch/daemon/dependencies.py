@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from sipwatch.diagnosis.error_kinds import DATABASE_ERRORS, DiagnosisErrorKind
+from sipwatch.waits import honour_cancellation, wait_event
 
 log = structlog.get_logger("sipwatch.daemon.dependencies")
 
@@ -250,8 +251,7 @@ class DependencyHealth:
             wake_at = list(self._next_probe.values())
             wake_at += [s.grace_until for s in self._states.values() if s.grace_until is not None]
             delay = None if not wake_at else max(0.05, min(wake_at) - self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_event(self._wake, delay)
 
     async def check(self) -> None:
         """Run the probes that are due and confirm reports whose grace is over (once)."""
@@ -278,6 +278,7 @@ class DependencyHealth:
             reason = str(exc)[:REASON_MAX] or "probe failed"
         except Exception as exc:  # a secret could sit in the text: name the type only
             reason = type(exc).__name__
+        honour_cancellation()  # the database and Redis clients swallow a cancel on close
         if self._probes.get(name) is not probe:
             return  # removed (reloaded) meanwhile: its answer is about a closed handle
         up = not reason

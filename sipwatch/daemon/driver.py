@@ -40,6 +40,7 @@ from sipwatch.pipeline.failures import FailureKey, FailureRecord
 from sipwatch.pipeline.handoff import DiagnosisHandoff
 from sipwatch.sources import LogSource
 from sipwatch.sources.positions import PositionKeeper, PositionStore
+from sipwatch.waits import honour_cancellation, stop_tasks
 
 if TYPE_CHECKING:
     from sipwatch.sources.discovery import Detection
@@ -237,18 +238,17 @@ class Daemon:
         await self.stop_event.wait()
         log.info("sipwatch stopping")
         deadline = time.monotonic() + self.shutdown_timeout
-        for t in source_tasks:
-            t.cancel()
-        await asyncio.gather(*source_tasks, return_exceptions=True)
+
+        def remaining() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        await stop_tasks(source_tasks, remaining())
         # let the parse stage drain what the sources already read
         await self.chunks.put(None)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(workers[0], max(0.1, deadline - time.monotonic()))
-        for t in workers[1:]:
-            t.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.wait(workers[:1], timeout=remaining())
+        await stop_tasks(workers, remaining())
         await self.positions.close()  # what the parse stage finished, saved for a restart
-        await self._close_sinks(max(0.1, deadline - time.monotonic()))
+        await self._close_sinks(remaining())
         await runner.cleanup()
         log.info("sipwatch stopped")
         return 0
@@ -528,6 +528,7 @@ class Daemon:
                 log.exception("diagnosis stage error")
             finally:
                 handoff.done(key)
+            honour_cancellation()  # the database or Redis client may have swallowed it
 
     async def _diagnose(self, key: FailureKey) -> None:
         record = self.pipeline.failures.get(key)
@@ -560,7 +561,8 @@ async def _close_quietly(obj: Any, budget: float) -> None:
     if close is None:
         return
     try:
-        await asyncio.wait_for(close(), budget)
+        async with asyncio.timeout(budget):
+            await close()
     except Exception as exc:
         log.warning("closing a stage failed", stage=type(obj).__name__, error=repr(exc))
 

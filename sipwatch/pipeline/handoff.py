@@ -17,7 +17,6 @@ would miss them.  Queue overflow is dropped and counted, never blocking the pars
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from sipwatch.model import AttemptOutcome, RegisterAttempt, RegisterTransaction,
 from sipwatch.pipeline.failures import FailureKey, failure_key
 from sipwatch.pipeline.interest import is_failure, only_failed, only_succeeded
 from sipwatch.pipeline.scanners import ScannerClassifier
+from sipwatch.waits import wait_event
 
 DEVICE_QUEUE = 1000
 SCANNER_QUEUE = 64
@@ -119,8 +119,7 @@ class DiagnosisHandoff:
             if wait > 0:
                 # a device request may arrive meanwhile and must not wait behind a scanner
                 self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                await wait_event(self._wakeup, wait)
                 continue
             del queue[key]
             self._in_flight.add(key)
