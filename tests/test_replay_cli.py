@@ -100,3 +100,14 @@ def test_a_replay_loads_no_event_loop_follower_or_metrics_library() -> None:
     )
     heavy = ("asyncio", "ssl", "sipwatch.sources.file", "sipwatch.daemon", "prometheus_client")
     assert modules_loaded_by(code, heavy) == []
+
+
+def test_a_diagnosing_replay_without_a_database_loads_no_network_client() -> None:
+    """Diagnosis from the log alone needs no database, Redis or HTTP client: importing
+    them cost every replay 0.2 s and 22 MB of peak memory."""
+    code = (
+        "from sipwatch.cli.main import main\n"
+        f"assert main(['replay', '--format', 'json', {EXAMPLE[0]!r}]) == 0"
+    )
+    clients = ("aiohttp", "redis", "asyncmy", "prometheus_client")
+    assert modules_loaded_by(code, clients) == []

@@ -27,9 +27,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import asyncmy
-from asyncmy.cursors import DictCursor
-
 from sipwatch.diagnosis.error_kinds import DiagnosisErrorKind
 
 _READ_STATEMENT = re.compile(r"^\s*(select|show)\b", re.IGNORECASE)
@@ -171,7 +168,9 @@ def _message(exc: BaseException) -> str:
 
 def _is_retryable(exc: BaseException) -> bool:
     """A connection that died under us (server restart, KILL, idle cut) - safe to retry reads."""
-    if isinstance(exc, asyncmy.errors.InterfaceError):
+    from asyncmy.errors import InterfaceError  # see _get_pool: imported on first use
+
+    if isinstance(exc, InterfaceError):
         return True
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)):
         return True
@@ -195,7 +194,9 @@ def classify_error(exc: BaseException, where: str) -> DbError:
         return DbTimeout(f"{where}: {msg}")
     if code == _ER_READ_ONLY_TRANSACTION:
         return DbReadOnlyError(f"{where}: {msg}")
-    if isinstance(exc, (asyncmy.errors.MySQLError, OSError, asyncio.IncompleteReadError)):
+    from asyncmy.errors import MySQLError
+
+    if isinstance(exc, (MySQLError, OSError, asyncio.IncompleteReadError)):
         return DbUnavailable(f"{where}: {msg}")
     return DbError(f"{where}: {type(exc).__name__}: {msg}")
 
@@ -217,6 +218,10 @@ class Database:
     async def _get_pool(self) -> Any:
         if self._pool is not None:
             return self._pool
+        # asyncmy is imported with the first pool, not with this module: a replay without a
+        # database (most of them) would otherwise pay 50 ms of start-up for it
+        import asyncmy
+
         async with self._pool_lock:
             if self._pool is None:
                 s = self.settings
@@ -235,6 +240,8 @@ class Database:
         conn = await pool.acquire()
         clean = False
         try:
+            from asyncmy.cursors import DictCursor
+
             cur = conn.cursor(DictCursor)
             affected = await cur.execute(sql, tuple(params))
             result: Any = list(await cur.fetchall()) if fetch else affected

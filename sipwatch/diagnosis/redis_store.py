@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from sipwatch.diagnosis.error_kinds import DiagnosisErrorKind
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 ACTIVE_SET = "active-user"
 _MAX_VALUE = 65536
@@ -87,6 +87,10 @@ class RegistrationStore:
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 2.0) -> RegistrationStore:
+        # imported with the first store: a replay without Redis never pays for redis-py
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
         try:
             client = aioredis.from_url(
                 url,
@@ -101,6 +105,8 @@ class RegistrationStore:
 
     async def lookup(self, aor: str) -> CachedRegistration | None:
         """The cached registration of ``aor`` or None; raises :class:`RedisUnavailable`."""
+        from redis.exceptions import RedisError  # loaded already: the client is redis-py's
+
         key = registration_key(aor)
         try:
             key_bytes = key.encode("utf-8")

@@ -58,7 +58,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -280,7 +280,16 @@ class _LineDict(dict[Any, Any]):
     key_lines: dict[Any, int]
 
 
-class _LineLoader(yaml.SafeLoader):
+#: libyaml's parser when PyYAML was built with it (Debian's and the wheels are): the rules are
+#: read by every replay and every daemon start, and the pure-Python parser took 60 ms of it.
+#: The constructor (below) is Python either way, so the results and the lines are the same.
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_SafeLoader):
     """SafeLoader that remembers the line of every mapping and key, and refuses dup keys."""
 
 
