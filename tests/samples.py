@@ -1,6 +1,7 @@
 """Model values for the tests of the stages that consume them (metrics, failures, web,
-dashboards): one SIP message, REGISTER transaction and attempt with realistic defaults, any
-field overridden by keyword, and a clock the test moves by hand."""
+dashboards, alerts): one SIP message, REGISTER transaction, attempt and failure-table row
+with realistic defaults, any field overridden by keyword, and a clock the test moves by
+hand."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
+from sipwatch.pipeline.failures import FailureRecord
 
 SRC = "drachtio"
 
@@ -111,3 +113,22 @@ def attempt(**kw: Any) -> RegisterAttempt:
     )
     fields.update(kw)
     return RegisterAttempt(**fields)
+
+
+def failure_record(**kw: Any) -> FailureRecord:
+    """One failure-table row: alice@acme.example.com answered 403, seven times in a minute."""
+    fields: dict[str, Any] = dict(
+        side="inbound",
+        user="alice",
+        domain="acme.example.com",
+        source_ip="198.51.100.77",
+        status=403,
+        x_reason="",
+        count=7,
+        first_seen=1_790_000_000.0,
+        last_seen=1_790_000_060.0,
+        challenged=False,
+        user_agent="Yealink",
+    )
+    fields.update(kw)
+    return FailureRecord(**fields)

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 
 from sipwatch.alerts import AlertInput, AlertManager
-from sipwatch.pipeline.failures import FailureRecord
 from tests.alert_receivers import (
     HttpReceiver,
     RecordingMetrics,
@@ -18,7 +17,7 @@ from tests.alert_receivers import (
     settle,
     target,
 )
-from tests.samples import FakeClock
+from tests.samples import FakeClock, failure_record
 from tests.waiting import until
 
 T0 = 1_790_000_000.0
@@ -85,19 +84,8 @@ async def test_failures_counted_after_the_diagnosis_count_in_their_own_incident(
     """A burst's last failure is counted after its group was diagnosed (the diagnosis was in
     flight, so no new one was queued).  The message reads the group's live row: it says 50,
     the outage ends with 50, and the next outage counts its own 50, not 51."""
-    row = FailureRecord(
-        side="inbound",
-        user="*",
-        domain="*",
-        source_ip="198.51.100.77",
-        status=503,
-        x_reason="",
-        count=49,
-        first_seen=T0,
-        last_seen=T0 + 4.9,
-        challenged=False,
-        user_agent="",
-        scanner=True,
+    row = failure_record(
+        user="*", domain="*", status=503, count=49, first_seen=T0, last_seen=T0 + 4.9, scanner=True
     )
     cfg = config(target("ops", http.url()), group_wait_seconds=0.3, throttle_seconds=0)
     async with asyncio.timeout(20), running(cfg) as m:

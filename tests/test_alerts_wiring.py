@@ -8,7 +8,8 @@ from typing import Any
 from sipwatch.alerts.model import incident_key
 from sipwatch.daemon.stages import alert_for, reported_cause
 from sipwatch.diagnosis.engine import Cause, Diagnosis
-from sipwatch.pipeline.failures import SCANNER_USER, FailureRecord
+from sipwatch.pipeline.failures import SCANNER_USER
+from tests.samples import failure_record
 
 T0 = 1_790_000_000.0
 
@@ -28,24 +29,6 @@ def _cause(cause_id: str, severity: str = "warning", **evidence: Any) -> Cause:
     )
 
 
-def _record(**kw: Any) -> FailureRecord:
-    values: dict[str, Any] = {
-        "side": "inbound",
-        "user": "alice",
-        "domain": "acme.example.com",
-        "source_ip": "198.51.100.77",
-        "status": 403,
-        "x_reason": "",
-        "count": 7,
-        "first_seen": T0,
-        "last_seen": T0 + 60,
-        "challenged": False,
-        "user_agent": "Yealink",
-    }
-    values.update(kw)
-    return FailureRecord(**values)
-
-
 def _diagnosis(*causes: Cause) -> Diagnosis:
     return Diagnosis(user="alice", domain="acme.example.com", causes=list(causes), unknown=[])
 
@@ -53,7 +36,7 @@ def _diagnosis(*causes: Cause) -> Diagnosis:
 def test_an_outage_from_a_former_scanner_address_is_the_outage() -> None:
     """Issue 12.9: 503s folded into a scanner's record (the office NAT that sprayed 50
     usernames) are reported as registrar_down - a system incident - not as a scanner."""
-    record = _record(user=SCANNER_USER, domain=SCANNER_USER, status=503, scanner=True)
+    record = failure_record(user=SCANNER_USER, domain=SCANNER_USER, status=503, scanner=True)
     diagnosis = _diagnosis(
         _cause("scanner", distinct_users_from_ip=50),
         _cause("registrar_down", "critical"),
@@ -63,13 +46,13 @@ def test_an_outage_from_a_former_scanner_address_is_the_outage() -> None:
     assert alert.cause_id == "registrar_down" and alert.kind == "system"
     assert alert.ends_when == "registrar" and alert.severity == "critical"
     assert incident_key(alert) == ("system", "registrar_down", "")
-    assert reported_cause(_record(status="timeout"), diagnosis).id == "registrar_down"
+    assert reported_cause(failure_record(status="timeout"), diagnosis).id == "registrar_down"
     only_scanner = _diagnosis(_cause("scanner"))
     assert alert_for(record, only_scanner) is None  # an outage is never a scanner alert
 
 
 def test_a_rejection_from_a_scanner_is_a_security_incident_of_its_address() -> None:
-    record = _record(
+    record = failure_record(
         user=SCANNER_USER, domain=SCANNER_USER, count=1200, scanner=True, distinct_users=1180
     )
     cause = _cause(
@@ -91,7 +74,7 @@ def test_a_rejection_from_a_scanner_is_a_security_incident_of_its_address() -> N
 
 def test_a_device_cause_is_a_registration_incident_of_that_device() -> None:
     cause = _cause("realm_is_ip", "error", tried_realms=["127.0.0.1"], account_found=False)
-    alert = alert_for(_record(domain="127.0.0.1"), _diagnosis(cause))
+    alert = alert_for(failure_record(domain="127.0.0.1"), _diagnosis(cause))
     assert alert.kind == "registration" and alert.severity == "error"
     assert incident_key(alert) == ("registration", "realm_is_ip", "inbound", "alice", "127.0.0.1")
     assert alert.evidence == {"tried_realms": "127.0.0.1", "account_found": "no"}
@@ -99,4 +82,4 @@ def test_a_device_cause_is_a_registration_incident_of_that_device() -> None:
 
 
 def test_no_cause_no_alert() -> None:
-    assert alert_for(_record(), _diagnosis()) is None
+    assert alert_for(failure_record(), _diagnosis()) is None
