@@ -4,6 +4,7 @@ reading what it wrote."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -75,18 +76,8 @@ def run_python(
     )
 
 
-def run_cli(
-    *args: str,
-    env: dict[str, str] | None = None,
-    stdin: str | None = None,
-    cwd: Path = ROOT,
-    timeout: float = 120,
-    check: bool = False,
-) -> subprocess.CompletedProcess[str]:
-    """``python -m sipwatch ARGS``, as :func:`run_python` runs it."""
-    return run_python(
-        "-m", "sipwatch", *args, env=env, stdin=stdin, cwd=cwd, timeout=timeout, check=check
-    )
+#: ``python -m sipwatch ARGS``, as :func:`run_python` runs it (same keywords).
+run_cli = functools.partial(run_python, "-m", "sipwatch")
 
 
 def modules_loaded_by(code: str, modules: tuple[str, ...]) -> list[str]:
