@@ -5,6 +5,7 @@ hand."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sipwatch.model import (
@@ -15,7 +16,7 @@ from sipwatch.model import (
     Side,
     SipMessage,
 )
-from sipwatch.pipeline.failures import FailureRecord
+from sipwatch.pipeline.failures import FailureRecord, FailureTracker
 
 SRC = "drachtio"
 
@@ -116,19 +117,9 @@ def attempt(**kw: Any) -> RegisterAttempt:
 
 
 def failure_record(**kw: Any) -> FailureRecord:
-    """One failure-table row: alice@acme.example.com answered 403, seven times in a minute."""
-    fields: dict[str, Any] = dict(
-        side="inbound",
-        user="alice",
-        domain="acme.example.com",
-        source_ip="198.51.100.77",
-        status=403,
-        x_reason="",
-        count=7,
-        first_seen=1_790_000_000.0,
-        last_seen=1_790_000_060.0,
-        challenged=False,
-        user_agent="Yealink",
-    )
-    fields.update(kw)
-    return FailureRecord(**fields)
+    """The failure table's own row for one ``transaction()`` (alice@acme.example.com
+    rejected with 403), any field overridden by keyword."""
+    table = FailureTracker()
+    table.observe_transaction(transaction())
+    [row] = table.records()
+    return dataclasses.replace(row, **kw)

@@ -63,7 +63,7 @@ def test_a_rejection_from_a_scanner_is_a_security_incident_of_its_address() -> N
     )
     alert = alert_for(record, _diagnosis(cause))
     assert alert.kind == "security" and alert.user == "" and alert.domain == ""
-    assert incident_key(alert) == ("security", "scanner", "198.51.100.77")
+    assert incident_key(alert) == ("security", "scanner", record.source_ip)
     # the text's count is the evidence's count (the same diagnosis), not the record's
     assert alert.distinct_users == 1187
     assert alert.evidence["distinct_users_from_ip"] == "1187"
@@ -74,7 +74,8 @@ def test_a_rejection_from_a_scanner_is_a_security_incident_of_its_address() -> N
 
 def test_a_device_cause_is_a_registration_incident_of_that_device() -> None:
     cause = _cause("realm_is_ip", "error", tried_realms=["127.0.0.1"], account_found=False)
-    alert = alert_for(failure_record(domain="127.0.0.1"), _diagnosis(cause))
+    record = failure_record(domain="127.0.0.1", count=7, first_seen=T0, last_seen=T0 + 60)
+    alert = alert_for(record, _diagnosis(cause))
     assert alert.kind == "registration" and alert.severity == "error"
     assert incident_key(alert) == ("registration", "realm_is_ip", "inbound", "alice", "127.0.0.1")
     assert alert.evidence == {"tried_realms": "127.0.0.1", "account_found": "no"}
