@@ -17,8 +17,13 @@ OPTIONS pings, sofia debug lines), then times, each in its own process pinned to
   measured it), the root causes of the 500 most frequent failure groups from the log alone.
 
 Prints one table: CPU seconds, SIP messages/s, peak RSS, and each row's CPU as a multiple of
-the bare scan's and of mtail's.  Not a test: the numbers depend on the machine; the ratios
-are what to compare across changes.
+the bare scan's and of mtail's.  Not a test: the numbers depend on the machine, and so do the
+ratios: the bare scan spends its time in the regex engine's tight loop, which a CPU runs at
+several instructions per cycle, sipwatch in the interpreter and the allocator, which run at
+far fewer, and by how much differs between CPUs (the same code measured 2.95x the bare scan
+on one machine and 4.7x on another).  ``--instructions`` adds what does not vary: each row run
+once under valgrind's callgrind, its instructions counted, and the ratios of those counts
+(slow: use it with ``--size-mb 10``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import compileall
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,6 +91,23 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, f
     return wall, cpu, rss, proc.stdout
 
 
+def count_instructions(cmd: list[str], env: dict[str, str] | None = None) -> int | None:
+    """Instructions ``cmd`` executes in user space (its main process), counted by callgrind;
+    None when valgrind cannot run it (it aborts in the Go runtime of Debian's mtail).
+
+    Deterministic where CPU time is not: the same program on the same input counts the same
+    on any x86-64 machine (``PYTHONHASHSEED=0`` fixes the one thing that varies, string hashes).
+    """
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0", **(env or {})},
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    return int(found.group(1)) if proc.returncode == 0 and found else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,7 +116,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the generated log")
     ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating one")
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each row's instructions with valgrind's callgrind (slow: ~50x)",
+    )
     args = ap.parse_args()
+    if args.instructions and not shutil.which("valgrind"):
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
 
     tmp = Path(tempfile.mkdtemp(prefix="sipwatch-bench-"))
     log = args.log or tmp / "drachtio-bench.log"
@@ -184,8 +214,31 @@ def main() -> None:
             f"\nsipwatch replay compiled runs at {mtail_cpu / best['sipwatch replay compiled'][1]:.2f}x "
             f"mtail's speed, pure Python at {mtail_cpu / best['sipwatch replay pure'][1]:.2f}x"
         )
+    if args.instructions:
+        print_instructions(
+            runs, ("bare scan", "mtail", *(n for n in runs if n.startswith("sipwatch")))
+        )
     if not args.keep and args.log is None:
         shutil.rmtree(tmp)
+
+
+def print_instructions(
+    runs: dict[str, tuple[list[str], dict[str, str]]], order: tuple[str, ...]
+) -> None:
+    """The table of instruction counts: ratios to the bare scan that do not depend on the
+    machine."""
+    counted = {name: count_instructions(*runs[name]) for name in order if name in runs}
+    bare = counted["bare scan"]
+    if bare is None:
+        raise SystemExit("callgrind could not run the bare scan")
+    print("\ninstructions (callgrind, one run each; the same on any x86-64 machine)\n")
+    print("| | instructions | vs bare scan |")
+    print("|---|---:|---:|")
+    for name, n in counted.items():
+        if n is None:
+            print(f"| {name} | valgrind cannot run it | |")
+        else:
+            print(f"| {name} | {n / 1e6:,.0f} M | {n / bare:.2f}x |")
 
 
 if __name__ == "__main__":
