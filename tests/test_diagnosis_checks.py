@@ -7,7 +7,7 @@ import pytest
 
 from sipwatch.diagnosis.checks import CHECK_SOURCES, CHECKS, Gathered, check, decide_all
 from sipwatch.diagnosis.rules import TEXT_PLACEHOLDERS, RuleError, parse_rules
-from sipwatch.diagnosis.symptom import Symptom
+from sipwatch.diagnosis.symptom import Symptom, host_is_ip, host_is_ipv4
 
 RULE = """
 id: uses_a_check
@@ -50,3 +50,34 @@ def test_registrations_are_complete_and_unique() -> None:
 def test_placeholders_of_the_secret_rule_are_evidence_the_check_brings() -> None:
     assert {"secret_check", "secret_sampled"} <= TEXT_PLACEHOLDERS
     assert "secret_sampled" in CHECKS["encryption_secret_matches"].evidence
+
+
+# (host, an IP literal, an IPv4 literal): what ``ipaddress`` answers, which the host checks
+# must keep while they skip asking it about text no IPv4 literal could be.
+HOSTS = [
+    ("203.0.113.5", True, True),
+    (" 203.0.113.5 ", True, True),
+    ("203.0.113.5:5060", True, True),
+    ("[2001:db8::1]:5061", True, False),
+    ("[2001:db8::1]", True, False),
+    ("2001:db8::1", True, False),
+    ("fe80::1%eth0", True, False),
+    ("::ffff:203.0.113.5", True, False),
+    ("acme.sip.example.com", False, False),
+    ("acme.sip.example.com:5060", False, False),
+    ("1.2.3", False, False),
+    ("1.2.3.4.", False, False),
+    ("01.2.3.4", False, False),
+    ("256.1.1.1", False, False),
+    ("\u0661.\u0662.\u0663.\u0664", False, False),  # Arabic-Indic digits: isdigit() but no IP
+    ("1.2.3.4\x00", False, False),
+    ("", False, False),
+    (".", False, False),
+    ("[", False, False),
+]
+
+
+@pytest.mark.parametrize(("host", "is_ip", "is_ipv4"), HOSTS)
+def test_host_checks_answer_as_ipaddress_does(host: str, is_ip: bool, is_ipv4: bool) -> None:
+    assert host_is_ip(host) is is_ip
+    assert host_is_ipv4(host) is is_ipv4

@@ -7,7 +7,7 @@ import shlex
 
 from sipwatch.diagnosis.engine import Cause, Diagnosis, _fill_command, _fill_text
 from sipwatch.diagnosis.render import render_json, render_text, scrub
-from sipwatch.diagnosis.text import display_text, shell_arg
+from sipwatch.diagnosis.text import _all_safe, _unsafe, display_text, shell_arg
 
 
 def make_diagnosis(user: str = "alice", summary: str = "s") -> Diagnosis:
@@ -37,6 +37,16 @@ def test_display_text_escapes_controls_and_bidi_and_bounds_length() -> None:
     assert display_text("x" * 300, limit=10) == "x" * 10 + "...(300 chars)"
     assert display_text("用户😀") == "用户😀"
     assert display_text("bad\udcff") == "bad\\udcff"
+
+
+def test_the_printable_ascii_shortcut_agrees_with_the_character_walk() -> None:
+    """``display_text`` and ``shell_arg`` skip the per-character check for printable ASCII:
+    every ASCII character, alone and inside a name, must get the walk's answer."""
+    for code in range(0x80):
+        for text in (chr(code), f"user{chr(code)}@acme.example.com"):
+            assert _all_safe(text) == (not any(_unsafe(ch) for ch in text)), hex(code)
+            assert (display_text(text) == text) == _all_safe(text), hex(code)
+    assert not _all_safe("ok\u202e") and _all_safe("用户")
 
 
 def test_shell_arg_quotes_or_refuses() -> None:

@@ -9,6 +9,7 @@ becomes ``unknown`` lines and a metric, so the log pipeline is never held up by 
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,10 +114,17 @@ def _format_value(value: Any) -> str:
     return display_text(value, 120)
 
 
+@functools.lru_cache(maxsize=1024)
+def _template_parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """``template`` as (literal, field name or None) pairs, parsed once: the templates are the
+    rule files' few hundred texts, filled for every cause of every diagnosis."""
+    return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template))
+
+
 def _fill_text(template: str, values: Mapping[str, Any]) -> str:
     """Substitute ``{name}`` once, without ``str.format`` (values are never re-parsed)."""
     out: list[str] = []
-    for literal, name, _, _ in string.Formatter().parse(template):
+    for literal, name in _template_parts(template):
         out.append(literal)
         if name is not None:
             out.append(_format_value(values.get(name)))
@@ -126,7 +134,7 @@ def _fill_text(template: str, values: Mapping[str, Any]) -> str:
 def _fill_command(template: str, values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """Fill a command with shell-quoted values; (None, why) when a value is unsafe/missing."""
     out: list[str] = []
-    for literal, name, _, _ in string.Formatter().parse(template):
+    for literal, name in _template_parts(template):
         out.append(literal)
         if name is None:
             continue
@@ -228,15 +236,19 @@ class DiagnosisEngine:
             return None
         if rule.symptom_required and match < MatchState.PARTIAL:
             return None
-        results: dict[str, bool | None] = {}
+        values = facts.values
+        unknown: list[str] = []  # checks without a value
+        confirmed = False  # a check has the value the rule expects
         for name, expected in rule.checks.items():
-            got = facts.values.get(name)
-            results[name] = None if got is None else got == expected
-        if any(r is False for r in results.values()):
-            return None
-        unknown = [n for n, r in results.items() if r is None]
+            got = values.get(name)
+            if got is None:
+                unknown.append(name)
+            elif got == expected:
+                confirmed = True
+            else:
+                return None  # a check contradicts the rule
         blocking = [n for n in unknown if n not in rule.unknown_ok]
-        positive = match >= MatchState.PARTIAL or any(r is True for r in results.values())
+        positive = match >= MatchState.PARTIAL or confirmed
         confidence: Confidence
         if blocking:
             if (

@@ -192,39 +192,60 @@ class SymptomPattern:
         return tuple(k for k in sorted(_MATCH_KEYS) if getattr(self, k) is not None)
 
     def evaluate(self, s: Symptom) -> MatchState:
-        results: list[bool | None] = []
+        """NO when a given field contradicts ``s``; YES when every one holds; PARTIAL when one
+        holds and the others are unknown; UNKNOWN when all are unknown (or none is given).
+
+        One pass that stops at the first contradiction: every rule asks this of every
+        failure group the daemon diagnoses."""
+        holds = unknown = 0
         if self.status is not None:
-            results.append(None if s.status is None else s.status in self.status)
+            if s.status is None:
+                unknown += 1
+            elif s.status in self.status:
+                holds += 1
+            else:
+                return MatchState.NO
         if self.x_reason is not None:
             if s.x_reason is None:
-                results.append(None)
+                unknown += 1
+            elif self._x_reason_matches(s.x_reason):
+                holds += 1
             else:
-                got = s.x_reason.strip().lower()
-                results.append(
-                    any(
-                        (p == "" and got == "") or (p != "" and got.startswith(p))
-                        for p in self.x_reason
-                    )
-                )
+                return MatchState.NO
         if self.challenged is not None:
-            results.append(None if s.challenged is None else s.challenged == self.challenged)
+            if s.challenged is None:
+                unknown += 1
+            elif s.challenged == self.challenged:
+                holds += 1
+            else:
+                return MatchState.NO
         if self.registrar_events is not None:
             # Absence of a registrar event is not evidence: most REGISTER outcomes log nothing.
-            results.append(True if self.registrar_events & s.registrar_events else None)
-        if any(r is False for r in results):
-            return MatchState.NO
-        if results and all(r is True for r in results):
-            return MatchState.YES
-        if any(r is True for r in results):
-            return MatchState.PARTIAL
+            if self.registrar_events & s.registrar_events:
+                holds += 1
+            else:
+                unknown += 1
+        if holds:
+            return MatchState.PARTIAL if unknown else MatchState.YES
         return MatchState.UNKNOWN
+
+    def _x_reason_matches(self, x_reason: str) -> bool:
+        """The X-Reason starts with one of the prefixes ("" matches only no X-Reason)."""
+        got = x_reason.strip().lower()
+        prefixes = self.x_reason or ()
+        return any((p == "" and got == "") or (p != "" and got.startswith(p)) for p in prefixes)
 
 
 def evaluate_patterns(patterns: Sequence[SymptomPattern], s: Symptom) -> MatchState:
-    """OR over alternatives: the best state wins."""
-    if not patterns:
-        return MatchState.UNKNOWN
-    return max(p.evaluate(s) for p in patterns)
+    """OR over alternatives: the best state wins (the first YES ends the search)."""
+    best = MatchState.UNKNOWN if not patterns else MatchState.NO
+    for pattern in patterns:
+        state = pattern.evaluate(s)
+        if state > best:
+            best = state
+            if best is MatchState.YES:
+                break
+    return best
 
 
 @dataclass(frozen=True)

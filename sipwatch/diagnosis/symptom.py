@@ -52,6 +52,18 @@ class Symptom:
         return self.auth_username if self.auth_username else self.user
 
 
+_IPV4_CHARS = "0123456789."
+
+
+def _not_ipv4(text: str) -> bool:
+    """True when ``text`` has a character no IPv4 literal has (anything but ASCII digits and
+    dots): ``ipaddress`` would refuse it as IPv4, and without a ``:`` as IPv6 too.
+
+    The rules ask this of every failure group's domain, nearly always a name; ``ipaddress``
+    answers a name by raising twice (IPv4, then IPv6), which cost a tenth of a diagnosis."""
+    return bool(text.strip(_IPV4_CHARS))
+
+
 def host_is_ip(host: str | None) -> bool:
     """True for an IPv4 or IPv6 literal (``[::1]`` included), ignoring a ``:port`` suffix."""
     if not host:
@@ -62,6 +74,8 @@ def host_is_ip(host: str | None) -> bool:
         h = h[1:end] if end > 0 else h[1:]
     elif h.count(":") == 1:
         h = h.split(":", 1)[0]
+    if ":" not in h and _not_ipv4(h):
+        return False
     try:
         ipaddress.ip_address(h)
     except ValueError:
@@ -74,6 +88,8 @@ def host_is_ipv4(host: str | None) -> bool:
     if not host:
         return False
     h = host.strip().split(":", 1)[0]
+    if _not_ipv4(h):
+        return False
     try:
         return isinstance(ipaddress.ip_address(h), ipaddress.IPv4Address)
     except ValueError:

@@ -23,6 +23,15 @@ def _unsafe(ch: str) -> bool:
     return cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 
 
+def _all_safe(s: str) -> bool:
+    """No character of ``s`` is ``_unsafe``, answered without a look at each one when ``s``
+    is printable ASCII (nearly every username and domain): the only unsafe ASCII characters
+    are the controls, which ``str.isprintable`` refuses."""
+    if s.isascii():
+        return s.isprintable()
+    return not any(_unsafe(ch) for ch in s)
+
+
 def display_text(value: object, limit: int = 200) -> str:
     """Printable, single-line, bounded rendering of any value."""
     s = value if isinstance(value, str) else str(value)
@@ -30,6 +39,8 @@ def display_text(value: object, limit: int = 200) -> str:
     if len(s) > limit:
         extra = f"...({len(s)} chars)"
         s = s[:limit]
+    if _all_safe(s):
+        return s + extra
     out: list[str] = []
     for ch in s:
         if _unsafe(ch):
@@ -42,6 +53,6 @@ def display_text(value: object, limit: int = 200) -> str:
 
 def shell_arg(value: str) -> str | None:
     """``shlex.quote(value)``, or None when the value cannot be passed safely and visibly."""
-    if not value or len(value) > MAX_COMMAND_ARG or any(_unsafe(ch) for ch in value):
+    if not value or len(value) > MAX_COMMAND_ARG or not _all_safe(value):
         return None
     return shlex.quote(value)
