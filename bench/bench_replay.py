@@ -196,10 +196,12 @@ def main() -> None:
         print("mtail: not installed (apt-get install mtail): its row and column are left out")
     bare_cpu = best["bare scan"][1]
     mtail_cpu = best["mtail"][1] if mtail else None
+    # the rows of both tables, in the order they are printed
+    order = ("bare scan", "mtail", *(n for n in runs if n.startswith("sipwatch")))
     print()
     print("| | CPU s | SIP messages/s | peak RSS MiB | vs bare scan | vs mtail |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in ("bare scan", "mtail", *(n for n in runs if n.startswith("sipwatch"))):
+    for name in order:
         if name not in best:
             print(f"| {name} | not installed | | | | |")
             continue
@@ -215,9 +217,7 @@ def main() -> None:
             f"mtail's speed, pure Python at {mtail_cpu / best['sipwatch replay pure'][1]:.2f}x"
         )
     if args.instructions:
-        print_instructions(
-            runs, ("bare scan", "mtail", *(n for n in runs if n.startswith("sipwatch")))
-        )
+        print_instructions(runs, order)
     if not args.keep and args.log is None:
         shutil.rmtree(tmp)
 
