@@ -1,4 +1,5 @@
-"""Build of the optional compiled hot path (``sipwatch/ingest/_speedups.pyx``).
+"""Build of the optional compiled hot path (``sipwatch/ingest/_speedups.pyx``, the parser, and
+``sipwatch/ingest/_transactions.pyx``, the REGISTER tracker).
 
 Everything else about the package is in ``pyproject.toml``; setuptools only takes
 ``ext_modules`` from here.  The extension is optional, the aiohttp/yarl pattern: Cython is a
@@ -16,7 +17,10 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-PYX = "sipwatch/ingest/_speedups.pyx"
+EXTENSIONS = {
+    "sipwatch.ingest._speedups": "sipwatch/ingest/_speedups.pyx",
+    "sipwatch.ingest._transactions": "sipwatch/ingest/_transactions.pyx",
+}
 
 
 def _extensions() -> list[Extension]:
@@ -29,8 +33,8 @@ def _extensions() -> list[Extension]:
             "sipwatch: Cython is not installed: building the pure-Python package", file=sys.stderr
         )
         return []
-    ext = Extension("sipwatch.ingest._speedups", [PYX])
-    return list(cythonize([ext], quiet=True))
+    exts = [Extension(name, [pyx]) for name, pyx in EXTENSIONS.items()]
+    return list(cythonize(exts, quiet=True))
 
 
 class OptionalBuildExt(build_ext):

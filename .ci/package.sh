@@ -13,11 +13,15 @@ python -m build --quiet --sdist --wheel --outdir dist . >/dev/null
 # (listings in variables: `grep -q` in a pipe would end the lister early, failing pipefail)
 sdist=$(tar -tzf dist/sipwatch-*.tar.gz)
 wheel=$(python -m zipfile -l dist/sipwatch-*.whl)
-grep -q 'sipwatch/ingest/_speedups.pyx$' <<<"$sdist" || { echo "sdist lacks the extension's .pyx" >&2; exit 1; }
+for ext in _speedups _transactions; do
+    grep -q "sipwatch/ingest/$ext.pyx\$" <<<"$sdist" || { echo "sdist lacks $ext.pyx" >&2; exit 1; }
+done
 if grep -q 'sipwatch/ingest/_speedups.c$' <<<"$sdist"; then
   echo "sdist ships the generated C (a build product)" >&2; exit 1
 fi
-grep -q 'sipwatch/ingest/_speedups\..*\.so' <<<"$wheel" || { echo "wheel lacks the compiled extension" >&2; exit 1; }
+for ext in _speedups _transactions; do
+    grep -q "sipwatch/ingest/$ext\..*\.so" <<<"$wheel" || { echo "wheel lacks the compiled $ext" >&2; exit 1; }
+done
 python3 -m venv .venv-wheel
 .venv-wheel/bin/pip install --quiet dist/sipwatch-*.whl
 cd /tmp
@@ -25,7 +29,7 @@ version=$("$OLDPWD/.venv-wheel/bin/sipwatch" --version)
 echo "$version"
 [[ "$version" == *"(compiled parser)"* ]] || { echo "installed wheel does not run the compiled parser" >&2; exit 1; }
 # imported from the installed wheel, not from the source tree
-"$OLDPWD/.venv-wheel/bin/python" -c 'import sipwatch.ingest._speedups as m, sys; sys.exit(".venv-wheel" not in m.__file__)'
+"$OLDPWD/.venv-wheel/bin/python" -c 'import sipwatch.ingest._speedups as m, sipwatch.ingest._transactions as t, sys; sys.exit(not all(".venv-wheel" in x.__file__ for x in (m, t)))'
 "$OLDPWD/.venv-wheel/bin/sipwatch" --help >/dev/null
 "$OLDPWD/.venv-wheel/bin/sipwatch" replay --help >/dev/null
 "$OLDPWD/.venv-wheel/bin/sipwatch" check-config "$OLDPWD/examples/sipwatch.toml"

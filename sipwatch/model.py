@@ -203,6 +203,18 @@ def outcome_key(status: int, timed_out: bool) -> str:
     return TIMEOUT if timed_out else str(status)
 
 
+@dataclass(slots=True)
+class TrackerStats:
+    """The REGISTER tracker's counters (both implementations report these)."""
+
+    transactions: int = 0
+    retransmitted_requests: int = 0
+    retransmitted_responses: int = 0
+    orphan_responses: int = 0
+    evicted: int = 0  # state dropped by the max_pending bound (counted as timeouts)
+    evicted_attempts: int = 0
+
+
 class AttemptOutcome(StrEnum):
     SUCCESS = "success"  # 2xx
     FAILURE = "failure"  # a final non-2xx that is not a plain challenge

@@ -20,6 +20,9 @@ TIMEOUT: Final = "timeout"
 #: RFC 3261 Timer F (64*T1): a non-INVITE client transaction gives up after 32 s.
 TIMER_F: Final = 32.0
 
+#: An attempt whose credentials were answered with this many 401/407s is a challenge loop.
+MAX_CHALLENGES: Final = 3
+
 #: Answers to a REGISTER that say "your credentials or your identity are wrong".  Only these
 #: are evidence of guessing (a scanner); 5xx and timeouts are outages, never attack evidence.
 REJECTION_STATUSES: Final = frozenset({403, 404})

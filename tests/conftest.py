@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sipwatch.diagnosis.db import DbSettings
+from sipwatch.ingest import transactions
 from sipwatch.remediation.writer import DbWriter
 from tests.alert_receivers import HttpReceiver, SmtpReceiver
 from tests.daemon_runner import clean_env
@@ -164,6 +165,18 @@ def promtool() -> str:
 def prometheus_binary() -> str:
     """The Prometheus server from the same package (``.ci/prometheus.sh``)."""
     return _ci_tool("prometheus.sh")
+
+
+# --------------------------------------------------------------- implementations
+
+
+@pytest.fixture(params=sorted(transactions.IMPLEMENTATIONS))
+def tracker_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each REGISTER tracker this build has (the compiled one and the reference) in turn, as
+    the one ``new_tracker`` builds: a test using it runs once per implementation."""
+    name: str = request.param
+    monkeypatch.setattr(transactions, "TRACKER", transactions.IMPLEMENTATIONS[name])
+    return name
 
 
 # --------------------------------------------------------------- alert receivers

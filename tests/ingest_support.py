@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sipwatch.ingest.framing import LogParser
-from sipwatch.ingest.transactions import RegisterTracker
+from sipwatch.ingest.transactions import RegisterTracker, new_tracker
 from sipwatch.model import (
+    Direction,
     LogChunk,
     ParsedEvent,
     RegisterAttempt,
@@ -67,7 +68,7 @@ def track(
     messages: list[SipMessage], tracker: RegisterTracker | None = None
 ) -> tuple[list[RegisterTransaction], list[RegisterAttempt], RegisterTracker]:
     """Run messages through a tracker and end the input: (transactions, attempts, tracker)."""
-    tracker = tracker or RegisterTracker()
+    tracker = tracker or new_tracker()
     txs: list[RegisterTransaction] = []
     atts: list[RegisterAttempt] = []
     for msg in messages:
@@ -76,3 +77,66 @@ def track(
     for done in tracker.flush():
         (txs if isinstance(done, RegisterTransaction) else atts).append(done)  # type: ignore[arg-type]
     return txs, atts, tracker
+
+
+def sip(
+    t: float,
+    *,
+    status: int = 0,
+    direction: Direction = Direction.RECV,
+    call_id: str = "c1",
+    cseq: int = 1,
+    branch: str = "z9hG4bK1",
+    method: str = "REGISTER",
+    auth: str = "",
+    to_user: str = "1001",
+    expires: int | None = 3600,
+    reason: str = "",
+    x_reason: str = "",
+    challenge: str = "",
+) -> SipMessage:
+    """One SIP message as the parser makes it (requests: status 0)."""
+    request = status == 0
+    return SipMessage(
+        t,
+        "f",
+        direction,
+        "udp",
+        "203.0.113.5",
+        5060,
+        500,
+        request,
+        method,
+        status,
+        reason,
+        "sip:acme.example.com" if request else "",
+        call_id,
+        cseq,
+        branch,
+        "1001" if request else "",
+        "acme.example.com" if request else "",
+        to_user,
+        "acme.example.com",
+        "<sip:1001@203.0.113.5>",
+        expires,
+        "Yealink",
+        auth,
+        "acme.example.com" if auth else "",
+        bool(auth),
+        x_reason,
+        challenge,
+    )
+
+
+def answer(req: SipMessage, t: float, status: int, **kw: object) -> SipMessage:
+    """The response to ``req``, sent back the other way."""
+    back = Direction.SEND if req.direction is Direction.RECV else Direction.RECV
+    return sip(
+        t,
+        status=status,
+        direction=back,
+        call_id=req.call_id,
+        cseq=req.cseq,
+        branch=req.via_branch,
+        **kw,  # type: ignore[arg-type]
+    )

@@ -16,11 +16,13 @@ measuring their children's peak RSS inherit).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -29,25 +31,40 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipwatch import __version__
-from sipwatch.ingest import framing, sip, speedups
+from sipwatch.ingest import framing, sip, speedups, transactions
 from sipwatch.ingest.framing import RECORD_RE, LogParser
-from sipwatch.model import LogChunk, ParsedEvent, Stream
+from sipwatch.model import Direction, LogChunk, ParsedEvent, SipMessage, Stream
 from sipwatch.replay.driver import replay_paths
 from sipwatch.replay.report import render_json
 from sipwatch.sources.cri import CriDecoder
+from tests.ingest_support import sip as sip_message
 from tools.synth import Device, challenge_header, sip_dump, stamp
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _compiled_even_when_disabled() -> Iterator[None]:
     """``SIPWATCH_NO_EXTENSIONS=1`` picks what sipwatch runs; these tests compare both, so
-    they load the extension themselves then (and fail, never skip, when it is not built)."""
-    if COMPILED in framing.IMPLEMENTATIONS:
+    they load the extensions themselves then (and fail, never skip, when they are not built)."""
+    if COMPILED in framing.IMPLEMENTATIONS and COMPILED in transactions.IMPLEMENTATIONS:
         yield
         return
     module = importlib.import_module("sipwatch.ingest._speedups")
     hot_path = framing.compiled_implementation(module)
-    with mock.patch.dict(framing.IMPLEMENTATIONS, {COMPILED: hot_path}):
+    tracker = importlib.import_module("sipwatch.ingest._transactions").RegisterTracker
+    with (
+        mock.patch.dict(framing.IMPLEMENTATIONS, {COMPILED: hot_path}),
+        mock.patch.dict(transactions.IMPLEMENTATIONS, {COMPILED: tracker}),
+    ):
+        yield
+
+
+@contextmanager
+def running(implementation: str) -> Iterator[None]:
+    """Every compiled part of the pipeline (parser and tracker) of one implementation."""
+    with (
+        mock.patch.object(framing, "HOT_PATH", framing.IMPLEMENTATIONS[implementation]),
+        mock.patch.object(transactions, "TRACKER", transactions.IMPLEMENTATIONS[implementation]),
+    ):
         yield
 
 
@@ -361,7 +378,7 @@ def test_replay_json_is_byte_identical(texts: list[str], data: st.DataObject) ->
             paths.append(str(path))
         outputs = []
         for implementation in (COMPILED, PYTHON):
-            with mock.patch.object(framing, "HOT_PATH", framing.IMPLEMENTATIONS[implementation]):
+            with running(implementation):
                 res = replay_paths(paths)
             outputs.append(render_json(res).replace(tmp, "<tmp>"))
     assert outputs[0] == outputs[1]
@@ -450,6 +467,66 @@ def test_the_message_builder_builds_the_reference_message(
     build = framing.IMPLEMENTATIONS[COMPILED].build
     args = (T0, "s", what, size, "udp", "203.0.113.9", 5060, start + " SIP/2.0"[: len(start) % 9])
     assert build(*args, tuple(headers)) == sip.build_sip_message(*args, tuple(headers))
+
+
+# ------------------------------------------------------------------ the tracker
+# Message streams denser in the tracker's corner cases than any log: few Call-IDs, so
+# branches, CSeqs and attempts collide; branches reused across Call-IDs or missing; answers
+# without their request, retransmissions after the answer, clocks that jump past Timer F or
+# go back, tiny bounds so eviction and the attempt trim run, and idle ticks in between.
+TRACKER_MESSAGES = st.builds(
+    sip_message,
+    st.floats(min_value=0, max_value=80).map(lambda dt: T0 + round(dt, 1)),
+    status=st.sampled_from([0, 0, 0, 0, 100, 200, 401, 401, 401, 407, 403, 500]),
+    direction=st.sampled_from(list(Direction)),
+    call_id=st.sampled_from(["a", "b", "c", ""]),
+    cseq=st.integers(0, 3),
+    branch=st.sampled_from(["", "z9hG4bK1", "z9hG4bK2", "z9hG4bK3"]),
+    method=st.sampled_from(["REGISTER", "REGISTER", "OPTIONS"]),
+    auth=st.sampled_from(["", "1001"]),
+    to_user=st.sampled_from(["1001", "", "1002"]),
+    expires=st.sampled_from([None, 0, 3600]),
+    x_reason=st.sampled_from(["", "Invalid credentials"]),
+)
+TRACKER_STEPS = st.lists(
+    st.one_of(TRACKER_MESSAGES, st.floats(0, 120).map(lambda dt: T0 + dt)), max_size=60
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    TRACKER_STEPS,
+    st.sampled_from([32.0, 5.0]),
+    st.sampled_from([100_000, 3, 1]),
+    st.sampled_from([None, 4, 1]),
+)
+def test_both_trackers_emit_the_same_items_in_the_same_order(
+    steps: list[SipMessage | float],
+    timer_f: float,
+    max_pending: int,
+    max_attempts: int | None,
+) -> None:
+    """Every call's completions, the emitted objects as they end up (a retransmission still
+    changes its transaction after it was emitted), the counters and the open state: equal."""
+    runs = []
+    for implementation in (COMPILED, PYTHON):
+        tracker = transactions.new_tracker(
+            implementation,
+            timer_f=timer_f,
+            max_pending=max_pending,
+            max_pending_attempts=max_attempts,
+        )
+        calls, emitted = [], []
+        for step in steps:
+            done = tracker.advance(step) if isinstance(step, float) else tracker.on_message(step)
+            calls.append([dataclasses.astuple(item) for item in done])
+            emitted += done
+            calls.append((tracker.inflight_transactions, tracker.inflight_attempts, tracker.now))
+        done = tracker.flush()
+        calls.append([dataclasses.astuple(item) for item in done])
+        emitted += done
+        runs.append((calls, emitted, tracker.stats, tracker.inflight_transactions))
+    assert runs[0] == runs[1]
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

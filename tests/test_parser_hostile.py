@@ -23,7 +23,7 @@ from sipwatch.ingest.framing import (
     LogParser,
 )
 from sipwatch.ingest.registrar import MAX_PINO_LINE, PinoError, parse_pino_line
-from sipwatch.ingest.transactions import RegisterTracker
+from sipwatch.ingest.transactions import new_tracker
 from sipwatch.model import LogChunk, RegisterTransaction, SipMessage, Stream
 from tests.daemon_runner import free_port, http_get, metric_total, popen_run, write_config
 from tests.ingest_support import line_chunks, parse
@@ -233,7 +233,7 @@ def test_pipeline_in_process_loses_no_message_after_the_hostile_lines(read_size:
     """Parser and tracker fed read by read, as the drivers do, then the idle signal."""
     text, bounds = hostile_log()
     parser = LogParser()
-    tracker = RegisterTracker()
+    tracker = new_tracker()
     messages = 0
     statuses: dict[int, int] = {}
     pieces = [*line_chunks(text, max(1, len(text) // read_size)), ""]  # "" = idle

@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 
 from sipwatch.ingest.framing import LogParser
-from sipwatch.ingest.transactions import RegisterTracker
+from sipwatch.ingest.transactions import RegisterTracker, new_tracker
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
@@ -18,16 +18,20 @@ from sipwatch.model import (
     SipMessage,
     Stream,
 )
+from tests.ingest_support import answer, sip
 from tools.synth import Device, Scenario, challenge_header
 
 T0 = 1772366400.0
+
+# every test here runs once per tracker implementation (compiled, and the reference)
+pytestmark = pytest.mark.usefixtures("tracker_implementation")
 
 
 def run(
     text: str, **kw: float
 ) -> tuple[list[RegisterTransaction], list[RegisterAttempt], RegisterTracker]:
     parser = LogParser()
-    tracker = RegisterTracker(**kw)  # type: ignore[arg-type]
+    tracker = new_tracker(**kw)  # type: ignore[arg-type]
     txs: list[RegisterTransaction] = []
     atts: list[RegisterAttempt] = []
 
@@ -101,7 +105,7 @@ def test_unanswered_request_times_out_after_timer_f_of_log_time() -> None:
     sc.tick(10)
     sc.register_ok(Device("5", "acme.example.com", "203.0.113.6"))  # 10 s later: not yet expired
     parser = LogParser()
-    tracker = RegisterTracker()
+    tracker = new_tracker()
     done: list[RegisterTransaction | RegisterAttempt] = []
     for ev in parser.feed(LogChunk("f", Stream.TEXT, "".join(sc.drachtio))) + parser.flush():
         if isinstance(ev, SipMessage):
@@ -179,7 +183,7 @@ def test_reused_branch_with_other_call_id_is_a_new_transaction() -> None:
 
 
 def test_flood_of_unanswered_requests_stays_bounded() -> None:
-    tracker = RegisterTracker(max_pending=1000)
+    tracker = new_tracker(max_pending=1000)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     timed_out = 0
@@ -223,69 +227,6 @@ def test_flood_of_unanswered_requests_stays_bounded() -> None:
 
 
 # ---------------------------------------------------------------- pinned behaviour, message by message
-def sip(
-    t: float,
-    *,
-    status: int = 0,
-    direction: Direction = Direction.RECV,
-    call_id: str = "c1",
-    cseq: int = 1,
-    branch: str = "z9hG4bK1",
-    method: str = "REGISTER",
-    auth: str = "",
-    to_user: str = "1001",
-    expires: int | None = 3600,
-    reason: str = "",
-    x_reason: str = "",
-    challenge: str = "",
-) -> SipMessage:
-    """One SIP message as the parser makes it (requests: status 0)."""
-    request = status == 0
-    return SipMessage(
-        t,
-        "f",
-        direction,
-        "udp",
-        "203.0.113.5",
-        5060,
-        500,
-        request,
-        method,
-        status,
-        reason,
-        "sip:acme.example.com" if request else "",
-        call_id,
-        cseq,
-        branch,
-        "1001" if request else "",
-        "acme.example.com" if request else "",
-        to_user,
-        "acme.example.com",
-        "<sip:1001@203.0.113.5>",
-        expires,
-        "Yealink",
-        auth,
-        "acme.example.com" if auth else "",
-        bool(auth),
-        x_reason,
-        challenge,
-    )
-
-
-def answer(req: SipMessage, t: float, status: int, **kw: object) -> SipMessage:
-    """The response to ``req``, sent back the other way."""
-    back = Direction.SEND if req.direction is Direction.RECV else Direction.RECV
-    return sip(
-        t,
-        status=status,
-        direction=back,
-        call_id=req.call_id,
-        cseq=req.cseq,
-        branch=req.via_branch,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
 def feed(
     tracker: RegisterTracker, *msgs: SipMessage
 ) -> list[RegisterTransaction | RegisterAttempt]:
@@ -298,7 +239,7 @@ def feed(
 def test_a_response_cut_before_its_cseq_is_matched_by_its_via_branch() -> None:
     """The branch is the first key: a response whose CSeq line was cut (cseq 0) still finds
     its request."""
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0, cseq=5, branch="z9hG4bKcut")
     done = feed(
         tr, req, sip(T0 + 0.1, status=200, direction=Direction.SEND, cseq=0, branch="z9hG4bKcut")
@@ -309,7 +250,7 @@ def test_a_response_cut_before_its_cseq_is_matched_by_its_via_branch() -> None:
 
 
 def test_a_response_with_another_branch_is_matched_by_call_id_and_cseq() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0, branch="z9hG4bKreq")
     done = feed(tr, req, answer(req, T0 + 0.1, 403, reason="Forbidden"))
     done = feed(tr, req, sip(T0 + 0.2, status=403, direction=Direction.SEND, branch="other"))
@@ -318,7 +259,7 @@ def test_a_response_with_another_branch_is_matched_by_call_id_and_cseq() -> None
 
 
 def test_requests_without_branch_rfc2543_pair_on_call_id_and_cseq() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0, branch="")
     done = feed(tr, req, req, answer(req, T0 + 0.5, 200, reason="OK"))
     txs = [d for d in done if isinstance(d, RegisterTransaction)]
@@ -327,7 +268,7 @@ def test_requests_without_branch_rfc2543_pair_on_call_id_and_cseq() -> None:
 
 def test_expiry_is_driven_by_incoming_messages_of_any_method() -> None:
     """Log time moves with every message: an OPTIONS 32 s later times out the REGISTER."""
-    tr = RegisterTracker(timer_f=32.0)
+    tr = new_tracker(timer_f=32.0)
     lost = sip(T0, call_id="lost")
     assert feed(tr, lost) == []
     assert feed(tr, sip(T0 + 31.999, method="OPTIONS", call_id="ping")) == []
@@ -343,7 +284,7 @@ def test_expiry_is_driven_by_incoming_messages_of_any_method() -> None:
 
 
 def test_older_messages_never_move_log_time_back() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     feed(tr, sip(T0 + 10, call_id="a"))
     feed(tr, sip(T0 + 5, call_id="b"))
     assert tr.now == T0 + 10
@@ -356,7 +297,7 @@ def test_older_messages_never_move_log_time_back() -> None:
 
 
 def test_provisional_responses_finish_nothing() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0)
     assert feed(tr, req, answer(req, T0 + 0.01, 100, reason="Trying")) == []
     assert tr.inflight_transactions == 1 and tr.stats.orphan_responses == 0
@@ -367,7 +308,7 @@ def test_provisional_responses_finish_nothing() -> None:
 
 
 def test_a_407_challenge_then_success_is_one_challenged_attempt() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     r1 = sip(T0, direction=Direction.SEND, cseq=1, branch="b1")
     r2 = sip(T0 + 0.2, direction=Direction.SEND, cseq=2, branch="b2", auth="trunk")
     done = feed(
@@ -395,7 +336,7 @@ def test_a_407_challenge_then_success_is_one_challenged_attempt() -> None:
 
 @pytest.mark.parametrize("status", [401, 407])
 def test_credentials_answered_by_three_challenges_is_a_loop(status: int) -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     done: list[RegisterTransaction | RegisterAttempt] = []
     for i in range(1, 4):
         req = sip(T0 + i, cseq=i, branch=f"b{i}", auth="1001")
@@ -407,7 +348,7 @@ def test_credentials_answered_by_three_challenges_is_a_loop(status: int) -> None
 
 
 def test_two_challenges_to_credentials_then_silence_is_a_loop_and_none_is_abandoned() -> None:
-    tr = RegisterTracker(timer_f=32.0)
+    tr = new_tracker(timer_f=32.0)
     done: list[RegisterTransaction | RegisterAttempt] = []
     r1 = sip(T0, cseq=1, branch="b1", call_id="creds")
     done += feed(tr, r1, answer(r1, T0 + 0.01, 401))
@@ -427,7 +368,7 @@ def test_two_challenges_to_credentials_then_silence_is_a_loop_and_none_is_abando
 
 
 def test_a_device_that_comes_back_within_timer_f_is_not_abandoned() -> None:
-    tr = RegisterTracker(timer_f=32.0)
+    tr = new_tracker(timer_f=32.0)
     r1 = sip(T0, cseq=1, branch="b1")
     feed(tr, r1, answer(r1, T0 + 0.01, 401))
     r2 = sip(T0 + 31, cseq=2, branch="b2", auth="1001")  # slow, but within the wait
@@ -442,7 +383,7 @@ def test_a_device_that_comes_back_within_timer_f_is_not_abandoned() -> None:
 
 def test_the_answer_to_an_old_transaction_does_not_close_a_newer_one() -> None:
     """The attempt times out only when its newest transaction does."""
-    tr = RegisterTracker(timer_f=32.0)
+    tr = new_tracker(timer_f=32.0)
     r1 = sip(T0, cseq=1, branch="b1")
     r2 = sip(T0 + 20, cseq=2, branch="b2")  # the device gave up on CSeq 1 and sent CSeq 2
     feed(tr, r1, r2)
@@ -454,7 +395,7 @@ def test_the_answer_to_an_old_transaction_does_not_close_a_newer_one() -> None:
 
 
 def test_transaction_and_attempt_fields_follow_the_messages() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0, to_user="", expires=60, auth="alice")
     done = feed(
         tr, req, answer(req, T0 + 0.25, 403, to_user="1001", reason="Forbidden", x_reason="Nope")
@@ -486,7 +427,7 @@ def test_transaction_and_attempt_fields_follow_the_messages() -> None:
 
 
 def test_an_orphan_answer_is_one_transaction_and_one_attempt() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     resp = sip(T0, status=200, direction=Direction.SEND, reason="OK")
     done = feed(tr, resp)
     tx, att = done
@@ -512,7 +453,7 @@ def test_an_orphan_answer_is_one_transaction_and_one_attempt() -> None:
 
 def test_orphan_challenges_cannot_grow_open_attempts_past_the_bound() -> None:
     """Found by the fuzzer: 401s whose request is not in the log opened attempts unbounded."""
-    tr = RegisterTracker(max_pending=10)
+    tr = new_tracker(max_pending=10)
     closed = []
     for i in range(100):
         resp = sip(T0 + i * 0.01, status=401, direction=Direction.SEND, call_id=f"o{i}")
@@ -525,7 +466,7 @@ def test_orphan_challenges_cannot_grow_open_attempts_past_the_bound() -> None:
 
 
 def test_a_flood_of_call_ids_closes_the_oldest_attempts_first() -> None:
-    tr = RegisterTracker(max_pending=100)
+    tr = new_tracker(max_pending=100)
     closed: list[RegisterAttempt] = []
     for i in range(251):  # odd: one past a multiple of the bound
         closed += [
@@ -540,7 +481,7 @@ def test_a_flood_of_call_ids_closes_the_oldest_attempts_first() -> None:
 
 
 def test_defaults() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     assert (tr.timer_f, tr.max_pending, tr.now) == (32.0, 100_000, 0.0)
     assert tr.advance(0.5) == [] and tr.now == 0.5
 
@@ -548,7 +489,7 @@ def test_defaults() -> None:
 def test_an_attempt_wait_expires_on_its_own_deadline() -> None:
     """No transaction is left to time out, only the wait for the device's second REGISTER:
     a message exactly at that deadline ends it."""
-    tr = RegisterTracker(timer_f=32.0)
+    tr = new_tracker(timer_f=32.0)
     req = sip(T0)
     feed(tr, req, answer(req, T0 + 10, 401))  # a slow challenge: the wait ends at T0 + 42
     assert feed(tr, sip(T0 + 33, method="OPTIONS")) == []  # the transaction leaves the timeline
@@ -559,7 +500,7 @@ def test_an_attempt_wait_expires_on_its_own_deadline() -> None:
 
 
 def test_counters_count_every_occurrence() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     open_req = sip(T0, call_id="open")
     feed(tr, open_req)
     for i in range(3):  # three orphans while a request is open
@@ -576,7 +517,7 @@ def test_counters_count_every_occurrence() -> None:
 def test_a_late_copy_after_expiry_is_a_new_orphan_not_a_retransmission() -> None:
     """Expired transactions leave both indexes (by branch and by Call-ID+CSeq)."""
     for branch in ("z9hG4bKlate", ""):
-        tr = RegisterTracker(timer_f=32.0)
+        tr = new_tracker(timer_f=32.0)
         req = sip(T0, branch=branch)
         resp = answer(req, T0 + 0.1, 200)
         feed(tr, req, resp)
@@ -587,14 +528,14 @@ def test_a_late_copy_after_expiry_is_a_new_orphan_not_a_retransmission() -> None
 
 
 def test_the_answer_does_not_rename_the_transaction() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0, to_user="1001")
     (tx, _) = feed(tr, req, answer(req, T0 + 0.1, 200, to_user="other"))
     assert isinstance(tx, RegisterTransaction) and tx.to_user == "1001"
 
 
 def test_fields_copied_from_the_request_to_transaction_and_attempt() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0)
     tx, att = feed(tr, req, answer(req, T0 + 0.1, 200))
     for item in (tx, att):
@@ -612,7 +553,7 @@ def test_fields_copied_from_the_request_to_transaction_and_attempt() -> None:
 
 
 def test_attempt_expires_follows_the_newest_request_that_says_it() -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     r1 = sip(T0, cseq=1, branch="b1", expires=3600)
     r2 = sip(T0 + 1, cseq=2, branch="b2", expires=None, auth="1001")
     feed(tr, r1, answer(r1, T0 + 0.1, 401), r2)
@@ -639,14 +580,14 @@ def test_attempt_expires_follows_the_newest_request_that_says_it() -> None:
     ],
 )
 def test_final_answers_decide_the_outcome(status: int, outcome: AttemptOutcome) -> None:
-    tr = RegisterTracker()
+    tr = new_tracker()
     req = sip(T0)
     (_, att) = feed(tr, req, answer(req, T0 + 0.1, status))
     assert isinstance(att, RegisterAttempt) and att.outcome is outcome
 
 
 def test_trimming_open_attempts_keeps_nine_tenths_oldest_out_first() -> None:
-    tr = RegisterTracker(max_pending=100)
+    tr = new_tracker(max_pending=100)
     closed: list[RegisterAttempt] = []
     for i in range(101):
         resp = sip(T0 + i * 0.01, status=401, direction=Direction.SEND, call_id=f"o{i}")
@@ -659,7 +600,7 @@ def test_trimming_open_attempts_keeps_nine_tenths_oldest_out_first() -> None:
 def test_trimmed_attempts_that_were_never_challenged_time_out() -> None:
     """Open requests first, then challenges fill the attempts: the oldest (unchallenged,
     their transaction still open) are closed as timeouts, the challenged ones abandoned."""
-    tr = RegisterTracker(max_pending=10)
+    tr = new_tracker(max_pending=10)
     closed: list[RegisterAttempt] = []
     for i in range(3):
         closed += [

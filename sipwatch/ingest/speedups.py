@@ -4,9 +4,12 @@ The one definition of the implementation's name: ``sipwatch --version`` prints i
 ``sipwatch_build_info`` carries it as a label.  The compiled module
 (``sipwatch/ingest/_speedups.pyx``, built by ``setup.py`` when a C compiler is there) is a
 drop-in for the log scanner's regex walk, for ``sip.build_sip_message`` and for the walk that
-frames a channel's records into events (``framing.HotPath``); the pure-Python
-code is the reference, the fallback and what ``SIPWATCH_NO_EXTENSIONS=1`` forces (the
-variable aiohttp, yarl and multidict read as ``*_NO_EXTENSIONS``).
+frames a channel's records into events (``framing.HotPath``); its sibling
+(``sipwatch/ingest/_transactions.pyx``) for the REGISTER tracker
+(``transactions.RegisterTracker``).  The two are built and loaded together: "compiled" means
+both run.  The pure-Python code is the reference, the fallback and what
+``SIPWATCH_NO_EXTENSIONS=1`` forces (the variable aiohttp, yarl and multidict read as
+``*_NO_EXTENSIONS``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ NO_EXTENSIONS_ENV = "SIPWATCH_NO_EXTENSIONS"
 DISABLED = os.environ.get(NO_EXTENSIONS_ENV, "") not in ("", "0")
 
 compiled: ModuleType | None = None
+compiled_tracker: ModuleType | None = None
 if not DISABLED:
     try:
         compiled = importlib.import_module("sipwatch.ingest._speedups")
+        compiled_tracker = importlib.import_module("sipwatch.ingest._transactions")
     except ImportError:  # built without a C compiler: the pure-Python package
-        compiled = None
+        compiled = compiled_tracker = None
 
 #: The implementation this process runs: "compiled" or "python".
 IMPLEMENTATION = COMPILED if compiled is not None else PYTHON

@@ -17,8 +17,9 @@ by SIP Timer F (state older than ``timer_f`` log-seconds is expired) and by ``ma
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import Any
 
+from sipwatch.ingest import speedups
 from sipwatch.model import (
     AttemptOutcome,
     Direction,
@@ -26,22 +27,11 @@ from sipwatch.model import (
     RegisterTransaction,
     Side,
     SipMessage,
+    TrackerStats,
 )
-from sipwatch.sip_meaning import TIMER_F, is_challenge
-
-MAX_CHALLENGES = 3  # an attempt answered with this many 401/407s to credentials is a loop
+from sipwatch.sip_meaning import MAX_CHALLENGES, TIMER_F, is_challenge
 
 Completed = RegisterTransaction | RegisterAttempt
-
-
-@dataclass(slots=True)
-class TrackerStats:
-    transactions: int = 0
-    retransmitted_requests: int = 0
-    retransmitted_responses: int = 0
-    orphan_responses: int = 0
-    evicted: int = 0  # state dropped by the max_pending bound (counted as timeouts)
-    evicted_attempts: int = 0
 
 
 class RegisterTracker:
@@ -366,3 +356,24 @@ class RegisterTracker:
             att = self._attempts[key]
             self._close(att, AttemptOutcome.ABANDONED if att.challenged else AttemptOutcome.TIMEOUT)
         self.stats.evicted_attempts += excess
+
+
+# The tracker in two implementations (``sipwatch.ingest.speedups``): this module's, the
+# reference, and ``_transactions.RegisterTracker``, the same algorithm with its open state in
+# C fields, built with the parser's extension.
+IMPLEMENTATIONS: dict[str, Any] = {speedups.PYTHON: RegisterTracker}
+if speedups.compiled_tracker is not None:
+    IMPLEMENTATIONS[speedups.COMPILED] = speedups.compiled_tracker.RegisterTracker
+
+
+# What ``new_tracker`` builds unless told otherwise (a module global, as ``framing.HOT_PATH``,
+# so a test can patch it).
+TRACKER = IMPLEMENTATIONS[speedups.IMPLEMENTATION]
+
+
+def new_tracker(implementation: str | None = None, **settings: Any) -> RegisterTracker:
+    """A tracker of the implementation this process runs (or of ``implementation``); both
+    take ``RegisterTracker``'s keyword settings and answer to its interface."""
+    cls = TRACKER if implementation is None else IMPLEMENTATIONS[implementation]
+    tracker: RegisterTracker = cls(**settings)
+    return tracker

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sipwatch.ingest.framing import LogParser
-from sipwatch.ingest.transactions import RegisterTracker
+from sipwatch.ingest.transactions import new_tracker
 from sipwatch.model import (
     AttemptOutcome,
     LogChunk,
@@ -112,7 +112,7 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, observers: Iterable[object] = ()) -> None:
         self.settings = settings
         self.parser = LogParser(tz_offset=settings.tz_offset)
-        self.tracker = RegisterTracker(
+        self.tracker = new_tracker(
             timer_f=settings.timer_f,
             max_pending=settings.max_pending_transactions,
             max_pending_attempts=settings.max_pending_attempts,
