@@ -203,6 +203,43 @@ def outcome_key(status: int, timed_out: bool) -> str:
     return TIMEOUT if timed_out else str(status)
 
 
+def transaction_opened_by(side: Side, msg: SipMessage, saw_request: bool) -> RegisterTransaction:
+    """The transaction a REGISTER opens: from its request, or from a response whose request
+    is not in the log (it counts no request copy; the request-only fields stay empty because
+    a response carries no Request-URI or credentials: ``build_sip_message``).  One definition
+    for both trackers (``sipwatch.ingest.transactions`` and its compiled twin)."""
+    # positional, in the field order of RegisterTransaction: keywords cost twice as much on a
+    # path run for every transaction
+    return RegisterTransaction(
+        side,
+        msg.call_id,
+        msg.cseq,
+        msg.via_branch,
+        msg.ts,
+        msg.source,
+        msg.peer_ip,
+        msg.peer_port,
+        msg.transport,
+        msg.to_user,
+        msg.to_host,
+        msg.from_user,
+        msg.request_uri,
+        msg.user_agent,
+        msg.auth_username,
+        msg.has_auth,
+        msg.expires,
+        1 if saw_request else 0,  # requests
+        0,  # responses
+        0,  # status
+        "",  # reason
+        "",  # x_reason
+        "",  # www_authenticate
+        0.0,  # finished
+        False,  # timed_out
+        saw_request,
+    )
+
+
 @dataclass(slots=True)
 class TrackerStats:
     """The REGISTER tracker's counters (both implementations report these)."""

@@ -27,9 +27,9 @@ from sipwatch.model import (
     AttemptOutcome,
     Direction,
     RegisterAttempt,
-    RegisterTransaction,
     Side,
     TrackerStats,
+    transaction_opened_by,
 )
 from sipwatch.sip_meaning import CHALLENGE_STATUSES, TIMER_F
 from sipwatch.sip_meaning import MAX_CHALLENGES as _MAX_CHALLENGES
@@ -43,7 +43,7 @@ cdef object _FAILURE = AttemptOutcome.FAILURE
 cdef object _TIMEOUT = AttemptOutcome.TIMEOUT
 cdef object _ABANDONED = AttemptOutcome.ABANDONED
 cdef object _CHALLENGE_LOOP = AttemptOutcome.CHALLENGE_LOOP
-cdef object _Transaction = RegisterTransaction
+cdef object _opened_by = transaction_opened_by
 cdef object _Attempt = RegisterAttempt
 cdef str _REGISTER = "REGISTER"
 cdef long MAX_CHALLENGES = _MAX_CHALLENGES
@@ -64,8 +64,6 @@ cdef class _Tx:
     cdef double started
     cdef double deadline
     cdef long status
-    cdef long requests
-    cdef long responses
     cdef bint has_auth
     cdef bint saw_request
     cdef bint to_user_empty
@@ -99,7 +97,6 @@ cdef class _Att:
     cdef object x_reason
     cdef double finished
     cdef object expires
-    cdef bint closed
 
     cdef object _build(self):
         # positional, in the field order of RegisterAttempt
@@ -240,101 +237,59 @@ cdef class RegisterTracker:
 
     cdef void _request(self, object msg, double ts) except *:
         side = _INBOUND if msg.direction is _RECV else _OUTBOUND
-        cdef object call_id = msg.call_id
-        cdef object cseq = msg.cseq
-        cdef object branch = msg.via_branch
-        cdef _Tx tx = self._lookup(side, call_id, cseq, branch)
+        cdef _Tx tx = self._lookup(side, msg)
         if tx is not None:
-            tx.requests += 1
-            tx.obj.requests = tx.requests
+            tx.obj.requests += 1
             self._retransmitted_requests += 1
             return
-        tx = self._open(side, msg, call_id, cseq, branch, ts, True)
+        tx = self._open(side, msg, ts, True)
         self._index(tx)
         self._pending += 1
         self._tx_timeline.append(tx)
         if self._pending > self.max_pending:
             self._evict()
-        self._attach(side, tx, msg, call_id, cseq)
+        self._attach(side, tx, msg)
 
     cdef void _response(self, object msg, double ts) except *:
         side = _INBOUND if msg.direction is _SEND else _OUTBOUND
-        cdef object call_id = msg.call_id
-        cdef object cseq = msg.cseq
-        cdef object branch = msg.via_branch
-        cdef _Tx tx = self._lookup(side, call_id, cseq, branch)
+        cdef _Tx tx = self._lookup(side, msg)
         if tx is None:
             # The request is not in the log: still one transaction, counted by this answer.
             self._orphan_responses += 1
-            tx = self._open(side, msg, call_id, cseq, branch, ts, False)
+            tx = self._open(side, msg, ts, False)
             self._index(tx)
             self._tx_timeline.append(tx)
             self._pending += 1
             self._finish(tx, msg, ts)
             return
         if tx.status:
-            tx.responses += 1
-            tx.obj.responses = tx.responses
+            tx.obj.responses += 1
             self._retransmitted_responses += 1
             return
         self._finish(tx, msg, ts)
 
-    cdef _Tx _open(
-        self, object side, object msg, object call_id, object cseq, object branch,
-        double ts, bint saw_request,
-    ):
-        """As the reference's ``_open``: the RegisterTransaction from the message that opened
-        it, request or (its request not in the log) response."""
+    cdef _Tx _open(self, object side, object msg, double ts, bint saw_request):
+        """The reference's transaction (``model.transaction_opened_by``), with the fields the
+        tracker reads copied into C."""
         cdef _Tx tx = _Tx.__new__(_Tx)
-        to_user = msg.to_user
-        has_auth = msg.has_auth
+        cdef object obj = _opened_by(side, msg, saw_request)
+        tx.obj = obj
         tx.side = side
-        tx.call_id = call_id
-        tx.cseq = cseq
-        tx.branch = branch
+        tx.call_id = obj.call_id
+        tx.cseq = obj.cseq
+        tx.branch = obj.branch
         tx.started = ts
         tx.deadline = ts + self.timer_f
         tx.status = 0
-        tx.requests = 1 if saw_request else 0
-        tx.responses = 0
-        tx.has_auth = has_auth
+        tx.has_auth = obj.has_auth
         tx.saw_request = saw_request
-        tx.to_user_empty = not to_user
-        tx.obj = _Transaction(
-            side,
-            call_id,
-            cseq,
-            branch,
-            ts,
-            msg.source,
-            msg.peer_ip,
-            msg.peer_port,
-            msg.transport,
-            to_user,
-            msg.to_host,
-            msg.from_user,
-            msg.request_uri,
-            msg.user_agent,
-            msg.auth_username,
-            has_auth,
-            msg.expires,
-            tx.requests,
-            0,  # responses
-            0,  # status
-            "",  # reason
-            "",  # x_reason
-            "",  # www_authenticate
-            0.0,  # finished
-            False,  # timed_out
-            saw_request,
-        )
+        tx.to_user_empty = not obj.to_user
         return tx
 
     cdef void _finish(self, _Tx tx, object msg, double ts) except *:
         cdef object obj = tx.obj
         status = msg.status
         tx.status = status
-        tx.responses = 1
         obj.status = status
         obj.reason = msg.reason
         obj.x_reason = msg.x_reason
@@ -352,8 +307,10 @@ cdef class RegisterTracker:
         self._out.append(obj)
         self._settle_attempt(tx, msg, ts)
 
-    cdef _Tx _lookup(self, object side, object call_id, object cseq, object branch):
+    cdef _Tx _lookup(self, object side, object msg):
         cdef _Tx tx
+        call_id = msg.call_id
+        branch = msg.via_branch
         if branch:
             found = self._by_branch.get((side, branch))
             # a branch is only trusted with its Call-ID: broken UAs reuse branch values
@@ -361,7 +318,7 @@ cdef class RegisterTracker:
                 tx = <_Tx>found
                 if tx.call_id == call_id:
                     return tx
-        found = self._by_cseq.get((side, call_id, cseq))
+        found = self._by_cseq.get((side, call_id, msg.cseq))
         return <_Tx>found if found is not None else None
 
     cdef void _index(self, _Tx tx) except *:
@@ -379,10 +336,8 @@ cdef class RegisterTracker:
             del self._by_cseq[tx.ckey]
 
     # ------------------------------------------------------------------ attempts
-    cdef void _attach(
-        self, object side, _Tx tx, object msg, object call_id, object cseq
-    ) except *:
-        key = (side, call_id)
+    cdef void _attach(self, object side, _Tx tx, object msg) except *:
+        key = (side, tx.call_id)
         found = self._attempts.get(key)
         cdef _Att att
         if found is None:
@@ -391,7 +346,7 @@ cdef class RegisterTracker:
         else:
             att = <_Att>found
         att.transactions += 1
-        att.last_cseq = cseq
+        att.last_cseq = tx.cseq
         auth_username = msg.auth_username
         if auth_username:
             att.auth_username = auth_username
@@ -428,7 +383,6 @@ cdef class RegisterTracker:
         att.x_reason = ""
         att.finished = 0.0
         att.expires = obj.expires
-        att.closed = False
         return att
 
     cdef void _add_attempt(self, _Att att) except *:
@@ -470,7 +424,6 @@ cdef class RegisterTracker:
 
     cdef void _close(self, _Att att, object outcome) except *:
         att.outcome = outcome
-        att.closed = True
         if self._attempts.get(att.key) is att:
             del self._attempts[att.key]
         self._out.append(att._build())
@@ -494,9 +447,8 @@ cdef class RegisterTracker:
             waiting.popleft()
             att = <_Att>entry[1]
             # still open and no new transaction since the challenge: the device gave up
-            if not att.closed and att.transactions == <long>entry[2]:
-                if self._attempts.get(att.key) is att:
-                    self._close(att, _CHALLENGE_LOOP if att.auth_rejections else _ABANDONED)
+            if self._attempts.get(att.key) is att and att.transactions == <long>entry[2]:
+                self._close(att, _CHALLENGE_LOOP if att.auth_rejections else _ABANDONED)
 
     cdef void _expire_tx(self, _Tx tx) except *:
         self._unindex(tx)

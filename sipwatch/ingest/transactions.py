@@ -28,6 +28,7 @@ from sipwatch.model import (
     Side,
     SipMessage,
     TrackerStats,
+    transaction_opened_by,
 )
 from sipwatch.sip_meaning import MAX_CHALLENGES, TIMER_F, is_challenge
 
@@ -119,7 +120,7 @@ class RegisterTracker:
             tx.requests += 1
             self.stats.retransmitted_requests += 1
             return
-        tx = self._open(side, msg, saw_request=True)
+        tx = transaction_opened_by(side, msg, True)
         self._index(side, tx)
         self._pending += 1
         self._tx_timeline.append((msg.ts + self.timer_f, tx))
@@ -133,7 +134,7 @@ class RegisterTracker:
         if tx is None:
             # The request is not in the log: still one transaction, counted by this answer.
             self.stats.orphan_responses += 1
-            tx = self._open(side, msg, saw_request=False)
+            tx = transaction_opened_by(side, msg, False)
             self._index(side, tx)
             self._tx_timeline.append((msg.ts + self.timer_f, tx))
             self._pending += 1
@@ -144,42 +145,6 @@ class RegisterTracker:
             self.stats.retransmitted_responses += 1
             return
         self._finish(tx, msg)
-
-    @staticmethod
-    def _open(side: Side, msg: SipMessage, *, saw_request: bool) -> RegisterTransaction:
-        """A new transaction from its request, or from a response whose request is not in
-        the log (it counts no request copy; the request-only fields stay empty because a
-        response carries no Request-URI or credentials: ``build_sip_message``)."""
-        # positional, in the field order of RegisterTransaction: keywords cost twice as much
-        # on a path run for every transaction
-        return RegisterTransaction(
-            side,
-            msg.call_id,
-            msg.cseq,
-            msg.via_branch,
-            msg.ts,
-            msg.source,
-            msg.peer_ip,
-            msg.peer_port,
-            msg.transport,
-            msg.to_user,
-            msg.to_host,
-            msg.from_user,
-            msg.request_uri,
-            msg.user_agent,
-            msg.auth_username,
-            msg.has_auth,
-            msg.expires,
-            1 if saw_request else 0,  # requests
-            0,  # responses
-            0,  # status
-            "",  # reason
-            "",  # x_reason
-            "",  # www_authenticate
-            0.0,  # finished
-            False,  # timed_out
-            saw_request,
-        )
 
     def _finish(self, tx: RegisterTransaction, msg: SipMessage) -> None:
         tx.status = msg.status
@@ -234,7 +199,8 @@ class RegisterTracker:
     @staticmethod
     def _new_attempt(tx: RegisterTransaction) -> RegisterAttempt:
         """An attempt begins with its first transaction (normally the unauthenticated one)."""
-        return RegisterAttempt(  # positional, in the field order of RegisterAttempt (as _open)
+        # positional, in the field order of RegisterAttempt (as transaction_opened_by)
+        return RegisterAttempt(
             tx.side,
             tx.call_id,
             tx.started,
